@@ -1,0 +1,49 @@
+"""Options and helpers shared by every CLI command."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from nerschat.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# One console for pretty output (stderr), stdout kept for what scripts read (URLs, JSON).
+console = Console(stderr=True)
+
+
+def registry_option(func: F) -> F:
+    """`--registry DIR` (default: $NERSCHAT_REGISTRY, else ~/.nerschat/registry)."""
+    func = click.option(
+        "--shared", is_flag=True, default=False,
+        help="Group-shared registry (0750/0640) instead of private (0700/0600).",
+    )(func)
+    return click.option(
+        "--registry", "registry_path", type=click.Path(file_okay=False), default=None,
+        help="Registry directory [default: $NERSCHAT_REGISTRY or ~/.nerschat/registry].",
+    )(func)
+
+
+def open_registry(registry_path: str | None, shared: bool = False) -> Registry:
+    return Registry(registry_path, shared=shared)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Exit with a one-line error."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

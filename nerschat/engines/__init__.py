@@ -1,0 +1,26 @@
+"""Engine recipes: vLLM, Text Embeddings Inference, and the stub used by tests/benchmarks."""
+
+from __future__ import annotations
+
+from nerschat.engines.base import EngineError, EngineRecipe, LaunchRequest, ServerLaunch
+from nerschat.engines.stub import StubRecipe
+from nerschat.engines.tei import TeiRecipe
+from nerschat.engines.vllm import VllmRecipe
+
+ENGINES: dict[str, EngineRecipe] = {
+    "vllm": VllmRecipe(),
+    "tei": TeiRecipe(),
+    "stub": StubRecipe(),
+}
+
+
+def get_engine(name: str) -> EngineRecipe:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise EngineError(
+            f"unknown engine {name!r}; choose one of: {', '.join(sorted(ENGINES))}"
+        ) from None
+
+
+__all__ = ["ENGINES", "EngineError", "EngineRecipe", "LaunchRequest", "ServerLaunch", "get_engine"]

@@ -1,0 +1,74 @@
+"""What every engine recipe provides to the pilot, and how recipes are looked up.
+
+A recipe turns "serve model M on port P with GPUs G" into a concrete server command, the
+environment it needs (secrets kept apart so no runtime puts them on a command line), the
+health path to probe, and the kind of service it offers. Adding an engine means adding one
+module here and registering it in `nerschat.engines`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nerschat.registry import Kind
+
+
+class EngineError(ValueError):
+    """An engine cannot serve what was asked (unknown engine, bad option, missing set-up)."""
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the user asked the pilot for."""
+
+    model: str
+    port: int
+    api_key: str
+    gpus: tuple[str, ...] = ()
+    kind: Kind | None = None
+    served_name: str | None = None
+    containerized: bool = False
+    extra_args: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerLaunch:
+    """A server command ready for a container runtime to wrap."""
+
+    argv: list[str]
+    env: dict[str, str]
+    secret_env: dict[str, str]
+    kind: Kind
+    served_model: str
+    health_path: str = "/health"
+    capacity: int | None = None
+    max_model_len: int | None = None
+
+
+class EngineRecipe(Protocol):
+    name: str
+    default_image: str | None
+
+    def launch(self, request: LaunchRequest) -> ServerLaunch: ...
+
+
+def option_int(options: dict[str, Any], name: str) -> int | None:
+    """An integer option or None; a clear error naming the option otherwise."""
+    value = options.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise EngineError(f"option {name}={value!r} is not an integer") from None
+
+
+def check_options(engine: str, options: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise EngineError(
+            f"engine {engine!r} does not take option(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(allowed)) or 'none'}"
+        )

@@ -1,0 +1,46 @@
+"""The stub engine: nerschat's own stand-in server, for fault injection and benchmarks."""
+
+from __future__ import annotations
+
+import sys
+
+from nerschat.engines.base import EngineError, LaunchRequest, ServerLaunch, check_options, option_int
+
+STUB_OPTIONS = {
+    "latency", "capacity", "startup_delay", "fail_after", "error_every", "error_status",
+    "hang_after", "dim", "max_model_len", "tokens_per_second",
+}
+
+
+class StubRecipe:
+    name = "stub"
+    default_image = None
+
+    def launch(self, request: LaunchRequest) -> ServerLaunch:
+        check_options(self.name, request.options, STUB_OPTIONS)
+        kind = request.kind or "llm"
+        served = request.served_name or request.model
+        argv = [
+            sys.executable, "-m", "nerschat.testing.stub_server",
+            "--host", "0.0.0.0", "--port", str(request.port),
+            "--model", served, "--kind", kind,
+        ]
+        for name in sorted(request.options):
+            value = request.options[name]
+            if value is None:
+                continue
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+        argv += list(request.extra_args)
+        if request.containerized:
+            raise EngineError("the stub engine runs without a container (--runtime none)")
+        capacity = option_int(request.options, "capacity") or 256
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(request.gpus)} if request.gpus else {}
+        return ServerLaunch(
+            argv=argv,
+            env=env,
+            secret_env={"VLLM_API_KEY": request.api_key},
+            kind=kind,
+            served_model=served,
+            capacity=capacity,
+            max_model_len=option_int(request.options, "max_model_len") or 2048,
+        )

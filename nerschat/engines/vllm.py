@@ -1,0 +1,121 @@
+"""vLLM: LLM chat/completions, and embeddings with `--runner pooling`.
+
+On a cluster it runs `vllm serve` from the pinned image under a container runtime; on a
+machine without GPUs and without a runtime it runs the local CPU build with the local
+models (`local:gemma-3-270m`, `local:minilm`) built by `scripts/setup-local-engine.sh`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nerschat.engines.base import EngineError, LaunchRequest, ServerLaunch, check_options, option_int
+from nerschat.local_engine import (
+    chat_template_path,
+    engine_python,
+    is_local_model,
+    resolve_local_model,
+)
+
+# Pinned: `structured_outputs` (which the judge relies on) needs vLLM >= 0.12.
+VLLM_IMAGE = "vllm/vllm-openai:v0.12.0"
+VLLM_OPTIONS = {
+    "max_num_seqs", "max_model_len", "gpu_memory_utilization", "dtype", "hf_cache",
+    "kv_cache_gib", "offline",
+}
+DEFAULT_MAX_NUM_SEQS = 256  # vLLM's own default
+
+
+class VllmRecipe:
+    name = "vllm"
+    default_image = VLLM_IMAGE
+
+    def launch(self, request: LaunchRequest) -> ServerLaunch:
+        check_options(self.name, request.options, VLLM_OPTIONS)
+        if is_local_model(request.model):
+            return self._local(request)
+        return self._cluster(request)
+
+    def _common_args(self, request: LaunchRequest, served: str) -> list[str]:
+        opts = request.options
+        args = ["--host", "0.0.0.0", "--port", str(request.port), "--served-model-name", served]
+        for name in ("max_num_seqs", "max_model_len"):
+            value = option_int(opts, name)
+            if value is not None:
+                args += [f"--{name.replace('_', '-')}", str(value)]
+        return args
+
+    def _cluster(self, request: LaunchRequest) -> ServerLaunch:
+        opts = request.options
+        served = request.served_name or request.model
+        tensor_parallel = max(1, len(request.gpus))
+        argv = ["vllm", "serve", request.model, *self._common_args(request, served)]
+        argv += ["--tensor-parallel-size", str(tensor_parallel)]
+        if opts.get("gpu_memory_utilization") is not None:
+            argv += ["--gpu-memory-utilization", str(opts["gpu_memory_utilization"])]
+        if opts.get("dtype"):
+            argv += ["--dtype", str(opts["dtype"])]
+        kind = request.kind or "llm"
+        if kind == "embedding":
+            argv += ["--runner", "pooling"]
+        argv += list(request.extra_args)
+        hf_home = opts.get("hf_cache") or os.environ.get("HF_HOME") or os.path.expanduser(
+            "~/.cache/huggingface"
+        )
+        env = {"HF_HOME": hf_home}
+        # Compute nodes have no route to the Hub: the model must already be in HF_HOME.
+        if str(opts.get("offline", "1")).lower() not in ("0", "false", "no"):
+            env["HF_HUB_OFFLINE"] = "1"
+        if request.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(request.gpus)
+        return ServerLaunch(
+            argv=argv,
+            env=env,
+            secret_env={"VLLM_API_KEY": request.api_key},
+            kind=kind,
+            served_model=served,
+            capacity=option_int(opts, "max_num_seqs") or DEFAULT_MAX_NUM_SEQS,
+            max_model_len=option_int(opts, "max_model_len"),
+        )
+
+    def _local(self, request: LaunchRequest) -> ServerLaunch:
+        try:
+            local = resolve_local_model(request.model)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        if request.containerized:
+            raise EngineError(f"{request.model} runs on the local CPU build: use --runtime none")
+        if request.kind not in (None, local.kind):
+            raise EngineError(f"{request.model} is a {local.kind} model, not {request.kind}")
+        python = engine_python()
+        model_path = local.path()
+        if not python.exists() or not model_path.exists():
+            raise EngineError(
+                f"the local engine is not set up ({python} or {model_path} missing): "
+                "run scripts/setup-local-engine.sh"
+            )
+        served = request.served_name or local.served_name
+        argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
+        argv += self._common_args(request, served)
+        argv += list(local.vllm_args)
+        if local.kind == "llm":
+            argv += ["--chat-template", str(chat_template_path())]
+        argv += list(request.extra_args)
+        kv_gib = request.options.get("kv_cache_gib", 1)
+        env = {
+            "VLLM_CPU_KVCACHE_SPACE": str(kv_gib),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            # The engine env has its own packages; do not let the caller's venv leak in.
+            "PYTHONNOUSERSITE": "1",
+            "VIRTUAL_ENV": str(python.parent.parent),
+        }
+        return ServerLaunch(
+            argv=argv,
+            env=env,
+            secret_env={"VLLM_API_KEY": request.api_key},
+            kind=local.kind,
+            served_model=served,
+            capacity=option_int(request.options, "max_num_seqs") or DEFAULT_MAX_NUM_SEQS,
+            max_model_len=option_int(request.options, "max_model_len") or local.max_model_len,
+        )

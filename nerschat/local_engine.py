@@ -1,0 +1,82 @@
+"""Where the local real engine lives: the vLLM CPU build and the two small local models.
+
+`scripts/setup-local-engine.sh` builds them into `NERSCHAT_HOME` (default
+`~/.cache/nerschat`), never into the repository (the Gemma weights carry their own terms).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerschat.registry import Kind
+
+LOCAL_PREFIX = "local:"
+
+
+def nerschat_home() -> Path:
+    return Path(os.environ.get("NERSCHAT_HOME") or Path.home() / ".cache" / "nerschat")
+
+
+def engine_python() -> Path:
+    return nerschat_home() / "engine-env" / "bin" / "python"
+
+
+def models_dir() -> Path:
+    return nerschat_home() / "models"
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A small real model built at set-up time, with the settings vLLM-on-CPU needs."""
+
+    alias: str
+    kind: Kind
+    served_name: str
+    vllm_args: tuple[str, ...]
+    max_model_len: int
+
+    def path(self) -> Path:
+        if self.alias == "minilm":
+            pointer = models_dir() / "minilm.path"
+            if pointer.exists():
+                return Path(pointer.read_text().strip())
+        return models_dir() / self.alias
+
+
+LOCAL_MODELS = {
+    "gemma-3-270m": LocalModel(
+        alias="gemma-3-270m",
+        kind="llm",
+        served_name="gemma-3-270m",
+        vllm_args=("--max-model-len", "2048", "--dtype", "bfloat16"),
+        max_model_len=2048,
+    ),
+    "minilm": LocalModel(
+        alias="minilm",
+        kind="embedding",
+        served_name="all-MiniLM-L6-v2",
+        vllm_args=("--runner", "pooling", "--dtype", "float32", "--max-model-len", "256"),
+        max_model_len=256,
+    ),
+}
+
+
+def is_local_model(model: str) -> bool:
+    return model.startswith(LOCAL_PREFIX)
+
+
+def resolve_local_model(model: str) -> LocalModel:
+    """`local:gemma-3-270m` -> its recipe, with a clear error naming the set-up step."""
+    alias = model[len(LOCAL_PREFIX):]
+    if alias not in LOCAL_MODELS:
+        raise ValueError(
+            f"unknown local model {model!r}; choose one of: "
+            + ", ".join(LOCAL_PREFIX + name for name in sorted(LOCAL_MODELS))
+        )
+    return LOCAL_MODELS[alias]
+
+
+def chat_template_path() -> Path:
+    return models_dir() / "gemma-3-270m" / "nerschat_chat_template.jinja"

@@ -1,0 +1,105 @@
+"""Container runtimes that wrap an engine's server command: none, shifter, podman-hpc, apptainer.
+
+Secrets travel in the process environment, never in argv: argv is world-readable through
+/proc and `ps` on a shared node. Each runtime says how its container picks them up
+(Shifter passes the environment through; podman-hpc copies a named variable with `-e NAME`;
+Apptainer reads `APPTAINERENV_NAME`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from nerschat.engines.base import ServerLaunch
+
+
+class ContainerError(ValueError):
+    """A runtime that cannot run what was asked (missing image, unknown runtime)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str]  # to add to the pilot's own environment
+
+
+class ContainerRuntime(Protocol):
+    name: str
+    needs_image: bool
+
+    def wrap(self, launch: ServerLaunch, image: str | None) -> Command: ...
+
+
+class NoContainer:
+    name = "none"
+    needs_image = False
+
+    def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        return Command(list(launch.argv), {**launch.env, **launch.secret_env})
+
+
+class Shifter:
+    """NERSC Shifter. It does not run the image ENTRYPOINT, so the argv names the program."""
+
+    name = "shifter"
+    needs_image = True
+
+    def __init__(self, modules: tuple[str, ...] = ("gpu",)):
+        self.modules = modules
+
+    def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        argv = ["shifter", f"--image={image}"]
+        if self.modules:
+            argv.append(f"--module={','.join(self.modules)}")
+        # Non-secret settings go through --env because the image's ENV would override the
+        # inherited value; secrets are inherited from the environment only.
+        argv += [f"--env={k}={v}" for k, v in sorted(launch.env.items())]
+        return Command(argv + list(launch.argv), {**launch.env, **launch.secret_env})
+
+
+class PodmanHpc:
+    name = "podman-hpc"
+    needs_image = True
+
+    def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        argv = ["podman-hpc", "run", "--rm", "--gpu", "--net", "host", "--ipc", "host"]
+        argv += ["-e", "CUDA_VISIBLE_DEVICES"]
+        for key in sorted({**launch.env, **launch.secret_env}):
+            if key != "CUDA_VISIBLE_DEVICES":
+                argv += ["-e", key]  # name only: podman copies the value from our environment
+        hf_home = launch.env.get("HF_HOME")
+        if hf_home:
+            argv += ["-v", f"{hf_home}:{hf_home}"]
+        argv += ["--entrypoint", launch.argv[0], str(image), *launch.argv[1:]]
+        return Command(argv, {**launch.env, **launch.secret_env})
+
+
+class Apptainer:
+    name = "apptainer"
+    needs_image = True
+
+    def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        assert image is not None
+        source = image if ("://" in image or os.path.exists(image)) else f"docker://{image}"
+        env = {**launch.env, **launch.secret_env}
+        env.update({f"APPTAINERENV_{k}": v for k, v in env.items()})
+        return Command(["apptainer", "exec", "--nv", source, *launch.argv], env)
+
+
+RUNTIMES: dict[str, ContainerRuntime] = {
+    "none": NoContainer(),
+    "shifter": Shifter(),
+    "podman-hpc": PodmanHpc(),
+    "apptainer": Apptainer(),
+}
+
+
+def get_runtime(name: str) -> ContainerRuntime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ContainerError(
+            f"unknown container runtime {name!r}; choose one of: {', '.join(sorted(RUNTIMES))}"
+        ) from None
