@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from nerschat.engines import LaunchRequest, ServerLaunch, get_engine
 from nerschat.registry import Endpoint, Kind, Registry
@@ -238,7 +238,7 @@ class Pilot:
         url = self._health_url(health_path)
         deadline = time.monotonic() + self.config.ready_timeout
         next_beat = time.monotonic() + self._heartbeat_interval
-        with httpx.Client(timeout=2.0) as probe:
+        with httpx2.Client(timeout=2.0) as probe:
             while True:
                 if self._check_stop():
                     return False
@@ -249,7 +249,7 @@ class Pilot:
                         f"{self.config.engine} server exited with status {code} before it was "
                         f"ready; last lines of {self.log_path}:\n{tail(self.log_path)}"  # type: ignore[arg-type]
                     )
-                with contextlib.suppress(httpx.HTTPError):
+                with contextlib.suppress(httpx2.HTTPError):
                     if probe.get(url).status_code == 200:
                         return True
                 if time.monotonic() > deadline:

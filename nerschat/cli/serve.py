@@ -63,7 +63,8 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe otherwise
+    for name in ("httpx", "httpx2"):  # one line per health probe otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)

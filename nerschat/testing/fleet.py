@@ -1,0 +1,93 @@
+"""Start and stop stub pilots for tests, benchmarks and fault drills (importable by users too)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nerschat.registry import Endpoint, Registry
+
+
+@dataclass
+class PilotProcess:
+    """A `nerschat serve` child process and, once ready, its registry entry."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    endpoint: Endpoint | None = None
+
+    @property
+    def server_pid(self) -> int | None:
+        """The engine server's pid (the pilot's only child), from /proc."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        with contextlib.suppress(OSError, ValueError):
+            return int(children.read_text().split()[0])
+        return None
+
+
+@dataclass
+class StubFleet:
+    """Stub pilots in one registry; stops them all on exit."""
+
+    registry: Registry
+    pilots: list[PilotProcess] = field(default_factory=list)
+
+    def start(self, model: str = "m1", kind: str = "llm", *, ttl: float = 5.0,
+              extra: tuple[str, ...] = (), **options: object) -> PilotProcess:
+        argv = [sys.executable, "-m", "nerschat.cli.main", "serve", "--engine", "stub",
+                "--model", model, "--kind", kind, "--registry", str(self.registry.path),
+                "--ttl", str(ttl), "--grace-period", "5", *extra]
+        for name, value in options.items():
+            argv += ["-o", f"{name}={value}"]
+        self.registry.ensure()
+        log = self.registry.path / f"pilot-{len(self.pilots)}-{os.getpid()}.out"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        pilot = PilotProcess(process, log)
+        self.pilots.append(pilot)
+        return pilot
+
+    def wait_ready(self, pilot: PilotProcess, timeout: float = 30.0) -> Endpoint:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.registry.scan().entries:
+                if entry.pid == pilot.process.pid and entry.state == "ready":
+                    pilot.endpoint = entry
+                    return entry
+            if pilot.process.poll() is not None:
+                raise RuntimeError(f"pilot exited {pilot.process.returncode}: "
+                                   f"{pilot.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"pilot {pilot.process.pid} not ready after {timeout} s")
+
+    def start_ready(self, count: int = 1, model: str = "m1", **kwargs: object) -> list[Endpoint]:
+        started = [self.start(model, **kwargs) for _ in range(count)]  # type: ignore[arg-type]
+        return [self.wait_ready(p) for p in started]
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        for pilot in self.pilots:
+            if pilot.process.poll() is None:
+                pilot.process.send_signal(signal.SIGTERM)
+        for pilot in self.pilots:
+            try:
+                pilot.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pilot.process.kill()
+                pilot.process.wait()
+
+
+@contextlib.contextmanager
+def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFleet]:
+    fleet = StubFleet(registry if isinstance(registry, Registry) else Registry(registry))
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
