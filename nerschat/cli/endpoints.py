@@ -6,6 +6,7 @@ import json
 import time
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from nerschat.cli.common import console, fail, format_age, open_registry, registry_option
@@ -49,7 +50,9 @@ def ls(registry_path: str | None, shared: bool, as_json: bool, prune: bool,
             e.id, e.kind, e.model, e.url, f"[{STATE_STYLE[status]}]{status}[/]", age,
             format_age(now - e.heartbeat_at), e.slurm_job_id or "-", format_age(e.time_left(now)),
         )
-    out = console.__class__()  # tables go to stdout
+    out = Console()  # tables go to stdout; wide when piped, so ids are not cut
+    if not out.is_terminal:
+        out.width = 200
     out.print(table)
     if not entries:
         out.print("no endpoints registered", style="dim")

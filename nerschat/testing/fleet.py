@@ -91,3 +91,16 @@ def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFlee
         yield fleet
     finally:
         fleet.stop_all()
+
+
+def server_counters(endpoint: Endpoint) -> dict[str, float]:
+    """The stub's /metrics as a dict (requests received/served, running, waiting)."""
+    import httpx2
+
+    root = endpoint.url.removesuffix("/v1")
+    text = httpx2.get(f"{root}/metrics", timeout=5).text
+    counters = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        counters[name.split("{")[0]] = float(value)
+    return counters

@@ -39,6 +39,7 @@ class StubSettings:
     error_every: int | None = None
     error_status: int = 503
     hang_after: int | None = None
+    chunk_delay: float = 0.0
     dim: int = 384
     max_model_len: int = 2048
     max_client_batch_size: int = 32
@@ -271,6 +272,8 @@ class StubServer:
             await send([{"index": i, "delta": {"role": "assistant", "content": ""}}])
             for j, word in enumerate(_words(text)):
                 await send([{"index": i, "delta": {"content": word if j == 0 else " " + word}}])
+                if self.settings.chunk_delay:
+                    await asyncio.sleep(self.settings.chunk_delay)
             await send([{"index": i, "delta": {}, "finish_reason": finish}])
         if (body.get("stream_options") or {}).get("include_usage"):
             await send([], {"usage": usage})
@@ -405,6 +408,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--error-every", type=int, help="answer every K-th request with an error")
     parser.add_argument("--error-status", type=int, default=503)
     parser.add_argument("--hang-after", type=int, help="never answer requests after the N-th")
+    parser.add_argument("--chunk-delay", type=float, default=0.0,
+                        help="seconds between streamed chunks")
     parser.add_argument("--dim", type=int, default=384, help="embedding dimension")
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--max-client-batch-size", type=int, default=32)
@@ -421,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model, kind=args.kind, api_key=os.environ.get("VLLM_API_KEY") or None,
         latency=args.latency, capacity=args.capacity, fail_after=args.fail_after,
         error_every=args.error_every, error_status=args.error_status, hang_after=args.hang_after,
+        chunk_delay=args.chunk_delay,
         dim=args.dim, max_model_len=args.max_model_len,
         max_client_batch_size=args.max_client_batch_size, max_input_length=args.max_input_length,
     )
