@@ -78,6 +78,11 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def group_stop_id(group: str) -> str:
+    """The stop-request name that every pilot of a group watches."""
+    return f"group-{group}"
+
+
 def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "endpoint"
 
@@ -106,6 +111,7 @@ class PilotConfig:
     grace_period: float = 30.0
     expires_at: float | None = None
     endpoint_id: str | None = None
+    group: str | None = None  # pilots launched together share a stop request
 
     def __post_init__(self) -> None:
         if self.ttl <= 0:
@@ -200,6 +206,7 @@ class Pilot:
             gpus=",".join(cfg.gpus if cfg.gpus is not None else visible_gpus()) or None,
             capacity=launch.capacity, max_model_len=launch.max_model_len,
             log_path=str(self.log_path),
+            extra={"group": cfg.group} if cfg.group else {},
         )
         env = {**os.environ, **command.env}
         with open(self.log_path, "ab", buffering=0) as log:
@@ -266,7 +273,9 @@ class Pilot:
 
     def _check_stop(self) -> bool:
         assert self.endpoint is not None
-        if self.registry.stop_requested(self.endpoint.id):
+        if self.registry.stop_requested(self.endpoint.id) or (
+            self.config.group and self.registry.stop_requested(group_stop_id(self.config.group))
+        ):
             self.stop.set("stop requested in the registry")
         expires = self.endpoint.expires_at
         if expires is not None and time.time() >= expires - self.config.drain_before:

@@ -1,0 +1,146 @@
+"""Pilots as Parsl apps, and a small API to run a group of them around a workflow.
+
+A pilot app runs for its block's life. Parsl cannot cancel a running task, so the pilot
+stops itself: on a stop request in the registry (`PilotGroup.stop()`), or ahead of the
+block's SLURM walltime (the pilot reads its job's end time). A retried pilot simply
+registers again under a new id; one that lost its block leaves a stale entry that clients
+ignore.
+
+    with PilotGroup("vllm", "local:gemma-3-270m", count=2, registry=reg) as group:
+        endpoints = group.wait_ready()
+        ...  # client apps
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import asdict
+from typing import Any
+
+from nerschat.pilot import PilotConfig, group_stop_id
+from nerschat.registry import Endpoint, Registry
+
+
+class PilotLaunchError(RuntimeError):
+    """A pilot app failed (or finished) before its server was ready."""
+
+
+def run_pilot(config: dict[str, Any], registry_path: str, shared: bool = False) -> dict[str, Any]:
+    """Run one pilot until it is stopped; the body of the pilot app (imports on the worker)."""
+    import logging
+    import os
+
+    from nerschat.pilot import Pilot
+
+    logging.basicConfig(level=logging.INFO)
+    pilot = Pilot(PilotConfig(**config), Registry(registry_path, shared=shared))
+    code = pilot.run()
+    return {
+        "exit_code": code,
+        "endpoint_id": pilot.endpoint.id if pilot.endpoint else None,
+        "stop_reason": pilot.stop.reason,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def pilot_app(executor: str = "pilots") -> Any:
+    """`run_pilot` as a Parsl app bound to one executor (load a config first)."""
+    from parsl import python_app
+
+    return python_app(run_pilot, executors=[executor])
+
+
+class PilotGroup:
+    """N pilots of one model as Parsl apps: start, wait until ready, stop."""
+
+    def __init__(self, engine: str, model: str, count: int = 1, *,
+                 registry: Registry | str | None = None, executor: str = "pilots",
+                 **pilot_options: Any):
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        self.registry = registry if isinstance(registry, Registry) else Registry(registry)
+        self.count = count
+        self.executor = executor
+        self.group = uuid.uuid4().hex[:10]
+        self.config = PilotConfig(engine=engine, model=model, group=self.group, **pilot_options)
+        self.futures: list[Future[dict[str, Any]]] = []
+
+    def __repr__(self) -> str:
+        return (f"PilotGroup({self.config.engine!r}, {self.config.model!r}, count={self.count}, "
+                f"group={self.group!r}, executor={self.executor!r})")
+
+    def start(self) -> list[Future[dict[str, Any]]]:
+        app = pilot_app(self.executor)
+        config = asdict(self.config)
+        self.futures = [app(config, str(self.registry.path), self.registry.shared)
+                        for _ in range(self.count)]
+        return self.futures
+
+    def endpoints(self) -> list[Endpoint]:
+        return [e for e in self.registry.scan().entries if e.extra.get("group") == self.group]
+
+    def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
+        """Block until all `count` pilots are ready; raise if one fails or time runs out."""
+        if not self.futures:
+            self.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = [e for e in self.endpoints() if e.is_usable()]
+            if len(ready) >= self.count:
+                return ready
+            for future in self.futures:
+                if future.done():
+                    raise PilotLaunchError(self._failure(future))
+            if time.monotonic() > deadline:
+                raise PilotLaunchError(
+                    f"{len(ready)} of {self.count} {self.config.model} pilots ready after "
+                    f"{timeout:.0f} s (group {self.group}; see 'nerschat ls')")
+            time.sleep(poll)
+
+    @staticmethod
+    def _failure(future: Future[dict[str, Any]]) -> str:
+        error = future.exception()
+        if error is not None:
+            return f"pilot app failed before ready: {type(error).__name__}: {error}"
+        return f"pilot app finished before ready: {future.result()}"
+
+    def stop(self, timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Ask every pilot of the group to drain; wait for the apps to return."""
+        self.registry.request_stop(group_stop_id(self.group))
+        results = []
+        try:
+            for future in self.futures:
+                try:
+                    results.append(future.result(timeout=timeout))
+                except Exception as exc:  # noqa: BLE001 - report, keep stopping the others
+                    results.append({"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self.registry.remove(group_stop_id(self.group))
+        return results
+
+    def __enter__(self) -> PilotGroup:
+        if not self.futures:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def smoke_test(model: str, registry_path: str | None = None, requests: int = 8,
+               timeout: float = 120.0) -> dict[str, int]:
+    """Client-app body: `requests` short chat completions through the registry.
+
+    Returns how many went to each endpoint, so a pipeline can check from a client node
+    that every pilot is reachable before it starts real work.
+    """
+    from nerschat.client.connect import connect
+
+    client = connect(model, registry=registry_path, timeout=timeout)
+    for i in range(requests):
+        client.chat.completions.create(
+            model=model, max_tokens=4, messages=[{"role": "user", "content": f"ping {i}"}])
+    return {load.id: load.sent for load in client.nerschat_pool.loads()}  # type: ignore[attr-defined]

@@ -1,0 +1,68 @@
+"""Helpers shared by the Parsl configs in `parsl_configs/` and by `--config FILE` loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+PILOT_EXECUTOR = "pilots"
+CLIENT_EXECUTOR = "clients"
+
+
+class ConfigError(ValueError):
+    """A Parsl config that cannot be built: names the missing argument and its env var."""
+
+
+def setting(value: Any, name: str, env: str, default: Any = None, *, required: bool = False) -> Any:
+    """An argument, else its environment variable, else a default; errors name both."""
+    if value is None:
+        value = os.environ.get(env, default)
+    if required and value in (None, ""):
+        raise ConfigError(f"{name} is required: pass {name}=... or set ${env}")
+    return value
+
+
+def activate_env_command(prefix: str | None = None) -> str:
+    """Shell line that puts this Python environment first on PATH on the workers.
+
+    Parsl starts `process_worker_pool.py` (and imports nerschat) through PATH, so workers
+    must see the same environment as the driver.
+    """
+    prefix = prefix or sys.prefix
+    activate = Path(prefix) / "bin" / "activate"
+    if activate.exists():
+        return f"source {shlex.quote(str(activate))}"
+    return f"export PATH={shlex.quote(str(Path(prefix) / 'bin'))}:$PATH"
+
+
+def load_config_module(path: str | os.PathLike[str]) -> ModuleType:
+    """Import a config file (e.g. parsl_configs/local.py) that defines `make_config()`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Parsl config file {path} not found")
+    spec = importlib.util.spec_from_file_location(f"nerschat_parsl_config_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ensure_env_on_path()
+    if not callable(getattr(module, "make_config", None)):
+        raise ConfigError(f"{path}: defines no make_config() function")
+    return module
+
+
+def pilot_options_of(module: ModuleType) -> dict[str, Any]:
+    """Site defaults for pilots (runtime, image, ...) a config module may provide."""
+    options = getattr(module, "pilot_options", None)
+    return dict(options()) if callable(options) else {}
+
+
+def ensure_env_on_path() -> None:
+    """Parsl's driver starts `interchange.py` through PATH: put this env's bin first."""
+    bin_dir = str(Path(sys.prefix) / "bin")
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
