@@ -1,0 +1,66 @@
+"""OpenAI batch files (`custom_id`, `method`, `url`, `body`) run like `vllm run-batch`.
+
+Each request is sent as is to an endpoint serving its `body.model`, and answered with the
+same output line `vllm run-batch` writes: `id`, `custom_id`, `response{status_code,
+request_id, body}`, `error`. Unlike `vllm run-batch`, results are appended as they finish
+(resumable) and requests are spread over every ready endpoint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from nerschat.workflows.inputs import FieldError, require_str
+
+BATCH_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    custom_id: str
+    method: str
+    url: str
+    body: dict[str, Any]
+
+
+def parse_batch_request(record: dict[str, Any]) -> BatchRequest:
+    custom_id = require_str(record, "custom_id")
+    method = require_str(record, "method")
+    if method.upper() != "POST":
+        raise FieldError("method", f"{method!r} is not supported; only POST")
+    url = require_str(record, "url")
+    if url not in BATCH_URLS:
+        raise FieldError("url", f"{url!r} is not one of {', '.join(BATCH_URLS)}")
+    body = record.get("body")
+    if not isinstance(body, dict):
+        raise FieldError("body", "missing" if body is None else "must be a JSON object")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise FieldError("body.model", "missing")
+    if body.get("stream"):
+        raise FieldError("body.stream", "streaming is not supported in batch files")
+    return BatchRequest(custom_id, method.upper(), url, body)
+
+
+async def run_batch_request(http: httpx2.AsyncClient, request: BatchRequest) -> dict[str, Any]:
+    """One output line; transport failures become `error` (and are retried on a rerun)."""
+    output: dict[str, Any] = {"id": f"vllm-{uuid.uuid4().hex}", "custom_id": request.custom_id,
+                              "response": None, "error": None}
+    try:
+        response = await http.post(request.url, json=request.body)
+    except httpx2.HTTPError as exc:
+        output["error"] = f"{type(exc).__name__}: {exc}"
+        return output
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    output["response"] = {"status_code": response.status_code,
+                          "request_id": f"vllm-batch-{uuid.uuid4().hex}", "body": body}
+    if response.status_code >= 400:
+        error = body.get("error", body) if isinstance(body, dict) else body
+        output["error"] = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    return output

@@ -1,0 +1,139 @@
+"""Live progress of a sharded run, read from the shard result files and the servers' metrics.
+
+Reading files rather than callbacks means the same display works for in-process shards and
+for Parsl apps on other nodes. Per-endpoint load comes from each server's Prometheus
+metrics (`vllm:num_requests_running` / `waiting`), which vLLM and the stub both export.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx2
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from nerschat.registry import Registry
+
+METRIC_NAMES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+class LineCounter:
+    """Counts complete lines (and error lines) appended to a set of files, incrementally."""
+
+    def __init__(self, files: Callable[[], list[Path]]):
+        self.files = files
+        self._offsets: dict[Path, int] = {}
+        self.lines = 0
+        self.errors = 0
+
+    def poll(self) -> int:
+        for path in self.files():
+            offset = self._offsets.get(path, 0)
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except OSError:
+                continue
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self._offsets[path] = offset + len(complete)
+            for line in complete.splitlines():
+                self.lines += 1
+                self.errors += b'"error": null' not in line
+        return self.lines
+
+
+def endpoint_load(registry: Registry, model: str | None, kind: str | None) -> list[tuple[str, str]]:
+    rows = []
+    for endpoint in registry.endpoints(model, kind):
+        root = endpoint.url.removesuffix("/v1")
+        try:
+            text = httpx2.get(f"{root}/metrics", timeout=1.0).text
+        except httpx2.HTTPError:
+            rows.append((endpoint.id, "unreachable"))
+            continue
+        values = {name: 0.0 for name in METRIC_NAMES}
+        for line in text.splitlines():
+            for name in METRIC_NAMES:
+                if line.startswith(name):
+                    values[name] += float(line.rsplit(" ", 1)[1])
+        rows.append((endpoint.id, f"{values[METRIC_NAMES[0]]:.0f} running, "
+                                  f"{values[METRIC_NAMES[1]]:.0f} waiting"))
+    return rows
+
+
+class RunProgress:
+    """A rich progress bar (+ endpoint load table) refreshed from a background thread."""
+
+    def __init__(self, console: Console, description: str, total: int, counter: LineCounter,
+                 registry: Registry, model: str | None, kind: str | None, enabled: bool = True):
+        self.console = console
+        self.counter = counter
+        self.registry, self.model, self.kind = registry, model, kind
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.1f} items/s"), TextColumn("errors {task.fields[errors]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task(description, total=total, rate=0.0, errors=0)
+        self.load_rows: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+
+    def _render(self) -> Group:
+        table = Table(box=None, show_header=False, padding=(0, 2))
+        for endpoint_id, load in self.load_rows:
+            table.add_row(f"  {endpoint_id}", load)
+        return Group(self.progress, table)
+
+    def _loop(self, live: Live | None) -> None:
+        last_load = 0.0
+        while not self._stop.wait(0.5):
+            self.refresh()
+            if live is not None and time.monotonic() - last_load > 2.0:
+                last_load = time.monotonic()
+                self.load_rows = endpoint_load(self.registry, self.model, self.kind)
+                live.update(self._render())
+
+    def refresh(self) -> None:
+        done = self.counter.poll()
+        elapsed = max(1e-9, time.monotonic() - self._started)
+        self.progress.update(self.task, completed=done, rate=done / elapsed,
+                             errors=self.counter.errors)
+
+    def __enter__(self) -> RunProgress:
+        self._started = time.monotonic()
+        live = None
+        if self.enabled:
+            live = Live(self._render(), console=self.console, refresh_per_second=4,
+                        transient=False)
+            live.__enter__()
+        self._live = live
+        self._thread = threading.Thread(target=self._loop, args=(live,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.refresh()
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(None, None, None)
