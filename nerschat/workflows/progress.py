@@ -33,8 +33,10 @@ METRIC_NAMES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 class LineCounter:
     """Counts complete lines (and error lines) appended to a set of files, incrementally."""
 
-    def __init__(self, files: Callable[[], list[Path]]):
+    def __init__(self, files: Callable[[], list[Path]],
+                 weight: Callable[[bytes], tuple[int, int]] | None = None):
         self.files = files
+        self.weight = weight  # (items, errors) a line stands for; default one item
         self._offsets: dict[Path, int] = {}
         self.lines = 0
         self.errors = 0
@@ -51,8 +53,13 @@ class LineCounter:
             complete = chunk[: chunk.rfind(b"\n") + 1]
             self._offsets[path] = offset + len(complete)
             for line in complete.splitlines():
-                self.lines += 1
-                self.errors += b'"error": null' not in line
+                if self.weight is None:
+                    self.lines += 1
+                    self.errors += b'"error": null' not in line
+                else:
+                    items, errors = self.weight(line)
+                    self.lines += items
+                    self.errors += errors
         return self.lines
 
 
@@ -79,14 +86,15 @@ class RunProgress:
     """A rich progress bar (+ endpoint load table) refreshed from a background thread."""
 
     def __init__(self, console: Console, description: str, total: int, counter: LineCounter,
-                 registry: Registry, model: str | None, kind: str | None, enabled: bool = True):
+                 registry: Registry, model: str | None, kind: str | None, enabled: bool = True,
+                 unit: str = "items"):
         self.console = console
         self.counter = counter
         self.registry, self.model, self.kind = registry, model, kind
         self.enabled = enabled
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>7.1f} items/s"), TextColumn("errors {task.fields[errors]}"),
+            TextColumn("{task.fields[rate]:>7.1f} " + unit + "/s"), TextColumn("errors {task.fields[errors]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=console,
         )
