@@ -36,6 +36,7 @@ class LocalModel:
     served_name: str
     vllm_args: tuple[str, ...]
     max_model_len: int
+    max_num_seqs: int = 256
 
     def path(self) -> Path:
         if self.alias == "minilm":
@@ -52,6 +53,7 @@ LOCAL_MODELS = {
         served_name="gemma-3-270m",
         vllm_args=("--max-model-len", "2048", "--dtype", "bfloat16"),
         max_model_len=2048,
+        max_num_seqs=32,  # CPU decoding: a small batch already saturates the cores
     ),
     "minilm": LocalModel(
         alias="minilm",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shlex
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -66,3 +68,19 @@ def ensure_env_on_path() -> None:
     bin_dir = str(Path(sys.prefix) / "bin")
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+@contextlib.contextmanager
+def parsl_session(config_path: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Load a config file for the block and clean up after it; None: use what is loaded."""
+    if config_path is None:
+        yield
+        return
+    import parsl
+
+    dfk = parsl.load(load_config_module(config_path).make_config())
+    try:
+        yield
+    finally:
+        dfk.cleanup()
+        parsl.clear()

@@ -98,6 +98,8 @@ class VllmRecipe:
         argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
         argv += self._common_args(request, served)
         argv += list(local.vllm_args)
+        if option_int(request.options, "max_num_seqs") is None:
+            argv += ["--max-num-seqs", str(local.max_num_seqs)]
         if local.kind == "llm":
             argv += ["--chat-template", str(chat_template_path())]
         argv += list(request.extra_args)
@@ -116,6 +118,6 @@ class VllmRecipe:
             secret_env={"VLLM_API_KEY": request.api_key},
             kind=local.kind,
             served_model=served,
-            capacity=option_int(request.options, "max_num_seqs") or DEFAULT_MAX_NUM_SEQS,
+            capacity=option_int(request.options, "max_num_seqs") or local.max_num_seqs,
             max_model_len=option_int(request.options, "max_model_len") or local.max_model_len,
         )

@@ -92,6 +92,7 @@ def _progress_weight(line: bytes) -> tuple[int, int]:
 def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = None,
               options: EmbedOptions | None = None, shards: int | None = None,
               skip_invalid: bool = False, config_path: str | None = None,
+              parsl_loaded: bool = False,
               id_field: str = "id", text_field: str = "text", timeout: float = 600.0,
               console: Console | None = None, show_progress: bool = True) -> EmbedReport:
     options = options or EmbedOptions()
@@ -122,17 +123,19 @@ def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = 
         counter = LineCounter(lambda: progress_files, weight=_progress_weight)
         with RunProgress(console, f"embed {Path(source).name}", remaining, counter, reg,
                          options.model, "embedding", enabled=show_progress, unit="texts"):
-            _run_shards(todo, work, outdir, str(reg.path), options, timeout, config_path)
+            _run_shards(todo, work, outdir, str(reg.path), options, timeout, config_path,
+                        parsl_loaded)
     manifest = _write_manifest(outdir, plan, options)
     return EmbedReport(manifest, len(todo), len(plan["shards"]) - len(todo),
                        time.monotonic() - started)
 
 
 def _run_shards(todo: list[int], work: Path, outdir: Path, registry: str,
-                options: EmbedOptions, timeout: float, config_path: str | None) -> None:
+                options: EmbedOptions, timeout: float, config_path: str | None,
+                parsl_loaded: bool = False) -> None:
     args = [(str(work / f"input-{n:05d}.jsonl"), str(outdir), n, registry, options_dict(options),
              timeout, str(work / f"progress-{n:05d}.jsonl")) for n in todo]
-    if config_path is None:
+    if config_path is None and not parsl_loaded:
         for input_path, _, number, _, _, _, progress in args:  # one at a time: each fills the servers
             asyncio.run(embed_shard_async(Path(input_path), outdir, number, registry=registry,
                                           options=options, timeout=timeout,
@@ -140,16 +143,12 @@ def _run_shards(todo: list[int], work: Path, outdir: Path, registry: str,
         return
     import parsl
 
-    from nerschat.parsl_support import CLIENT_EXECUTOR, load_config_module
+    from nerschat.parsl_support import CLIENT_EXECUTOR, parsl_session
 
-    dfk = parsl.load(load_config_module(config_path).make_config())
-    try:
+    with parsl_session(None if parsl_loaded else config_path):
         app = parsl.python_app(embed_shard, executors=[CLIENT_EXECUTOR])
         for future in [app(*a) for a in args]:
             future.result()
-    finally:
-        dfk.cleanup()
-        parsl.clear()
 
 
 def _write_manifest(outdir: Path, plan: dict[str, Any], options: EmbedOptions) -> dict[str, Any]:

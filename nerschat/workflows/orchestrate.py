@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from nerschat.client.readiness import wait_for_endpoints
+from nerschat.parsl_support import parsl_session
 from nerschat.registry import Endpoint, Registry
 from nerschat.workflows.inputs import read_records, write_invalid
 from nerschat.workflows.progress import LineCounter, RunProgress
@@ -87,15 +88,25 @@ def only_model(ready: list[Endpoint]) -> str:
 
 
 class ShardRunner:
-    """Runs planned shards either in this process or as Parsl apps on the client executor."""
+    """Runs planned shards in this process, or as Parsl apps on the client executor.
 
-    def __init__(self, config_path: str | None = None, executor: str = "clients"):
+    With `config_path`, the config is loaded for the run and cleaned up after it; with
+    `parsl_loaded=True`, the caller's already loaded config is used (inside a pipeline).
+    """
+
+    def __init__(self, config_path: str | None = None, executor: str = "clients",
+                 parsl_loaded: bool = False):
         self.config_path = config_path
         self.executor = executor
+        self.parsl_loaded = parsl_loaded
+
+    @property
+    def uses_parsl(self) -> bool:
+        return self.parsl_loaded or self.config_path is not None
 
     def run(self, task: ItemTask, shards: list[tuple[Path, Path]], *, registry: str | None,
             model: str | None, in_flight: int | None, timeout: float) -> list[dict[str, Any]]:
-        if self.config_path is None:
+        if not self.uses_parsl:
             return self._in_process(task, shards, registry=registry, model=model,
                                     in_flight=in_flight, timeout=timeout)
         return self._parsl(task, shards, registry=registry, model=model, in_flight=in_flight,
@@ -114,18 +125,11 @@ class ShardRunner:
                ) -> list[dict[str, Any]]:
         import parsl
 
-        from nerschat.parsl_support import load_config_module
-
-        module = load_config_module(self.config_path)  # type: ignore[arg-type]
-        dfk = parsl.load(module.make_config())
-        try:
+        with parsl_session(self.config_path if not self.parsl_loaded else None):
             app = parsl.python_app(run_shard, executors=[self.executor])
             futures = [app(task.to_dict(), str(inp), str(out), shards=len(shards), **kwargs)
                        for inp, out in shards]
             return [f.result() for f in futures]
-        finally:
-            dfk.cleanup()
-            parsl.clear()
 
 
 def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *,

@@ -1,0 +1,112 @@
+"""`nerschat chat`: a terminal chat with any registered LLM, streaming its answers."""
+
+from __future__ import annotations
+
+import click
+import openai
+from rich.console import Console
+
+from nerschat.cli.common import fail, registry_option
+from nerschat.client.connect import connect
+from nerschat.client.readiness import EndpointTimeout
+
+HELP = "commands: /reset (forget history), /model NAME (switch model), /models, /quit"
+
+
+class ChatSession:
+    """History plus the model it is talking to; the loop below does the I/O."""
+
+    def __init__(self, client: openai.OpenAI, model: str, system_prompt: str | None):
+        self.client = client
+        self.model = model
+        self.system_prompt = system_prompt
+        self.history: list[dict[str, str]] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.history = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+
+    def stream_reply(self, text: str, max_tokens: int, temperature: float):  # type: ignore[no-untyped-def]
+        """Yield the reply's pieces; the exchange joins the history once complete."""
+        self.history.append({"role": "user", "content": text})
+        pieces: list[str] = []
+        try:
+            stream = self.client.chat.completions.create(
+                model=self.model, messages=self.history, stream=True,
+                max_tokens=max_tokens, temperature=temperature)
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces.append(chunk.choices[0].delta.content)
+                    yield chunk.choices[0].delta.content
+        except BaseException:
+            self.history.pop()  # a failed turn is not part of the conversation
+            raise
+        self.history.append({"role": "assistant", "content": "".join(pieces)})
+
+
+def llm_models(client: openai.OpenAI) -> list[str]:
+    registry = client.nerschat_pool.registry  # type: ignore[attr-defined]
+    return sorted({e.model for e in registry.endpoints(kind="llm")})
+
+
+@click.command()
+@click.option("--model", default=None, help="Served model name [default: the first LLM ready].")
+@click.option("--system", "system_prompt", default=None, help="System prompt.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds to wait for a ready server.")
+@registry_option
+def chat(model: str | None, system_prompt: str | None, max_tokens: int, temperature: float,
+         timeout: float, registry_path: str | None, shared: bool) -> None:
+    """Chat with a registered LLM in the terminal."""
+    console = Console()
+    try:
+        with console.status("waiting for a ready LLM endpoint") as status:
+            client = connect(model, None if model else "llm", registry_path, timeout,
+                             on_status=lambda s: status.update(f"waiting: {s}"))
+    except EndpointTimeout as exc:
+        fail(str(exc))
+    if model is None:
+        model = llm_models(client)[0]
+        client = connect(None, "llm", registry_path, timeout)  # any LLM, so /model can switch
+    session = ChatSession(client, model, system_prompt)
+    console.print(f"[bold]nerschat chat[/] with [cyan]{model}[/] — {HELP}", highlight=False)
+    while True:
+        try:
+            text = console.input("[bold green]you>[/] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            return
+        if text == "/reset":
+            session.reset()
+            console.print("[dim]history cleared[/]")
+            continue
+        if text == "/models":
+            console.print(", ".join(llm_models(client)) or "no LLM ready")
+            continue
+        if text.startswith("/model"):
+            name = text.removeprefix("/model").strip()
+            if not name:
+                console.print(f"talking to [cyan]{session.model}[/]")
+                continue
+            session.model = name
+            session.reset()
+            console.print(f"now talking to [cyan]{name}[/] (history cleared)")
+            continue
+        if text.startswith("/"):
+            console.print(f"[yellow]unknown command[/] {text}; {HELP}")
+            continue
+        console.print(f"[bold cyan]{session.model}>[/] ", end="")
+        try:
+            for piece in session.stream_reply(text, max_tokens, temperature):
+                console.print(piece, end="", markup=False, highlight=False)
+            console.print()
+        except openai.APIError as exc:
+            console.print(f"\n[red]error:[/] {exc}")
+        except KeyboardInterrupt:
+            console.print("\n[dim](interrupted)[/]")

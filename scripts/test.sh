@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set-up, the local SLURM cluster, then pytest
+# (unit, integration on real SLURM + Parsl, real-engine tests on the local vLLM).
+# Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"`.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+bash scripts/bootstrap.sh
+bash scripts/local-slurm.sh start --gpus 2
+eval "$(bash scripts/local-slurm.sh env)"
+export PATH="$repo/.venv/bin:$PATH"
+# pytest exits 5 when it collected no test: that is a failure here, as any non-zero exit.
+exec python -m pytest -ra "$@"

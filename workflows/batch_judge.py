@@ -1,0 +1,71 @@
+"""A complete Parsl workflow: start LLM pilots with a config, judge a file, stop the pilots.
+
+    python workflows/batch_judge.py examples/data/judge_sample.jsonl -o out/judged.jsonl \
+        --config parsl_configs/local.py --engine vllm --model local:gemma-3-270m --pilots 1
+
+On Perlmutter: `--config parsl_configs/perlmutter.py --model meta-llama/... --pilots 8`
+(two GPU nodes, one server per GPU, client shards on CPU nodes). Resumable: rerun the same
+command after an interruption and only the missing items are judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import parsl
+from rich.console import Console
+
+from nerschat.parsl_pilots import PilotGroup
+from nerschat.parsl_support import load_config_module, pilot_options_of
+from nerschat.registry import Registry
+from nerschat.workflows.judge import JudgeOptions
+from nerschat.workflows.orchestrate import ShardRunner, run_items
+from nerschat.workflows.summary import judge_summary
+from nerschat.workflows.tasks import JudgeTask
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input", type=Path)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--config", default="parsl_configs/local.py")
+    parser.add_argument("--engine", default="vllm")
+    parser.add_argument("--model", default="local:gemma-3-270m")
+    parser.add_argument("--pilots", type=int, default=1, help="servers to start")
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=256, help="reasoning tokens")
+    parser.add_argument("--shuffle", action="store_true")
+    parser.add_argument("--registry", default=os.environ.get("NERSCHAT_REGISTRY"))
+    parser.add_argument("--ready-timeout", type=float, default=900.0)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    console = Console(stderr=True)
+    registry = Registry(args.registry)
+    module = load_config_module(args.config)
+    dfk = parsl.load(module.make_config())
+    try:
+        group = PilotGroup(args.engine, args.model, count=args.pilots, registry=registry,
+                           ready_timeout=args.ready_timeout, **pilot_options_of(module))
+        with group:  # stops the pilots on the way out, whatever happens
+            with console.status(f"starting {args.pilots} {args.model} pilot(s)"):
+                ready = group.wait_ready(timeout=args.ready_timeout + 60)
+            console.print(f"{len(ready)} pilot(s) ready: {', '.join(e.url for e in ready)}")
+            options = JudgeOptions(model=ready[0].model, reasoning_tokens=args.max_tokens,
+                                   shuffle=args.shuffle)
+            report = run_items(JudgeTask(options), args.input, args.output,
+                               registry=str(registry.path), model=ready[0].model,
+                               shards=args.shards, runner=ShardRunner(parsl_loaded=True),
+                               console=console)
+        console.print(judge_summary(report))
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+
+
+if __name__ == "__main__":
+    main()
