@@ -40,6 +40,7 @@ class StubSettings:
     error_status: int = 503
     hang_after: int | None = None
     chunk_delay: float = 0.0
+    api: str = "openai"  # "tei": also answer TEI's /info (its /embed is always there)
     dim: int = 384
     max_model_len: int = 2048
     max_client_batch_size: int = 32
@@ -326,9 +327,14 @@ class StubServer:
         texts = [raw] if isinstance(raw, str) else raw
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             return _error(400, "field 'input' must be a string or a non-empty list of strings")
+        limit = body.get("truncate_prompt_tokens")
+        if limit is not None:  # like vLLM: keep the last `limit` tokens
+            texts = [" ".join(_words(t)[-int(limit):]) for t in texts]
         for text in texts:
             if len(_words(text)) > self.settings.max_model_len:
-                return _error(400, f"input of {len(_words(text))} tokens exceeds max_model_len")
+                return _error(400, f"This model's maximum context length is "
+                                   f"{self.settings.max_model_len} tokens; the input has "
+                                   f"{len(_words(text))}")
         await self._work()
         as_base64 = body.get("encoding_format") == "base64"
         data = []
@@ -381,6 +387,8 @@ class StubServer:
         return web.json_response(vectors)
 
     async def tei_info(self, request: web.Request) -> web.Response:
+        if self.settings.api != "tei":
+            return web.json_response({"detail": "Not Found"}, status=404)
         if not self._authorized(request):
             return web.json_response({"error": "Unauthorized"}, status=401)
         s = self.settings
@@ -410,6 +418,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hang-after", type=int, help="never answer requests after the N-th")
     parser.add_argument("--chunk-delay", type=float, default=0.0,
                         help="seconds between streamed chunks")
+    parser.add_argument("--api", choices=("openai", "tei"), default="openai",
+                        help="'tei' also answers /info, so clients treat it as TEI")
     parser.add_argument("--dim", type=int, default=384, help="embedding dimension")
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--max-client-batch-size", type=int, default=32)
@@ -426,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model, kind=args.kind, api_key=os.environ.get("VLLM_API_KEY") or None,
         latency=args.latency, capacity=args.capacity, fail_after=args.fail_after,
         error_every=args.error_every, error_status=args.error_status, hang_after=args.hang_after,
-        chunk_delay=args.chunk_delay,
+        chunk_delay=args.chunk_delay, api=args.api,
         dim=args.dim, max_model_len=args.max_model_len,
         max_client_batch_size=args.max_client_batch_size, max_input_length=args.max_input_length,
     )

@@ -73,10 +73,12 @@ class ServerLimits:
         if not loads:
             raise EmbedError("no ready embedding endpoint")
         endpoint = loads[0].endpoint
-        if endpoint.engine == "tei":
-            info = (await http.get("/info")).json()
-            return cls("tei", int(info.get("max_client_batch_size", 32)),
-                       info.get("max_input_length"), info.get("max_batch_tokens"))
+        # TEI describes its limits at /info; vLLM has no such route (404).
+        info = await http.get("/info")
+        if info.status_code == 200 and "max_client_batch_size" in info.text:
+            data = info.json()
+            return cls("tei", int(data.get("max_client_batch_size", 32)),
+                       data.get("max_input_length"), data.get("max_batch_tokens"))
         return cls("openai", 64, endpoint.max_model_len, None)
 
 

@@ -16,7 +16,7 @@ class InputError(ValueError):
 
     def __init__(self, path: str | Path, line: int, field: str | None, message: str):
         self.path, self.line, self.field, self.reason = str(path), line, field, message
-        where = f"{path}:{line}"
+        where = f"{path}:{line}" if line else str(path)  # line 0: about the whole file
         super().__init__(f"{where}: field {field!r}: {message}" if field else f"{where}: {message}")
 
 

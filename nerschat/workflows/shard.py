@@ -20,9 +20,14 @@ from nerschat.workflows.store import ResultWriter, read_result_lines
 from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
 
 
+# A quarter more than the servers run at once: when a sequence finishes, the next request is
+# already queued at the server instead of still on its way from the client.
+OVERSUBSCRIBE = 1.25
+
+
 def in_flight_for(capacity: int, shards: int) -> int:
-    """Items in flight per shard so that all shards together fill every endpoint's batch."""
-    return max(1, math.ceil(capacity / max(1, shards)))
+    """Items in flight per shard so that all shards together keep every endpoint's batch full."""
+    return max(1, math.ceil(capacity * OVERSUBSCRIBE / max(1, shards)))
 
 
 async def run_shard_async(task: ItemTask, input_path: Path, result_path: Path, *,
