@@ -6,6 +6,9 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bash scripts/bootstrap.sh
+if ! command -v tmux >/dev/null; then  # the terminal-chat test drives `nerschat chat` in tmux
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null
+fi
 bash scripts/local-slurm.sh start --gpus 2
 eval "$(bash scripts/local-slurm.sh env)"
 export PATH="$repo/.venv/bin:$PATH"

@@ -8,7 +8,8 @@ from rich.console import Console
 
 from nerschat.cli.common import fail, registry_option
 from nerschat.client.connect import connect
-from nerschat.client.readiness import EndpointTimeout
+from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
+from nerschat.registry import Registry
 
 HELP = "commands: /reset (forget history), /model NAME (switch model), /models, /quit"
 
@@ -63,13 +64,13 @@ def chat(model: str | None, system_prompt: str | None, max_tokens: int, temperat
     console = Console()
     try:
         with console.status("waiting for a ready LLM endpoint") as status:
-            client = connect(model, None if model else "llm", registry_path, timeout,
-                             on_status=lambda s: status.update(f"waiting: {s}"))
+            wait_for_endpoints(Registry(registry_path), model, None if model else "llm", timeout,
+                               on_status=lambda s: status.update(f"waiting: {s}"))
     except EndpointTimeout as exc:
         fail(str(exc))
-    if model is None:
-        model = llm_models(client)[0]
-        client = connect(None, "llm", registry_path, timeout)  # any LLM, so /model can switch
+    # One client for every LLM, routed by each request's model, so /model can switch.
+    client = connect(None, "llm", registry_path, timeout, wait=False)
+    model = model or llm_models(client)[0]
     session = ChatSession(client, model, system_prompt)
     console.print(f"[bold]nerschat chat[/] with [cyan]{model}[/] — {HELP}", highlight=False)
     while True:
