@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from nerschat.engines.base import EngineError, LaunchRequest, ServerLaunch, check_options, option_int
+from nerschat.engines.base import LaunchRequest, ServerLaunch, check_options, option_int
 
 STUB_OPTIONS = {
     "latency", "capacity", "startup_delay", "fail_after", "error_every", "error_status",
@@ -31,8 +31,6 @@ class StubRecipe:
                 continue
             argv += [f"--{name.replace('_', '-')}", str(value)]
         argv += list(request.extra_args)
-        if request.containerized:
-            raise EngineError("the stub engine runs without a container (--runtime none)")
         capacity = option_int(request.options, "capacity") or 256
         env = {"CUDA_VISIBLE_DEVICES": ",".join(request.gpus)} if request.gpus else {}
         return ServerLaunch(
