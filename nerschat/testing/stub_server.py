@@ -141,6 +141,17 @@ class StubServer:
             return _error(404, f"The model `{model}` does not exist.", "NotFoundError")
         return body
 
+    async def _begin(self, request: web.Request, kind: str,
+                     refusal: str) -> dict[str, Any] | web.Response:
+        """Auth, fault knobs, JSON body and the served kind: the body, or the response to send."""
+        refused = await self._admit(request)
+        if refused is not None:
+            return refused
+        body = await self._json(request)
+        if not isinstance(body, web.Response) and self.settings.kind != kind:
+            return _error(400, refusal)
+        return body
+
     # -- generic endpoints ------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
@@ -207,14 +218,9 @@ class StubServer:
         return "\n".join(parts)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        refused = await self._admit(request)
-        if refused is not None:
-            return refused
-        body = await self._json(request)
+        body = await self._begin(request, "llm", "The model does not support Chat Completions API")
         if isinstance(body, web.Response):
             return body
-        if self.settings.kind != "llm":
-            return _error(400, "The model does not support Chat Completions API")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _error(400, "field 'messages' must be a non-empty list")
@@ -283,14 +289,9 @@ class StubServer:
         return response
 
     async def completions(self, request: web.Request) -> web.Response:
-        refused = await self._admit(request)
-        if refused is not None:
-            return refused
-        body = await self._json(request)
+        body = await self._begin(request, "llm", "The model does not support Completions API")
         if isinstance(body, web.Response):
             return body
-        if self.settings.kind != "llm":
-            return _error(400, "The model does not support Completions API")
         prompt = body.get("prompt")
         prompts = prompt if isinstance(prompt, list) else [prompt]
         if not prompts or not all(isinstance(p, str) for p in prompts):
@@ -315,14 +316,9 @@ class StubServer:
     # -- embeddings -------------------------------------------------------------------
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        refused = await self._admit(request)
-        if refused is not None:
-            return refused
-        body = await self._json(request)
+        body = await self._begin(request, "embedding", "The model does not support Embeddings API")
         if isinstance(body, web.Response):
             return body
-        if self.settings.kind != "embedding":
-            return _error(400, "The model does not support Embeddings API")
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -350,14 +346,9 @@ class StubServer:
         })
 
     async def tei_embed(self, request: web.Request) -> web.Response:
-        refused = await self._admit(request)
-        if refused is not None:
-            return refused
-        body = await self._json(request)
+        body = await self._begin(request, "embedding", "not an embedding model")
         if isinstance(body, web.Response):
             return body
-        if self.settings.kind != "embedding":
-            return _error(400, "not an embedding model")
         raw = body.get("inputs")
         texts = [raw] if isinstance(raw, str) else raw
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):

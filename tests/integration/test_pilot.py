@@ -14,7 +14,7 @@ import pytest
 
 from nerschat.pilot import Pilot, PilotConfig, PilotError
 from nerschat.registry import Registry
-from nerschat.testing.fleet import StubFleet
+from nerschat.testing.fleet import StubFleet, wait_until
 
 NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
 
@@ -22,14 +22,6 @@ NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*NERSCHAT, *args], capture_output=True, text=True, timeout=timeout)
 
-
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def pid_alive(pid: int) -> bool:
@@ -74,7 +66,7 @@ def test_sigterm_drains_and_exits_zero(fleet: StubFleet, registry: Registry) -> 
     pilot.process.send_signal(signal.SIGTERM)
     assert pilot.process.wait(20) == 0
     assert registry.get(entry.id) is None
-    wait_until(lambda: not pid_alive(server_pid))
+    wait_until(lambda: not pid_alive(server_pid), 15, "the server to exit")
 
 
 def test_server_killed_removes_entry_and_pilot_fails(fleet: StubFleet, registry: Registry) -> None:
@@ -92,13 +84,15 @@ def test_pilot_killed_leaves_a_stale_entry_nobody_uses(fleet: StubFleet,
     server_pid = pilot.server_pid
     pilot.process.kill()
     pilot.process.wait()
-    wait_until(lambda: registry.get(entry.id) is not None and registry.get(entry.id).is_stale())  # type: ignore[union-attr]
+    wait_until(lambda: (e := registry.get(entry.id)) is not None and e.is_stale(), 15,
+               "the entry to turn stale")
     assert registry.endpoints("m1") == []
     result = run_cli("wait", "--model", "m1", "--registry", str(registry.path), "--timeout", "1")
     assert result.returncode == 1
     assert "only stale entries" in result.stderr
     # The server dies with its pilot (parent-death signal), so nothing is left listening.
-    wait_until(lambda: server_pid is None or not pid_alive(server_pid))
+    wait_until(lambda: server_pid is None or not pid_alive(server_pid), 15,
+               "the orphaned server to exit")
 
 
 def test_stop_command(fleet: StubFleet, registry: Registry) -> None:
@@ -162,7 +156,7 @@ def test_wait_reports_nothing_registered_and_starting(fleet: StubFleet,
     assert result.returncode == 1
     assert "nothing registered for model 'm1'" in result.stderr
     fleet.start("m1", startup_delay=30)
-    wait_until(lambda: bool(registry.scan().entries))
+    wait_until(lambda: bool(registry.scan().entries), 15, "a starting entry")
     result = run_cli("wait", "--model", "m1", "--registry", str(registry.path), "--timeout", "1")
     assert result.returncode == 1
     assert "1 endpoint(s) starting, the oldest for" in result.stderr

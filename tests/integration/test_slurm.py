@@ -14,20 +14,13 @@ import nerschat
 from nerschat.parsl_pilots import PilotGroup, smoke_test
 from nerschat.parsl_support import CLIENT_EXECUTOR, load_config_module
 from nerschat.registry import Registry
+from nerschat.testing.fleet import wait_until
 from tests.integration.conftest import REPO, sbatch, squeue_ids
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 SERVE_SCRIPT = str(REPO / "scripts" / "nerschat-serve.sbatch")
 
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_parsl_pilots_on_two_gpus_and_a_client_app(slurm_jobs: list[str], tmp_path: Path) -> None:
@@ -55,7 +48,7 @@ def test_parsl_pilots_on_two_gpus_and_a_client_app(slurm_jobs: list[str], tmp_pa
         dfk.cleanup()
         parsl.clear()
     assert registry.scan().entries == []
-    wait_for(lambda: not (set(squeue_ids()) - before), 60, "Parsl's blocks to leave squeue")
+    wait_until(lambda: not (set(squeue_ids()) - before), 60, "Parsl's blocks to leave squeue")
 
 
 def test_scancel_of_a_pilot_job_moves_clients_on(slurm_jobs: list[str], tmp_path: Path) -> None:
@@ -66,13 +59,13 @@ def test_scancel_of_a_pilot_job_moves_clients_on(slurm_jobs: list[str], tmp_path
                    "--model", "m1", "--registry", str(registry.path), "--ttl", "3")
             for i in range(2)]
     slurm_jobs.extend(jobs)
-    wait_for(lambda: len(registry.endpoints("m1")) == 2, 60, "two ready pilots")
+    wait_until(lambda: len(registry.endpoints("m1")) == 2, 60, "two ready pilots")
     client = nerschat.connect("m1", registry=registry, timeout=30, refresh_interval=0.5)
     for _ in range(10):
         client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "x"}])
     victim = registry.endpoints("m1")[0]
     subprocess.run(["scancel", victim.slurm_job_id], check=True)  # type: ignore[list-item]
-    wait_for(lambda: (e := registry.get(victim.id)) is None or e.is_stale(), 30,
+    wait_until(lambda: (e := registry.get(victim.id)) is None or e.is_stale(), 30,
              "the cancelled pilot's entry to go")
     for _ in range(20):
         client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "y"}])
@@ -86,14 +79,14 @@ def test_pilot_drains_before_a_two_minute_walltime(slurm_jobs: list[str], tmp_pa
                  f"--output={tmp_path}/job-%j.out", SERVE_SCRIPT, "--engine", "stub", "--model",
                  "short", "--registry", str(registry.path), "--drain-before", "100", "-v")
     slurm_jobs.append(job)
-    wait_for(lambda: bool(registry.endpoints("short")), 60, "the pilot to be ready")
+    wait_until(lambda: bool(registry.endpoints("short")), 60, "the pilot to be ready")
     (entry,) = registry.endpoints("short")
     assert entry.slurm_job_id == job
     assert entry.expires_at is not None and 60 < entry.expires_at - time.time() <= 125
     # Drains 100 s before the end, i.e. about 20 s after the start.
-    wait_for(lambda: registry.get(entry.id) is None, 60, "the pilot to drain")
+    wait_until(lambda: registry.get(entry.id) is None, 60, "the pilot to drain")
     assert time.time() < entry.expires_at - 60
-    wait_for(lambda: job not in squeue_ids(), 30, "the job to end")
+    wait_until(lambda: job not in squeue_ids(), 30, "the job to end")
     log = (tmp_path / f"job-{job}.out").read_text()
     assert "walltime ends in" in log
 
@@ -110,4 +103,4 @@ def test_service_script_and_wait(slurm_jobs: list[str], tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("/v1")
     subprocess.run(["scancel", job], check=True)
-    wait_for(lambda: Registry(registry).scan().entries == [], 30, "the entry to go")
+    wait_until(lambda: Registry(registry).scan().entries == [], 30, "the entry to go")

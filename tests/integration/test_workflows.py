@@ -15,7 +15,7 @@ import pytest
 
 import nerschat
 from nerschat.registry import Registry
-from nerschat.testing.fleet import StubFleet, server_counters
+from nerschat.testing.fleet import StubFleet, server_counters, wait_until
 
 NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
 
@@ -30,14 +30,6 @@ def count_lines(parts: Path) -> int:
         total += path.read_bytes().count(b"\n")
     return total
 
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_batch(path: Path, count: int, model: str = "m1") -> None:
@@ -61,10 +53,10 @@ def test_run_batch_20000_items_survive_replica_and_client_kills(
     command = [*NERSCHAT, "run-batch", "-i", str(source), "-o", str(output), "--registry",
                str(registry.path), "--no-progress"]
     client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(lambda: count_lines(parts) >= 4000, 240, "4000 results")
+    wait_until(lambda: count_lines(parts) >= 4000, 240, "4000 results")
     seen_by_victim = received(endpoints[0])
     os.kill(pilots[0].server_pid, signal.SIGKILL)  # type: ignore[arg-type]
-    wait_for(lambda: count_lines(parts) >= 9000, 240, "9000 results")
+    wait_until(lambda: count_lines(parts) >= 9000, 240, "9000 results")
     client.kill()
     client.wait()
     in_flight = 3 * 48  # one shard keeps the endpoints' total capacity in flight
@@ -95,7 +87,7 @@ def test_judge_resumes_after_client_kill_exactly_once(fleet: StubFleet, registry
                str(registry.path), "--shuffle", "--seed", "3", "--no-progress"]
     parts = output.with_name(output.name + ".parts")
     client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: count_lines(parts) >= 500, 120, "500 judged items")
+    wait_until(lambda: count_lines(parts) >= 500, 120, "500 judged items")
     client.send_signal(signal.SIGKILL)
     client.wait()
     finish = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -193,7 +185,7 @@ def test_embed_kill_and_resume_gives_identical_output(fleet: StubFleet, registry
     assert done.returncode == 0, done.stderr
     client = subprocess.Popen([*base, "-o", str(resumed)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    wait_for(lambda: (resumed / "shard-00001.json").exists(), 120, "two finished shards")
+    wait_until(lambda: (resumed / "shard-00001.json").exists(), 120, "two finished shards")
     client.kill()
     client.wait()
     finished = {p.name: p.stat().st_mtime_ns for p in resumed.glob("shard-*.npy")}
