@@ -13,11 +13,15 @@ ignore.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any
+
+from rich.console import Console
 
 from nerschat.pilot import PilotConfig, group_stop_id
 from nerschat.registry import Endpoint, Registry
@@ -144,3 +148,20 @@ def smoke_test(model: str, registry_path: str | None = None, requests: int = 8,
         client.chat.completions.create(
             model=model, max_tokens=4, messages=[{"role": "user", "content": f"ping {i}"}])
     return {load.id: load.sent for load in client.nerschat_pool.loads()}  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def running_pilots(engine: str, model: str, count: int = 1, *,
+                   registry: Registry | str | None = None, ready_timeout: float = 900.0,
+                   executor: str = "pilots", console: Console | None = None,
+                   **pilot_options: Any) -> Iterator[list[Endpoint]]:
+    """Start `count` pilots (a Parsl config must be loaded), yield them ready, stop them after."""
+    console = console or Console(stderr=True)
+    group = PilotGroup(engine, model, count, registry=registry, executor=executor,
+                       ready_timeout=ready_timeout, **pilot_options)
+    with group:
+        with console.status(f"starting {count} {model} pilot(s)"):
+            ready = group.wait_ready(timeout=ready_timeout + 60)
+        console.print(f"{len(ready)} pilot(s) ready: {', '.join(e.url for e in ready)}",
+                      highlight=False)
+        yield ready

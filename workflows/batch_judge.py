@@ -17,7 +17,7 @@ from pathlib import Path
 import parsl
 from rich.console import Console
 
-from nerschat.parsl_pilots import PilotGroup
+from nerschat.parsl_pilots import running_pilots
 from nerschat.parsl_support import load_config_module, pilot_options_of
 from nerschat.registry import Registry
 from nerschat.workflows.judge import JudgeOptions
@@ -49,12 +49,9 @@ def main() -> None:
     module = load_config_module(args.config)
     dfk = parsl.load(module.make_config())
     try:
-        group = PilotGroup(args.engine, args.model, count=args.pilots, registry=registry,
-                           ready_timeout=args.ready_timeout, **pilot_options_of(module))
-        with group:  # stops the pilots on the way out, whatever happens
-            with console.status(f"starting {args.pilots} {args.model} pilot(s)"):
-                ready = group.wait_ready(timeout=args.ready_timeout + 60)
-            console.print(f"{len(ready)} pilot(s) ready: {', '.join(e.url for e in ready)}")
+        with running_pilots(args.engine, args.model, args.pilots, registry=registry,
+                            ready_timeout=args.ready_timeout, console=console,
+                            **pilot_options_of(module)) as ready:
             options = JudgeOptions(model=ready[0].model, reasoning_tokens=args.max_tokens,
                                    shuffle=args.shuffle)
             report = run_items(JudgeTask(options), args.input, args.output,

@@ -16,7 +16,7 @@ from pathlib import Path
 import parsl
 from rich.console import Console
 
-from nerschat.parsl_pilots import PilotGroup
+from nerschat.parsl_pilots import running_pilots
 from nerschat.parsl_support import load_config_module, pilot_options_of
 from nerschat.registry import Registry
 from nerschat.workflows.embed import EmbedOptions
@@ -65,13 +65,9 @@ def main() -> None:
     module = load_config_module(args.config)
     dfk = parsl.load(module.make_config())
     try:
-        group = PilotGroup(args.engine, args.model, count=args.pilots, registry=registry,
-                           kind="embedding", ready_timeout=args.ready_timeout,
-                           **pilot_options_of(module))
-        with group:
-            with console.status(f"starting {args.pilots} {args.model} pilot(s)"):
-                ready = group.wait_ready(timeout=args.ready_timeout + 60)
-            console.print(f"{len(ready)} pilot(s) ready: {', '.join(e.url for e in ready)}")
+        with running_pilots(args.engine, args.model, args.pilots, registry=registry,
+                            ready_timeout=args.ready_timeout, console=console, kind="embedding",
+                            **pilot_options_of(module)) as ready:
             options = EmbedOptions(model=ready[0].model, prompt_name=args.prompt_name,
                                    prefix=args.prefix)
             report = run_embed(args.input, args.output, registry=str(registry.path),
