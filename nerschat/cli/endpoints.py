@@ -46,8 +46,9 @@ def ls(registry_path: str | None, shared: bool, as_json: bool, prune: bool,
     for e in entries:
         status = e.status(now)
         age = format_age(now - e.started_at) if e.started_at else "-"
+        shown = f"{status} {age}" if status == "starting" else status  # vLLM takes minutes
         table.add_row(
-            e.id, e.kind, e.model, e.url, f"[{STATE_STYLE[status]}]{status}[/]", age,
+            e.id, e.kind, e.model, e.url, f"[{STATE_STYLE[status]}]{shown}[/]", age,
             format_age(now - e.heartbeat_at), e.slurm_job_id or "-", format_age(e.time_left(now)),
         )
     out = Console()  # tables go to stdout; wide when piped, so ids are not cut
