@@ -84,9 +84,9 @@ def _plan(work: Path, ids: list[str], texts: list[str], options: EmbedOptions,
     return plan
 
 
-def _progress_weight(line: bytes) -> tuple[int, int]:
+def _progress_weight(line: bytes) -> tuple[int, int, int]:
     record = json.loads(line)
-    return int(record["n"]), int(record.get("errors", 0))
+    return int(record["n"]), int(record.get("errors", 0)), int(record.get("tokens", 0))
 
 
 def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = None,

@@ -34,12 +34,13 @@ class LineCounter:
     """Counts complete lines (and error lines) appended to a set of files, incrementally."""
 
     def __init__(self, files: Callable[[], list[Path]],
-                 weight: Callable[[bytes], tuple[int, int]] | None = None):
+                 weight: Callable[[bytes], tuple[int, int, int]] | None = None):
         self.files = files
-        self.weight = weight  # (items, errors) a line stands for; default one item
+        self.weight = weight  # (items, errors, tokens) a line stands for; default one item
         self._offsets: dict[Path, int] = {}
         self.lines = 0
         self.errors = 0
+        self.tokens = 0
 
     def poll(self) -> int:
         for path in self.files():
@@ -57,9 +58,10 @@ class LineCounter:
                     self.lines += 1
                     self.errors += b'"error": null' not in line
                 else:
-                    items, errors = self.weight(line)
+                    items, errors, tokens = self.weight(line)
                     self.lines += items
                     self.errors += errors
+                    self.tokens += tokens
         return self.lines
 
 
@@ -94,11 +96,13 @@ class RunProgress:
         self.enabled = enabled
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>7.1f} " + unit + "/s"), TextColumn("errors {task.fields[errors]}"),
+            TextColumn("{task.fields[rate]:>7.1f} " + unit + "/s"),
+            TextColumn("{task.fields[tokens]}"), TextColumn("errors {task.fields[errors]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=console,
         )
-        self.task = self.progress.add_task(description, total=total, rate=0.0, errors=0)
+        self.task = self.progress.add_task(description, total=total, rate=0.0, errors=0,
+                                           tokens="")
         self.load_rows: list[tuple[str, str]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,8 +126,9 @@ class RunProgress:
     def refresh(self) -> None:
         done = self.counter.poll()
         elapsed = max(1e-9, time.monotonic() - self._started)
+        tokens = f"{self.counter.tokens / elapsed:.0f} tokens/s" if self.counter.tokens else ""
         self.progress.update(self.task, completed=done, rate=done / elapsed,
-                             errors=self.counter.errors)
+                             errors=self.counter.errors, tokens=tokens)
 
     def __enter__(self) -> RunProgress:
         self._started = time.monotonic()
