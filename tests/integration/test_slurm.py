@@ -129,7 +129,7 @@ def test_judge_workflow_with_pilots_and_clients_in_slurm_jobs(slurm_jobs: list[s
     assert [r["id"] for r in lines] == [i["id"] for i in items]
     assert all(r["error"] is None for r in lines)
     # The shards ran as Parsl apps inside SLURM jobs, on the pilots' replicas.
-    submitted = list((tmp_path / "runinfo").rglob("parsl.clients.block-*.sh"))
+    submitted = list((tmp_path / "runinfo").rglob("parsl.clients.block-*"))
     assert submitted, "no client block was submitted to SLURM"
     assert Registry(tmp_path / "registry").scan().entries == []
     wait_until(lambda: not (set(squeue_ids()) - before), 60, "the workflow's blocks to leave")

@@ -37,7 +37,7 @@ def write_batch(path: Path, count: int, model: str = "m1") -> None:
         for i in range(count):
             handle.write(json.dumps({
                 "custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-                "body": {"model": model, "max_tokens": 4,
+                "body": {"model": model, "max_tokens": 8,
                          "messages": [{"role": "user", "content": f"item {i}"}]}}) + "\n")
 
 
