@@ -46,4 +46,15 @@ def __dir__() -> list[str]:
     return sorted([*_EXPORTS, "__version__"])
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Endpoint",
+    "EndpointTimeout",
+    "PilotGroup",
+    "Registry",
+    "aconnect",
+    "connect",
+    "default_registry_path",
+    "endpoints",
+    "load_embeddings",
+    "wait_for_endpoints",
+]

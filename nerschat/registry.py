@@ -236,8 +236,10 @@ class Registry:
             raw = handle.read(1 << 20)
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text ({exc.reason})") from exc
         return Endpoint.from_dict(data)
 
     def scan(self) -> RegistryScan:

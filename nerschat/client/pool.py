@@ -152,8 +152,8 @@ class EndpointPool:
             return best
 
     def _describe(self, model: str | None) -> str:
-        cooling = [l for l in self._loads.values()
-                   if model is None or self.model is not None or l.endpoint.model == model]
+        cooling = [load for load in self._loads.values()
+                   if model is None or self.model is not None or load.endpoint.model == model]
         if cooling:
             return f"all {len(cooling)} endpoint(s) for {model or self.model or self.kind} failing"
         return describe_status(self.registry, self.model or model, self.kind,
@@ -172,9 +172,9 @@ class EndpointPool:
 
     def loads(self) -> list[EndpointLoad]:
         with self._lock:
-            return sorted(self._loads.values(), key=lambda l: l.order)
+            return sorted(self._loads.values(), key=lambda load: load.order)
 
     def capacity(self) -> int:
         """Sum of the ready endpoints' advertised capacity (e.g. vLLM max_num_seqs)."""
         self.refresh()
-        return sum(l.endpoint.capacity or 1 for l in self.loads())
+        return sum(load.endpoint.capacity or 1 for load in self.loads())

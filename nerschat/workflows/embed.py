@@ -209,7 +209,8 @@ async def embed_shard_async(input_path: Path, outdir: Path, shard: int, *, regis
     vectors_path, ids_path, meta_path = shard_files(outdir, shard)
     if meta_path.exists():
         return json.loads(meta_path.read_text())
-    docs = [json.loads(line) for line in open(input_path, encoding="utf-8") if line.strip()]
+    with open(input_path, encoding="utf-8") as handle:
+        docs = [json.loads(line) for line in handle if line.strip()]
     ids = [d["id"] for d in docs]
     texts = [d["text"] for d in docs]
     pool = await asyncio.to_thread(make_pool, options.model, "embedding" if options.model is None

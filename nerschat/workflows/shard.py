@@ -33,7 +33,8 @@ def in_flight_for(capacity: int, shards: int) -> int:
 async def run_shard_async(task: ItemTask, input_path: Path, result_path: Path, *,
                           registry: str | None, model: str | None, shards: int = 1,
                           in_flight: int | None = None, timeout: float = 600.0) -> dict[str, Any]:
-    records = [json.loads(line) for line in open(input_path, encoding="utf-8") if line.strip()]
+    with open(input_path, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
     items = [task.parse(r) for r in records]
     if result_path.exists():
         done = {r.get(task.key) for r in read_result_lines(result_path) if r.get("error") is None}
