@@ -20,7 +20,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from loadgen import embed_request, raw_rate
+from loadgen import corpus_text, embed_request, raw_rate
 from rich.console import Console
 
 import nerschat
@@ -35,8 +35,7 @@ BATCH = 64  # what `nerschat embed` sends to vLLM-style servers
 def write_corpus(path: Path, count: int) -> None:
     with open(path, "w") as handle:
         for i in range(count):
-            handle.write(json.dumps({"id": f"d{i}", "text": f"passage {i} about topic {i % 97}"})
-                         + "\n")
+            handle.write(json.dumps({"id": f"d{i}", "text": corpus_text(i)}) + "\n")
 
 
 def measure(endpoints: list[Endpoint], registry: Path, texts: int, in_flight: int,

@@ -23,10 +23,17 @@ async def chat_request(client: openai.AsyncOpenAI, model: str, i: int) -> object
         model=model, max_tokens=16, messages=[{"role": "user", "content": f"item {i}"}])
 
 
+def corpus_text(i: int) -> str:
+    """Document i of the synthetic corpus the embedding benchmarks use."""
+    return f"passage {i} about topic {i % 97}"
+
+
 async def embed_request(client: openai.AsyncOpenAI, model: str, i: int, batch: int = 32
                         ) -> object:
+    """Batch i: the same texts `nerschat embed` sends for documents i*batch .. (i+1)*batch-1."""
     return await client.embeddings.create(
-        model=model, input=[f"passage {i} {j}" for j in range(batch)], encoding_format="base64")
+        model=model, input=[corpus_text(i * batch + j) for j in range(batch)],
+        encoding_format="base64")
 
 
 async def raw_rate(endpoints: list[Endpoint], requests: int, in_flight: int,
