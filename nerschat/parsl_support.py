@@ -71,16 +71,20 @@ def ensure_env_on_path() -> None:
 
 
 @contextlib.contextmanager
-def parsl_session(config_path: str | os.PathLike[str] | None) -> Iterator[None]:
-    """Load a config file for the block and clean up after it; None: use what is loaded."""
+def parsl_session(config_path: str | os.PathLike[str] | None) -> Iterator[ModuleType | None]:
+    """Load a config file for the block, yield its module, clean up after it.
+
+    With None, whatever config the caller loaded is used and left alone.
+    """
     if config_path is None:
-        yield
+        yield None
         return
     import parsl
 
-    dfk = parsl.load(load_config_module(config_path).make_config())
+    module = load_config_module(config_path)
+    dfk = parsl.load(module.make_config())
     try:
-        yield
+        yield module
     finally:
         dfk.cleanup()
         parsl.clear()

@@ -14,11 +14,10 @@ import argparse
 import os
 from pathlib import Path
 
-import parsl
 from rich.console import Console
 
 from nerschat.parsl_pilots import running_pilots
-from nerschat.parsl_support import load_config_module, pilot_options_of
+from nerschat.parsl_support import parsl_session, pilot_options_of
 from nerschat.registry import Registry
 from nerschat.workflows.judge import JudgeOptions
 from nerschat.workflows.orchestrate import ShardRunner, run_items
@@ -46,9 +45,8 @@ def main() -> None:
     args = parse_args()
     console = Console(stderr=True)
     registry = Registry(args.registry)
-    module = load_config_module(args.config)
-    dfk = parsl.load(module.make_config())
-    try:
+    with parsl_session(args.config) as module:
+        assert module is not None
         with running_pilots(args.engine, args.model, args.pilots, registry=registry,
                             ready_timeout=args.ready_timeout, console=console,
                             **pilot_options_of(module)) as ready:
@@ -59,9 +57,6 @@ def main() -> None:
                                shards=args.shards, runner=ShardRunner(parsl_loaded=True),
                                console=console)
         console.print(judge_summary(report))
-    finally:
-        dfk.cleanup()
-        parsl.clear()
 
 
 if __name__ == "__main__":

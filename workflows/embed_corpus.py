@@ -13,11 +13,10 @@ import argparse
 import os
 from pathlib import Path
 
-import parsl
 from rich.console import Console
 
 from nerschat.parsl_pilots import running_pilots
-from nerschat.parsl_support import load_config_module, pilot_options_of
+from nerschat.parsl_support import parsl_session, pilot_options_of
 from nerschat.registry import Registry
 from nerschat.workflows.embed import EmbedOptions
 from nerschat.workflows.embed_run import run_embed
@@ -62,9 +61,8 @@ def main() -> None:
     args = parse_args()
     console = Console(stderr=True)
     registry = Registry(args.registry)
-    module = load_config_module(args.config)
-    dfk = parsl.load(module.make_config())
-    try:
+    with parsl_session(args.config) as module:
+        assert module is not None
         with running_pilots(args.engine, args.model, args.pilots, registry=registry,
                             ready_timeout=args.ready_timeout, console=console, kind="embedding",
                             **pilot_options_of(module)) as ready:
@@ -82,9 +80,6 @@ def main() -> None:
         console.print(f"embedded {manifest['count']} documents with {manifest['model']} "
                       f"(dimension {manifest['dimension']}, {manifest['truncated']} truncated) "
                       f"into {args.output}; {report.texts_per_second:.1f} texts/s")
-    finally:
-        dfk.cleanup()
-        parsl.clear()
 
 
 if __name__ == "__main__":

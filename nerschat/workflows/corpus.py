@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nerschat.workflows.inputs import FieldError, InputError, Invalid, iter_json_lines, require_str
+from nerschat.workflows.inputs import FieldError, InputError, Invalid, read_records, require_str
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".rst"}
 
@@ -54,21 +54,16 @@ class _Collector:
 
 
 def read_jsonl(path: Path, collector: _Collector, id_field: str, text_field: str) -> None:
-    for number, raw, value in iter_json_lines(path):
-        try:
-            if isinstance(value, InputError):
-                raise value
-            if not isinstance(value, dict):
-                raise InputError(path, number, None, "a line must be a JSON object")
-            try:
-                doc_id = require_str(value, id_field)
-                text = require_str(value, text_field, allow_empty=True)
-            except FieldError as exc:
-                raise InputError(path, number, exc.field, str(exc)) from None
-        except InputError as exc:
-            collector.reject(exc, number, raw)
-            continue
-        collector.add(doc_id, text, path, number, f"line {number}", raw)
+    def parse(record: dict[str, Any]) -> tuple[str, str]:
+        text = require_str(record, text_field, allow_empty=True)
+        if not text.strip():
+            raise FieldError(text_field, "empty text")
+        return require_str(record, id_field), text
+
+    parsed = read_records(path, parse, lambda doc: doc[0], skip_invalid=collector.skip_invalid)
+    collector.invalid.extend(parsed.invalid)
+    for number, (doc_id, text) in enumerate(parsed.items, start=1):
+        collector.add(doc_id, text, path, number, f"item {number}", doc_id)
 
 
 def read_directory(root: Path, collector: _Collector) -> None:
