@@ -224,6 +224,10 @@ async def judge_item(client: openai.AsyncOpenAI, item: JudgeItem,
         "usage": {k: sum(v["usage"][k] for v in verdicts) for k in first["usage"]},
         "error": None,
     }
+    reference = item.fields.get("reference")
+    if isinstance(reference, int) and not isinstance(reference, bool):
+        result["reference"] = reference  # the gold candidate, when the input has one
+        result["correct"] = index == reference
     if options.both_orders:
         result["agreement"] = agreement
         result["verdicts"] = [{"order": v["order"], "index": v["index"], "label": v["label"],

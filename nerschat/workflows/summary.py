@@ -41,6 +41,10 @@ def judge_summary(report: RunReport) -> Table:
     for index, count in sorted(choices.items(), key=lambda kv: (kv[0] is None, kv[0])):
         label = "orders disagree" if index is None else f"chose candidate {index}"
         table.add_row(label, f"{count} ({count / max(1, len(ok)):.0%})")
+    graded = [r for r in ok if "correct" in r]
+    if graded:
+        right = sum(bool(r["correct"]) for r in graded)
+        table.add_row("matches reference", f"{right}/{len(graded)} ({right / len(graded):.0%})")
     if any("agreement" in r for r in ok):
         agree = sum(bool(r.get("agreement")) for r in ok)
         table.add_row("both orders agree", f"{agree}/{len(ok)} ({agree / max(1, len(ok)):.0%})")

@@ -128,7 +128,7 @@ def test_judge_both_orders_and_unknown_choice(fleet: StubFleet, registry: Regist
     fleet.start_ready(1, "m1")
     source, output = tmp_path / "pairs.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps({"id": f"p{i}", "question": f"pair {i}",
-                                          "answers": ["left", "right"]}) + "\n"
+                                          "answers": ["left", "right"], "reference": 0}) + "\n"
                               for i in range(20)))
     result = subprocess.run([*NERSCHAT, "judge", str(source), "-o", str(output), "--registry",
                              str(registry.path), "--both-orders", "--no-progress"],
@@ -137,7 +137,8 @@ def test_judge_both_orders_and_unknown_choice(fleet: StubFleet, registry: Regist
     lines = [json.loads(x) for x in output.read_text().splitlines()]
     assert all(len(r["verdicts"]) == 2 and isinstance(r["agreement"], bool) for r in lines)
     assert all((r["index"] is None) != r["agreement"] for r in lines)
-    assert "both orders agree" in result.stderr
+    assert all(r["correct"] == (r["index"] == 0) for r in lines)
+    assert "both orders agree" in result.stderr and "matches reference" in result.stderr
 
 
 def test_run_batch_mixes_models_and_keeps_error_lines(fleet: StubFleet, registry: Registry,
