@@ -1,7 +1,10 @@
-"""What a pilot learns about the SLURM job it runs in (job id, walltime end)."""
+"""What nerschat asks SLURM: a pilot's job id and walltime end, a client's pending jobs.
+
+Every question is best effort: without `squeue`, or when it fails, the answer is empty."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -21,34 +24,24 @@ def parse_slurm_time(text: str) -> float | None:
         return None
 
 
-def job_end_time(job_id: str, timeout: float = 10.0) -> float | None:
-    """The walltime end of a job, from `squeue` (None when unknown or SLURM is unreachable)."""
+def _squeue(*args: str, timeout: float = 10.0) -> str:
+    """`squeue -h ARGS` output, or "" when SLURM is absent or does not answer."""
     if not shutil.which("squeue"):
-        return None
+        return ""
     try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", str(job_id), "-o", "%e"],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        ).stdout
+        return subprocess.run(["squeue", "-h", *args], capture_output=True, text=True,
+                              timeout=timeout, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return ""
+
+
+def job_end_time(job_id: str, timeout: float = 10.0) -> float | None:
+    """The walltime end of a job (None when unknown or SLURM is unreachable)."""
+    out = _squeue("-j", str(job_id), "-o", "%e", timeout=timeout)
     return parse_slurm_time(out.splitlines()[0]) if out.strip() else None
 
 
-def job_states(job_ids: list[str], timeout: float = 10.0) -> dict[str, str]:
-    """`{job_id: state}` (PENDING, RUNNING, ...) for jobs still known to squeue."""
-    if not job_ids or not shutil.which("squeue"):
-        return {}
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    states = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            states[parts[0]] = parts[1]
-    return states
+def pending_job_ids(name_contains: str = "nerschat", timeout: float = 5.0) -> list[str]:
+    """This user's pending jobs whose name contains `name_contains`."""
+    out = _squeue("-u", getpass.getuser(), "-t", "PENDING", "-o", "%i %j", timeout=timeout)
+    return [line.split()[0] for line in out.splitlines() if name_contains in line]

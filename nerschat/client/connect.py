@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -110,6 +109,3 @@ def endpoints(model: str | None = None, kind: str | None = None, registry: Regis
     _check_kind(kind)
     return as_registry(registry).endpoints(model, kind, include_unusable=include_unusable)
 
-
-def registry_path(registry: RegistryLike) -> Path:
-    return as_registry(registry).path

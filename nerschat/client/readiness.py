@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import getpass
 import time
 from collections.abc import Callable
 
 from nerschat.registry import Endpoint, Registry
+from nerschat.slurm import pending_job_ids
 
 
 class EndpointTimeout(TimeoutError):
@@ -36,7 +36,7 @@ def describe_status(registry: Registry, model: str | None = None, kind: str | No
     if not matching:
         others = sorted({e.model for e in entries if not e.is_stale(now)})
         seen = f"; registered: {', '.join(others)}" if others else ""
-        pending = _pending_jobs()
+        pending = pending_job_ids()
         if pending:
             seen += f"; SLURM job(s) {', '.join(pending)} pending"
         return f"nothing registered for {target} in {registry.path}{seen}"
@@ -53,23 +53,6 @@ def describe_status(registry: Registry, model: str | None = None, kind: str | No
     newest = max(e.heartbeat_at for e in matching)
     return (f"{target}: only stale entries (last heartbeat {now - newest:.0f} s ago; pilots gone? "
             f"'nerschat ls --prune' removes them)")
-
-
-def _pending_jobs() -> list[str]:
-    """Job ids of this user's pending SLURM jobs named nerschat* (best effort)."""
-    import shutil
-    import subprocess
-
-    if not shutil.which("squeue"):
-        return []
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-u", getpass.getuser(), "-t", "PENDING", "-o", "%i %j"],
-            capture_output=True, text=True, timeout=5, check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.split()[0] for line in out.splitlines() if "nerschat" in line]
 
 
 def wait_for_endpoints(

@@ -120,9 +120,9 @@ class _ReleasingStream(httpx2.SyncByteStream):
     per response than all of the routing.
     """
 
-    def __init__(self, inner: Any, release: Callable[[bool], None]):
+    def __init__(self, inner: Any, release: Callable[[], None]):
         self._inner = inner
-        self._release: Callable[[bool], None] | None = release
+        self._release: Callable[[], None] | None = release
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._inner)
@@ -133,13 +133,13 @@ class _ReleasingStream(httpx2.SyncByteStream):
         finally:
             release, self._release = self._release, None
             if release is not None:
-                release(True)
+                release()
 
 
 class _AsyncReleasingStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: Any, release: Callable[[bool], None]):
+    def __init__(self, inner: Any, release: Callable[[], None]):
         self._inner = inner
-        self._release: Callable[[bool], None] | None = release
+        self._release: Callable[[], None] | None = release
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._inner.__aiter__()  # type: ignore[no-any-return]
@@ -150,7 +150,7 @@ class _AsyncReleasingStream(httpx2.AsyncByteStream):
         finally:
             release, self._release = self._release, None
             if release is not None:
-                release(True)
+                release()
 
 
 class FailoverTransport(_FailoverPolicy, httpx2.BaseTransport):
@@ -205,7 +205,7 @@ class FailoverTransport(_FailoverPolicy, httpx2.BaseTransport):
             response.close()
             raise self._failed(load, f"HTTP {response.status_code}")
         response.stream = _ReleasingStream(
-            response.stream, lambda ok: self.pool.release(load, ok=ok))
+            response.stream, lambda: self.pool.release(load, ok=True))
         return response
 
     def close(self) -> None:
@@ -264,7 +264,7 @@ class AsyncFailoverTransport(_FailoverPolicy, httpx2.AsyncBaseTransport):
             await response.aclose()
             raise self._failed(load, f"HTTP {response.status_code}")
         response.stream = _AsyncReleasingStream(
-            response.stream, lambda ok: self.pool.release(load, ok=ok))
+            response.stream, lambda: self.pool.release(load, ok=True))
         return response
 
     async def aclose(self) -> None:

@@ -119,7 +119,3 @@ def read_corpus(source: str | Path, *, id_field: str = "id", text_field: str = "
     else:
         read_jsonl(path, collector, id_field, text_field)
     return collector.corpus()
-
-
-def describe(corpus: Corpus) -> dict[str, Any]:
-    return {"documents": len(corpus), "invalid": len(corpus.invalid)}

@@ -39,13 +39,12 @@ class EmbedReport:
     manifest: dict[str, Any]
     computed_shards: int
     reused_shards: int
+    computed_texts: int
     seconds: float
 
     @property
     def texts_per_second(self) -> float:
-        computed = sum(s["count"] for s in self.manifest["shards"][-self.computed_shards:]) \
-            if self.computed_shards else 0
-        return computed / self.seconds if self.seconds > 0 else 0.0
+        return self.computed_texts / self.seconds if self.seconds > 0 else 0.0
 
 
 def _fingerprint(ids: list[str], texts: list[str], options: EmbedOptions) -> str:
@@ -111,12 +110,12 @@ def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = 
     plan = _plan(work, corpus.ids, corpus.texts, options,
                  shards or shard_count(len(corpus), DEFAULT_SHARD_SIZE))
     todo = [n for n in range(len(plan["shards"])) if not shard_files(outdir, n)[2].exists()]
+    remaining = sum(plan["shards"][n][1] - plan["shards"][n][0] for n in todo)
     started = time.monotonic()
     reg = Registry(registry) if registry else Registry()
     if todo:
         wait_for_endpoints(reg, options.model, "embedding" if options.model is None else None,
                            timeout)
-        remaining = sum(plan["shards"][n][1] - plan["shards"][n][0] for n in todo)
         progress_files = [work / f"progress-{n:05d}.jsonl" for n in todo]
         for path in progress_files:
             path.unlink(missing_ok=True)  # an unfinished shard starts over
@@ -126,7 +125,7 @@ def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = 
             _run_shards(todo, work, outdir, str(reg.path), options, timeout, config_path,
                         parsl_loaded)
     manifest = _write_manifest(outdir, plan, options)
-    return EmbedReport(manifest, len(todo), len(plan["shards"]) - len(todo),
+    return EmbedReport(manifest, len(todo), len(plan["shards"]) - len(todo), remaining,
                        time.monotonic() - started)
 
 

@@ -39,6 +39,7 @@ class Invalid:
 class Parsed(Generic[T]):
     items: list[T]
     invalid: list[Invalid]
+    records: list[dict[str, Any]]  # the decoded line of each item, for handing on unchanged
 
 
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, str, Any]]:
@@ -67,6 +68,7 @@ def read_records(path: str | Path, parse: Callable[[Any], T], id_of: Callable[[T
     if not path.is_file():
         raise InputError(path, 0, None, "input file not found")
     items: list[T] = []
+    records: list[dict[str, Any]] = []
     invalid: list[Invalid] = []
     first_line: dict[str, int] = {}
     for number, raw, value in iter_json_lines(path):
@@ -85,11 +87,12 @@ def read_records(path: str | Path, parse: Callable[[Any], T], id_of: Callable[[T
                                  f"duplicate id {item_id!r} (first on line {first_line[item_id]})")
             first_line[item_id] = number
             items.append(item)
+            records.append(value)
         except InputError as exc:
             if not skip_invalid:
                 raise
             invalid.append(Invalid(number, str(exc), raw.rstrip("\n")))
-    return Parsed(items, invalid)
+    return Parsed(items, invalid, records)
 
 
 def require_str(record: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:

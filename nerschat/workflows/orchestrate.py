@@ -62,20 +62,6 @@ def split(items: list[dict[str, Any]], shards: int) -> list[list[dict[str, Any]]
     return chunks
 
 
-def _raw_records(path: Path, key: str, wanted: set[str]) -> list[dict[str, Any]]:
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and str(record.get(key)) in wanted:
-                    records.append(record)
-    return records
-
-
 class AmbiguousModel(ValueError):
     """Several models are served and the task needs exactly one."""
 
@@ -150,10 +136,10 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
     order = [task.item_id(i) for i in parsed.items]
     store = ResultStore(parts_dir(output_path), key=task.key)
     done = store.done_ids()
-    todo_ids = [i for i in order if i not in done]
+    todo = [record for item_id, record in zip(order, parsed.records) if item_id not in done]
     started = time.monotonic()
     results: list[dict[str, Any]] = []
-    if todo_ids:
+    if todo:
         reg = Registry(registry) if registry else Registry()
         kind = task.kind if model is None else None
         if show_progress and console.is_terminal:
@@ -167,21 +153,20 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
             task.bind_model(model)
         store.ensure()
         run = store.next_run()
-        records = _raw_records(input_path, task.key, set(todo_ids))
         planned = []
-        for number, chunk in enumerate(split(records, shards or 1)):
+        for number, chunk in enumerate(split(todo, shards or 1)):
             inp, out = store.shard_paths(run, number)
             with open(inp, "w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk)
             planned.append((inp, out))
         counter = LineCounter(lambda: [out for _, out in planned])
         label = f"{task.name} {input_path.name}"
-        with RunProgress(console, label, len(todo_ids), counter, reg, model,
-                         task.kind if model is None else None, enabled=show_progress):
+        with RunProgress(console, label, len(todo), counter, reg, model, kind,
+                         enabled=show_progress):
             results = runner.run(task, planned, registry=str(reg.path), model=model,
                                  in_flight=in_flight, timeout=timeout)
     merged = store.merge(order, output_path)
-    return RunReport(total=len(order), skipped_done=len(order) - len(todo_ids),
-                     invalid=len(parsed.invalid), processed=len(todo_ids),
+    return RunReport(total=len(order), skipped_done=len(order) - len(todo),
+                     invalid=len(parsed.invalid), processed=len(todo),
                      seconds=time.monotonic() - started, merged=merged, output=output_path,
                      results=results)

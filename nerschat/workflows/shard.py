@@ -47,13 +47,14 @@ async def run_shard_async(task: ItemTask, input_path: Path, result_path: Path, *
     pool = client.nerschat_pool  # type: ignore[attr-defined]
     http = routed_http_client(pool, timeout=timeout)
     width = in_flight or in_flight_for(pool.capacity(), shards)
+    clients = Clients(client, http)
     pending = iter(items)
     errors = 0
 
     async def worker(out: ResultWriter) -> None:
         nonlocal errors
         for item in pending:
-            result = await task.process(Clients(client, http), item)
+            result = await task.process(clients, item)
             errors += result.get("error") is not None
             out.write(result)
 
