@@ -123,6 +123,7 @@ def stop(registry_path: str | None, shared: bool, endpoint_ids: tuple[str, ...],
     if not wait_gone:
         return
     deadline = time.monotonic() + timeout
+    left = targets
     while time.monotonic() < deadline:
         current = {e.id: e for e in registry.scan().entries}
         left = [t for t in targets if t in current and not current[t].is_stale()]
