@@ -24,13 +24,13 @@ _EXPORTS = {
     "EndpointTimeout": "nerschat.client.readiness",
     "wait_for_endpoints": "nerschat.client.readiness",
     "load_embeddings": "nerschat.workflows.embed",
-    "PilotGroup": "nerschat.parsl_pilots",
+    "PilotGroup": "nerschat.parsl.pilots",
 }
 
 if TYPE_CHECKING:
     from nerschat.client.connect import aconnect, connect, endpoints
     from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
-    from nerschat.parsl_pilots import PilotGroup
+    from nerschat.parsl.pilots import PilotGroup
     from nerschat.registry import Endpoint, Registry, default_registry_path
     from nerschat.workflows.embed import load_embeddings
 

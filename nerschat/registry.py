@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from nerschat.errors import UsageError
+
 SCHEMA_VERSION = 1
 KINDS = ("llm", "embedding")
 STATES = ("starting", "ready", "draining")
@@ -28,7 +30,7 @@ ENTRY_SUFFIX = ".json"
 STOP_SUFFIX = ".stop"
 
 
-class RegistryError(Exception):
+class RegistryError(UsageError):
     """A registry that cannot be used at all (missing permissions, not a directory)."""
 
 

@@ -1,18 +1,13 @@
-"""What nerschat asks SLURM: a pilot's job id and walltime end, a client's pending jobs.
+"""What nerschat asks SLURM with `squeue`: job times, a client's pending jobs.
 
 Every question is best effort: without `squeue`, or when it fails, the answer is empty."""
 
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import subprocess
 from datetime import datetime
-
-
-def current_job_id() -> str | None:
-    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SLURM_JOBID")
 
 
 def parse_slurm_time(text: str) -> float | None:
@@ -24,7 +19,7 @@ def parse_slurm_time(text: str) -> float | None:
         return None
 
 
-def _squeue(*args: str, timeout: float = 10.0) -> str:
+def squeue(*args: str, timeout: float = 10.0) -> str:
     """`squeue -h ARGS` output, or "" when SLURM is absent or does not answer."""
     if not shutil.which("squeue"):
         return ""
@@ -35,13 +30,7 @@ def _squeue(*args: str, timeout: float = 10.0) -> str:
         return ""
 
 
-def job_end_time(job_id: str, timeout: float = 10.0) -> float | None:
-    """The walltime end of a job (None when unknown or SLURM is unreachable)."""
-    out = _squeue("-j", str(job_id), "-o", "%e", timeout=timeout)
-    return parse_slurm_time(out.splitlines()[0]) if out.strip() else None
-
-
 def pending_job_ids(name_contains: str = "nerschat", timeout: float = 5.0) -> list[str]:
     """This user's pending jobs whose name contains `name_contains`."""
-    out = _squeue("-u", getpass.getuser(), "-t", "PENDING", "-o", "%i %j", timeout=timeout)
+    out = squeue("-u", getpass.getuser(), "-t", "PENDING", "-o", "%i %j", timeout=timeout)
     return [line.split()[0] for line in out.splitlines() if name_contains in line]

@@ -15,7 +15,7 @@ from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.providers import LocalProvider
 
-from nerschat.parsl_support import CLIENT_EXECUTOR, PILOT_EXECUTOR, activate_env_command
+from nerschat.parsl.config import CLIENT_EXECUTOR, PILOT_EXECUTOR, activate_env_command
 
 
 def make_config(pilot_workers: int = 2, client_workers: int = 2, run_dir: str = "runinfo",

@@ -23,9 +23,9 @@ from parsl.executors import HighThroughputExecutor
 from parsl.launchers import SrunLauncher
 from parsl.providers import SlurmProvider
 
-from nerschat.engines.tei import TEI_IMAGE
-from nerschat.engines.vllm import VLLM_IMAGE
-from nerschat.parsl_support import CLIENT_EXECUTOR, PILOT_EXECUTOR, setting
+from nerschat.parsl.config import CLIENT_EXECUTOR, PILOT_EXECUTOR, setting
+from nerschat.pilot.engines.tei import TEI_IMAGE
+from nerschat.pilot.engines.vllm import VLLM_IMAGE
 
 GPUS_PER_NODE = 4
 CORES_PER_GPU_NODE = 64

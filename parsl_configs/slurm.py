@@ -18,7 +18,7 @@ from parsl.executors import HighThroughputExecutor
 from parsl.launchers import SingleNodeLauncher, SrunLauncher
 from parsl.providers import SlurmProvider
 
-from nerschat.parsl_support import (
+from nerschat.parsl.config import (
     CLIENT_EXECUTOR,
     PILOT_EXECUTOR,
     activate_env_command,

@@ -8,9 +8,9 @@ bash scripts/bootstrap.sh
 export PATH="$repo/.venv/bin:$PATH"
 export NERSCHAT_REGISTRY="${NERSCHAT_REGISTRY:-$repo/out/registry}"
 mkdir -p out
-python workflows/batch_judge.py examples/data/judge_sample.jsonl -o out/judged.jsonl \
+python pipelines/batch_judge.py examples/data/judge_sample.jsonl -o out/judged.jsonl \
     --config parsl_configs/local.py --engine vllm --model local:gemma-3-270m --pilots 1 \
     --max-tokens "${NERSCHAT_DEMO_REASONING_TOKENS:-24}" --shuffle
-python workflows/embed_corpus.py examples/data/corpus.jsonl -o out/corpus-embeddings \
+python pipelines/embed_corpus.py examples/data/corpus.jsonl -o out/corpus-embeddings \
     --config parsl_configs/local.py --engine vllm --model local:minilm --pilots 1 \
     --query "Which planet is red because of iron oxide dust?"

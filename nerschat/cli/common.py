@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from nerschat.registry import Registry
 
@@ -32,10 +33,23 @@ def open_registry(registry_path: str | None, shared: bool = False) -> Registry:
     return Registry(registry_path, shared=shared)
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Exit with a one-line error."""
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+def print_error(message: str) -> None:
+    """Print `error: MESSAGE` on stderr as one line; markup and escapes in it are shown as text."""
+    console.print(Text.assemble(("error:", "red"), " ", one_line(message)), highlight=False,
+                  soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Exit with a one-line error (status 1: a failure, 2: a usage error)."""
+    print_error(message)
     raise SystemExit(code)
+
+
+def one_line(text: str) -> str:
+    """`text` on one printable line: newlines folded, control characters (ANSI escapes) shown
+    as `\\xNN` so nothing read from a file can drive the terminal."""
+    text = " ".join(text.split("\n")).strip()
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def format_age(seconds: float | None) -> str:

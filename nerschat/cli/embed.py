@@ -7,7 +7,7 @@ from rich.table import Table
 
 from nerschat.cli.common import console, fail, registry_option
 from nerschat.client.readiness import EndpointTimeout
-from nerschat.parsl_support import ConfigError
+from nerschat.parsl.config import ConfigError
 from nerschat.workflows.embed import EmbedError, EmbedOptions
 from nerschat.workflows.embed_run import PlanMismatch, run_embed
 from nerschat.workflows.inputs import InputError

@@ -55,7 +55,51 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="nerschat")
+    """Run the CLI; every error nerschat expects ends as one line and an exit status.
+
+    `NerschatError` exits with its own status (2 for usage errors, 1 for failures); a
+    permission problem, a full disk or a read-only output directory exits 1 with the path;
+    Ctrl-C exits 130. Anything else is a bug and keeps its traceback.
+    """
+    from nerschat.cli.common import print_error
+    from nerschat.errors import NerschatError
+
+    try:
+        cli(prog_name="nerschat", standalone_mode=False)
+    except click.exceptions.Abort:
+        print_error("aborted")
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except NerschatError as exc:
+        print_error(str(exc))
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        raise SystemExit(130) from None
+    except OSError as exc:
+        print_error(describe_os_error(exc))
+        raise SystemExit(1) from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`PermissionError`, `ENOSPC`, `EROFS`, ... as one line naming the path and the fix."""
+    import errno
+
+    where = f" {exc.filename}" if exc.filename else ""
+    hints = {
+        errno.EACCES: "check the directory's owner and mode",
+        errno.EPERM: "check the directory's owner and mode",
+        errno.ENOSPC: "the file system is full: free space or write elsewhere (-o)",
+        errno.EDQUOT: "over your disk quota: free space or write elsewhere (-o)",
+        errno.EROFS: "the file system is read-only: write elsewhere (-o)",
+    }
+    hint = hints.get(exc.errno or 0)
+    reason = exc.strerror or str(exc)
+    return f"{reason}:{where}" + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":

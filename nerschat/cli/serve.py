@@ -8,10 +8,10 @@ from typing import Any
 import click
 
 from nerschat.cli.common import console, fail, open_registry, registry_option
-from nerschat.engines import ENGINES, EngineError
-from nerschat.pilot import Pilot, PilotConfig, PilotError
+from nerschat.pilot.engines import ENGINES, EngineError
+from nerschat.pilot.pilot import Pilot, PilotConfig, PilotError
+from nerschat.pilot.runtimes import RUNTIMES, ContainerError
 from nerschat.registry import RegistryError
-from nerschat.runtimes import RUNTIMES, ContainerError
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import click
 
 from nerschat.cli.common import console, fail, registry_option
 from nerschat.client.readiness import EndpointTimeout
-from nerschat.parsl_support import ConfigError
+from nerschat.parsl.config import ConfigError
 from nerschat.workflows.batch import BATCH_URLS
 from nerschat.workflows.inputs import InputError
 from nerschat.workflows.judge import DEFAULT_SYSTEM_PROMPT, JudgeOptions

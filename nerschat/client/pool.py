@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import httpx2
 
 from nerschat.client.readiness import describe_status
+from nerschat.errors import FailureError
 from nerschat.registry import Endpoint, Registry
 
 MIN_COOLDOWN = 0.5
@@ -66,7 +67,7 @@ class EndpointLoad:
         return self.root.copy_with(path=path)
 
 
-class NoEndpointAvailable(Exception):
+class NoEndpointAvailable(FailureError):
     """Nothing usable right now (the message says what the registry shows)."""
 
 

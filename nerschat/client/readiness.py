@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from nerschat.errors import FailureError
 from nerschat.registry import Endpoint, Registry
 from nerschat.slurm import pending_job_ids
 
 
-class EndpointTimeout(TimeoutError):
+class EndpointTimeout(FailureError, TimeoutError):
     """No usable endpoint appeared in time; the message is one line saying what was seen."""
 
 

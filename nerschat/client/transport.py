@@ -31,6 +31,7 @@ from tenacity import (
 )
 
 from nerschat.client.pool import EndpointLoad, EndpointPool, NoEndpointAvailable
+from nerschat.errors import FailureError
 
 FAILOVER_STATUSES = frozenset({502, 503, 504})
 FAILOVER_ERRORS: tuple[type[Exception], ...] = (
@@ -46,7 +47,7 @@ DEFAULT_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=2
 WAIT_POLL = 0.2
 
 
-class EndpointFailed(Exception):
+class EndpointFailed(FailureError):
     """One attempt failed in a way another replica may not (triggers fail-over)."""
 
 

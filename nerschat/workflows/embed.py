@@ -33,13 +33,14 @@ import numpy as np
 
 from nerschat.client.connect import make_pool, routed_http_client
 from nerschat.client.pool import EndpointPool
+from nerschat.errors import FailureError
 
 BODY_LIMIT = 1_800_000  # bytes of text per request, under TEI's 2 MB body limit
 CHARS_PER_TOKEN = 3  # conservative estimate for token budgets
 MAX_BATCHES_IN_FLIGHT = 64
 
 
-class EmbedError(RuntimeError):
+class EmbedError(FailureError, RuntimeError):
     """A batch that cannot be embedded (after fail-over), or a bad option for the engine."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from nerschat.client.readiness import wait_for_endpoints
+from nerschat.errors import UsageError
 from nerschat.registry import Registry
 from nerschat.workflows.corpus import read_corpus
 from nerschat.workflows.embed import (
@@ -30,7 +31,7 @@ from nerschat.workflows.progress import LineCounter, RunProgress
 DEFAULT_SHARD_SIZE = 4096
 
 
-class PlanMismatch(ValueError):
+class PlanMismatch(UsageError, ValueError):
     """OUTDIR holds a run of another input or other settings."""
 
 
@@ -142,7 +143,7 @@ def _run_shards(todo: list[int], work: Path, outdir: Path, registry: str,
         return
     import parsl
 
-    from nerschat.parsl_support import CLIENT_EXECUTOR, parsl_session
+    from nerschat.parsl.config import CLIENT_EXECUTOR, parsl_session
 
     with parsl_session(None if parsl_loaded else config_path):
         app = parsl.python_app(embed_shard, executors=[CLIENT_EXECUTOR])

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from nerschat.errors import UsageError
+
 T = TypeVar("T")
 
 
-class InputError(ValueError):
+class InputError(UsageError, ValueError):
     """One bad input record: `FILE:LINE: field 'x': what is wrong`."""
 
     def __init__(self, path: str | Path, line: int, field: str | None, message: str):

@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 
+from nerschat.errors import FailureError
 from nerschat.workflows.inputs import FieldError, require_str
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -108,7 +109,7 @@ def build_messages(item: JudgeItem, order: list[int], options: JudgeOptions) -> 
     return messages
 
 
-class JudgeAnswerError(Exception):
+class JudgeAnswerError(FailureError):
     """The model's final answer is not one of the labels (constraint ignored?)."""
 
 

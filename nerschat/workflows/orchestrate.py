@@ -21,7 +21,8 @@ from typing import Any
 from rich.console import Console
 
 from nerschat.client.readiness import wait_for_endpoints
-from nerschat.parsl_support import parsl_session
+from nerschat.errors import UsageError
+from nerschat.parsl.config import parsl_session
 from nerschat.registry import Endpoint, Registry
 from nerschat.workflows.inputs import read_records, write_invalid
 from nerschat.workflows.progress import LineCounter, RunProgress
@@ -62,7 +63,7 @@ def split(items: list[dict[str, Any]], shards: int) -> list[list[dict[str, Any]]
     return chunks
 
 
-class AmbiguousModel(ValueError):
+class AmbiguousModel(UsageError, ValueError):
     """Several models are served and the task needs exactly one."""
 
 

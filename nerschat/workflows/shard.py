@@ -19,7 +19,6 @@ from nerschat.registry import Registry
 from nerschat.workflows.store import ResultWriter, read_result_lines
 from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
 
-
 # A quarter more than the servers run at once: when a sequence finishes, the next request is
 # already queued at the server instead of still on its way from the client.
 OVERSUBSCRIBE = 1.25

@@ -9,7 +9,13 @@ import httpx2
 import openai
 
 from nerschat.workflows.batch import BatchRequest, parse_batch_request, run_batch_request
-from nerschat.workflows.judge import JudgeItem, JudgeOptions, check_template, judge_item, parse_judge_item
+from nerschat.workflows.judge import (
+    JudgeItem,
+    JudgeOptions,
+    check_template,
+    judge_item,
+    parse_judge_item,
+)
 
 
 @dataclass

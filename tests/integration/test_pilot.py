@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from nerschat.pilot import Pilot, PilotConfig, PilotError
+from nerschat.pilot.pilot import Pilot, PilotConfig, PilotError
 from nerschat.registry import Registry
 from nerschat.testing.fleet import StubFleet, wait_until
 

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 import nerschat
-from nerschat.local_engine import engine_python, resolve_local_model
+from nerschat.pilot.local_engine import engine_python, resolve_local_model
 from nerschat.registry import Registry
 from tests.integration.conftest import REPO
 

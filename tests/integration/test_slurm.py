@@ -13,8 +13,9 @@ import parsl
 import pytest
 
 import nerschat
-from nerschat.parsl_pilots import PilotGroup, smoke_test
-from nerschat.parsl_support import CLIENT_EXECUTOR, load_config_module
+from nerschat.parsl.apps import smoke_test_app
+from nerschat.parsl.config import CLIENT_EXECUTOR, load_config_module
+from nerschat.parsl.pilots import PilotGroup
 from nerschat.registry import Registry
 from nerschat.testing.fleet import wait_until
 from tests.integration.conftest import REPO, sbatch, squeue_ids
@@ -39,7 +40,7 @@ def test_parsl_pilots_on_two_gpus_and_a_client_app(slurm_jobs: list[str], tmp_pa
             assert len(ready) == 2
             assert sorted(e.gpus or "" for e in ready) == ["0", "1"]
             assert all(e.slurm_job_id for e in ready)
-            app = parsl.python_app(smoke_test, executors=[CLIENT_EXECUTOR])
+            app = smoke_test_app(CLIENT_EXECUTOR)
             tallies = app("m1", str(registry.path), 40).result(timeout=120)
             assert set(tallies) == {e.id for e in ready}
             assert all(n > 0 for n in tallies.values())
@@ -110,7 +111,7 @@ def test_service_script_and_wait(slurm_jobs: list[str], tmp_path: Path) -> None:
 
 def test_judge_workflow_with_pilots_and_clients_in_slurm_jobs(slurm_jobs: list[str],
                                                               tmp_path: Path) -> None:
-    """workflows/batch_judge.py on the slurm config: pilots and shards all run as SLURM jobs."""
+    """pipelines/batch_judge.py on the slurm config: pilots and shards all run as SLURM jobs."""
     source, output = tmp_path / "items.jsonl", tmp_path / "judged.jsonl"
     items = [json.loads(x) for x in
              (REPO / "examples" / "data" / "judge_sample.jsonl").read_text().splitlines()[:60]]
@@ -118,7 +119,7 @@ def test_judge_workflow_with_pilots_and_clients_in_slurm_jobs(slurm_jobs: list[s
     env = {**os.environ, "NERSCHAT_SLURM_GPUS_PER_NODE": "2", "NERSCHAT_SLURM_WALLTIME": "00:10:00"}
     before = set(squeue_ids())
     result = subprocess.run(
-        [sys.executable, str(REPO / "workflows" / "batch_judge.py"), str(source), "-o",
+        [sys.executable, str(REPO / "pipelines" / "batch_judge.py"), str(source), "-o",
          str(output), "--config", str(REPO / "parsl_configs" / "slurm.py"), "--engine", "stub",
          "--model", "m1", "--pilots", "2", "--shards", "3", "--registry",
          str(tmp_path / "registry")],

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nerschat.engines import EngineError, LaunchRequest, get_engine
-from nerschat.runtimes import ContainerError, get_runtime
+from nerschat.pilot.engines import EngineError, LaunchRequest, get_engine
+from nerschat.pilot.runtimes import ContainerError, get_runtime
 
 
 def request(**changes: object) -> LaunchRequest:

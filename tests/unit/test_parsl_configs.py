@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nerschat.parsl_support import ConfigError, load_config_module, pilot_options_of
+from nerschat.parsl.config import ConfigError, load_config_module, pilot_options_of
 
 CONFIGS = Path(__file__).resolve().parents[2] / "parsl_configs"
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 
-from nerschat.engines.base import EngineError, LaunchRequest, ServerLaunch, check_options, option_int
+from nerschat.pilot.engines.base import (
+    EngineError,
+    LaunchRequest,
+    ServerLaunch,
+    check_options,
+    option_int,
+)
 
 # The A100 (compute capability 8.0) build; Hopper and Ada builds have other tags.
 TEI_IMAGE = "ghcr.io/huggingface/text-embeddings-inference:1.9"

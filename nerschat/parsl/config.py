@@ -7,16 +7,18 @@ import importlib.util
 import os
 import shlex
 import sys
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from nerschat.errors import UsageError
 
 PILOT_EXECUTOR = "pilots"
 CLIENT_EXECUTOR = "clients"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A Parsl config that cannot be built: names the missing argument and its env var."""
 
 

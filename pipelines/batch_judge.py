@@ -1,6 +1,6 @@
 """A complete Parsl workflow: start LLM pilots with a config, judge a file, stop the pilots.
 
-    python workflows/batch_judge.py examples/data/judge_sample.jsonl -o out/judged.jsonl \
+    python pipelines/batch_judge.py examples/data/judge_sample.jsonl -o out/judged.jsonl \
         --config parsl_configs/local.py --engine vllm --model local:gemma-3-270m --pilots 1
 
 On Perlmutter: `--config parsl_configs/perlmutter.py --model meta-llama/... --pilots 8`
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from nerschat.parsl_pilots import running_pilots
-from nerschat.parsl_support import parsl_session, pilot_options_of
+from nerschat.parsl.config import parsl_session, pilot_options_of
+from nerschat.parsl.pilots import running_pilots
 from nerschat.registry import Registry
 from nerschat.workflows.judge import JudgeOptions
 from nerschat.workflows.orchestrate import ShardRunner, run_items

@@ -23,11 +23,12 @@ from typing import Any
 
 from rich.console import Console
 
-from nerschat.pilot import PilotConfig, group_stop_id
+from nerschat.errors import FailureError
+from nerschat.pilot.pilot import PilotConfig, group_stop_id
 from nerschat.registry import Endpoint, Registry
 
 
-class PilotLaunchError(RuntimeError):
+class PilotLaunchError(FailureError, RuntimeError):
     """A pilot app failed (or finished) before its server was ready."""
 
 
@@ -36,7 +37,7 @@ def run_pilot(config: dict[str, Any], registry_path: str, shared: bool = False) 
     import logging
     import os
 
-    from nerschat.pilot import Pilot
+    from nerschat.pilot.pilot import Pilot
 
     logging.basicConfig(level=logging.INFO)
     pilot = Pilot(PilotConfig(**config), Registry(registry_path, shared=shared))
@@ -48,13 +49,6 @@ def run_pilot(config: dict[str, Any], registry_path: str, shared: bool = False) 
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
-
-
-def pilot_app(executor: str = "pilots") -> Any:
-    """`run_pilot` as a Parsl app bound to one executor (load a config first)."""
-    from parsl import python_app
-
-    return python_app(run_pilot, executors=[executor])
 
 
 class PilotGroup:
@@ -77,6 +71,8 @@ class PilotGroup:
                 f"group={self.group!r}, executor={self.executor!r})")
 
     def start(self) -> list[Future[dict[str, Any]]]:
+        from nerschat.parsl.apps import pilot_app
+
         app = pilot_app(self.executor)
         config = asdict(self.config)
         self.futures = [app(config, str(self.registry.path), self.registry.shared)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from nerschat.engines.base import EngineError, EngineRecipe, LaunchRequest, ServerLaunch
-from nerschat.engines.stub import StubRecipe
-from nerschat.engines.tei import TeiRecipe
-from nerschat.engines.vllm import VllmRecipe
+from nerschat.pilot.engines.base import EngineError, EngineRecipe, LaunchRequest, ServerLaunch
+from nerschat.pilot.engines.stub import StubRecipe
+from nerschat.pilot.engines.tei import TeiRecipe
+from nerschat.pilot.engines.vllm import VllmRecipe
 
 ENGINES: dict[str, EngineRecipe] = {
     "vllm": VllmRecipe(),

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import os
 
-from nerschat.engines.base import EngineError, LaunchRequest, ServerLaunch, check_options, option_int
-from nerschat.local_engine import (
+from nerschat.pilot.engines.base import (
+    EngineError,
+    LaunchRequest,
+    ServerLaunch,
+    check_options,
+    option_int,
+)
+from nerschat.pilot.local_engine import (
     chat_template_path,
     engine_python,
     is_local_model,

@@ -1,6 +1,6 @@
 """A complete Parsl workflow: start embedding pilots with a config, embed a corpus, stop them.
 
-    python workflows/embed_corpus.py examples/data/corpus.jsonl -o out/corpus-embeddings \
+    python pipelines/embed_corpus.py examples/data/corpus.jsonl -o out/corpus-embeddings \
         --config parsl_configs/local.py --engine vllm --model local:minilm --pilots 1
 
 On Perlmutter: `--engine tei --model BAAI/bge-large-en-v1.5 --pilots 8 --prompt-name passage
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from nerschat.parsl_pilots import running_pilots
-from nerschat.parsl_support import parsl_session, pilot_options_of
+from nerschat.parsl.config import parsl_session, pilot_options_of
+from nerschat.parsl.pilots import running_pilots
 from nerschat.registry import Registry
 from nerschat.workflows.embed import EmbedOptions
 from nerschat.workflows.embed_run import run_embed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from nerschat.engines.base import LaunchRequest, ServerLaunch, check_options, option_int
+from nerschat.pilot.engines.base import LaunchRequest, ServerLaunch, check_options, option_int
 
 STUB_OPTIONS = {
     "latency", "capacity", "startup_delay", "fail_after", "error_every", "error_status",

@@ -3,7 +3,7 @@
 Each factory binds a plain function to an executor label, following Parsl's advice to keep
 the logic in plain functions and make apps at run time:
 
-    from nerschat.apps import judge_shard_app
+    from nerschat.parsl.apps import judge_shard_app
     futures = [judge_shard_app("cpu")(task_spec, shard_in, shard_out, registry, model)
                for shard_in, shard_out in shards]
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nerschat.parsl_support import CLIENT_EXECUTOR, PILOT_EXECUTOR
+from nerschat.parsl.config import CLIENT_EXECUTOR, PILOT_EXECUTOR
 
 
 def _app(function: Any, executor: str) -> Any:
@@ -23,7 +23,7 @@ def _app(function: Any, executor: str) -> Any:
 
 def pilot_app(executor: str = PILOT_EXECUTOR) -> Any:
     """Runs one pilot for its block's life: `(pilot_config_dict, registry_path) -> result`."""
-    from nerschat.parsl_pilots import run_pilot
+    from nerschat.parsl.pilots import run_pilot
 
     return _app(run_pilot, executor)
 
@@ -44,6 +44,6 @@ def embed_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
 
 def smoke_test_app(executor: str = CLIENT_EXECUTOR) -> Any:
     """A few chat requests through the registry; returns requests per endpoint."""
-    from nerschat.parsl_pilots import smoke_test
+    from nerschat.parsl.pilots import smoke_test
 
     return _app(smoke_test, executor)

@@ -28,17 +28,18 @@ from typing import Any
 
 import httpx2
 
-from nerschat.engines import LaunchRequest, ServerLaunch, get_engine
+from nerschat.errors import FailureError
+from nerschat.pilot.engines import LaunchRequest, ServerLaunch, get_engine
+from nerschat.pilot.runtimes import ContainerError, get_runtime
+from nerschat.pilot.walltime import current_job_id, job_end_time
 from nerschat.registry import Endpoint, Kind, Registry
-from nerschat.runtimes import ContainerError, get_runtime
-from nerschat.slurm import current_job_id, job_end_time
 
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 
 
-class PilotError(Exception):
+class PilotError(FailureError):
     """The server could not be started or died before it became ready."""
 
 
@@ -331,7 +332,3 @@ class Pilot:
         self._kill_server()
         self.registry.remove(self.endpoint.id)
         return 0
-
-
-def run_pilot(config: PilotConfig, registry: Registry) -> int:
-    return Pilot(config, registry).run()

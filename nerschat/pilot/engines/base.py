@@ -3,7 +3,7 @@
 A recipe turns "serve model M on port P with GPUs G" into a concrete server command, the
 environment it needs (secrets kept apart so no runtime puts them on a command line), the
 health path to probe, and the kind of service it offers. Adding an engine means adding one
-module here and registering it in `nerschat.engines`.
+module here and registering it in `nerschat.pilot.engines`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nerschat.errors import UsageError
 from nerschat.registry import Kind
 
 
-class EngineError(ValueError):
+class EngineError(UsageError, ValueError):
     """An engine cannot serve what was asked (unknown engine, bad option, missing set-up)."""
 
 

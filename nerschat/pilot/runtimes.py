@@ -12,10 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from nerschat.engines.base import ServerLaunch
+from nerschat.errors import UsageError
+from nerschat.pilot.engines.base import ServerLaunch
 
 
-class ContainerError(ValueError):
+class ContainerError(UsageError, ValueError):
     """A runtime that cannot run what was asked (missing image, unknown runtime)."""
 
 
