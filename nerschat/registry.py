@@ -21,9 +21,10 @@ from typing import Any, Literal
 from nerschat.errors import UsageError
 
 SCHEMA_VERSION = 1
-KINDS = ("llm", "embedding")
+MODEL_KINDS = ("llm", "embedding")
+KINDS = (*MODEL_KINDS, "router")  # a router fronts the model servers; nothing routes to it
 STATES = ("starting", "ready", "draining")
-Kind = Literal["llm", "embedding"]
+Kind = Literal["llm", "embedding", "router"]
 State = Literal["starting", "ready", "draining"]
 
 ENTRY_SUFFIX = ".json"
@@ -74,7 +75,8 @@ class Endpoint:
         return now - self.heartbeat_at > self.ttl
 
     def is_usable(self, now: float | None = None) -> bool:
-        return self.state == "ready" and not self.is_stale(now)
+        """Ready, fresh and a model server (a `router` entry never takes model traffic)."""
+        return self.state == "ready" and self.kind in MODEL_KINDS and not self.is_stale(now)
 
     def status(self, now: float | None = None) -> str:
         """`stale` overrides the recorded state: nothing routes to a dead pilot."""

@@ -22,6 +22,8 @@ COMMANDS = {
     "judge": "nerschat.cli.workflows:judge",
     "run-batch": "nerschat.cli.workflows:run_batch",
     "embed": "nerschat.cli.embed:embed",
+    "router": "nerschat.cli.router:router",
+    "tunnel": "nerschat.cli.tunnel:tunnel",
 }
 
 
