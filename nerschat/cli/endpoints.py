@@ -66,13 +66,20 @@ def ls(registry_path: str | None, shared: bool, as_json: bool, prune: bool,
 @click.option("--kind", type=click.Choice(["llm", "embedding"]), default=None)
 @click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No spinner.")
+@click.option("--router", "router", is_flag=True,
+              help="Wait for a `nerschat router`; print its URL (and on stderr where its key is).")
 @registry_option
 def wait(registry_path: str | None, shared: bool, model: str | None, kind: str | None,
-         timeout: float, quiet: bool) -> None:
+         timeout: float, quiet: bool, router: bool) -> None:
     """Wait until a matching endpoint is ready; print its base URL."""
+    registry = open_registry(registry_path, shared)
+    if router:
+        from nerschat.cli.router import echo_router
+
+        echo_router(registry, timeout)
+        return
     if model is None and kind is None:
         fail("give --model or --kind", code=2)
-    registry = open_registry(registry_path, shared)
     try:
         if quiet or not console.is_terminal:
             ready = wait_for_endpoints(registry, model, kind, timeout)

@@ -7,7 +7,16 @@ import asyncio
 import click
 
 from nerschat.cli.common import console, open_registry, registry_option
+from nerschat.registry import Registry
 from nerschat.router import Router, RouterConfig, router_key, run_router
+from nerschat.router.entry import key_location, wait_for_router
+
+
+def echo_router(registry: Registry, timeout: float) -> None:
+    """`nerschat wait --router`: the router's URL on stdout, where its key is on stderr."""
+    entry = wait_for_router(registry, timeout)
+    click.echo(entry.url)
+    console.print(f"key: {key_location(registry, entry)}", highlight=False)
 
 
 @click.command(context_settings={"show_default": True})

@@ -78,3 +78,19 @@ def live_routers(registry: Registry, now: float | None = None) -> list[Endpoint]
     routers = [e for e in registry.scan().entries
                if e.kind == ROUTER_KIND and e.state == "ready" and not e.is_stale(now)]
     return sorted(routers, key=lambda e: e.started_at, reverse=True)
+
+
+
+def wait_for_router(registry: Registry, timeout: float, poll: float = 0.5) -> Endpoint:
+    """The newest live router, waiting up to `timeout` s; `EndpointTimeout` (exit 1) if none."""
+    from nerschat.client.readiness import EndpointTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        routers = live_routers(registry)
+        if routers:
+            return routers[0]
+        if time.monotonic() >= deadline:
+            raise EndpointTimeout(f"no router in {registry.path} after {timeout:.0f} s; "
+                                  f"start one with 'nerschat router'")
+        time.sleep(poll)
