@@ -152,10 +152,8 @@ class RouterApp:
                                   "NotFoundError")
         headers = {name: value for name in FORWARDED_HEADERS
                    if (value := request.headers.get(name)) is not None}
-        client = self.core.client
-        outgoing = client.build_request("POST", path, content=body, headers=headers)
         try:
-            upstream = await client.send(outgoing, stream=True)
+            upstream = await self.core.send("POST", path, body, headers)
         except httpx2.TimeoutException as exc:
             self.metrics.answered(model, path, 504, time.perf_counter() - started)
             return error_response(504, f"upstream timed out ({type(exc).__name__})",

@@ -1,10 +1,10 @@
 """The router's one seam to `nerschat.client`: the same pool and fail-over transport.
 
-Every forwarded request goes through `httpx2.AsyncClient(transport=AsyncFailoverTransport(pool))`
-over one `EndpointPool` of the whole registry (routing by the body's `model` field), so
+Every forwarded request goes through the client's `AsyncFailoverTransport` over one `EndpointPool` of the whole registry (routing by the body's `model` field), so
 least-outstanding choice, fail-over, waiting for a replica and cooling down failing replicas
 are the client transport's own code. What the router adds around it is observation only: an
-inner transport that counts attempts and failures per upstream endpoint, and a read of the
+inner transport that counts attempts and failures per upstream endpoint (over aiohttp's
+client, see `nerschat.router.upstream`), and a read of the
 pool's per-endpoint load for `/metrics`. Everything the router reads from `nerschat.client`
 is in this module.
 """
@@ -18,13 +18,13 @@ import httpx2
 
 from nerschat.client.pool import EndpointPool
 from nerschat.client.transport import (
-    DEFAULT_LIMITS,
     FAILOVER_ERRORS,
     FAILOVER_STATUSES,
     AsyncFailoverTransport,
 )
 from nerschat.registry import Registry
 from nerschat.router.metrics import RouterMetrics
+from nerschat.router.upstream import AiohttpTransport
 
 # The transport replaces scheme, host and path prefix per request; this only has to parse.
 UPSTREAM_BASE_URL = "http://nerschat.registry"
@@ -52,7 +52,7 @@ class ObservedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, pool: EndpointPool, metrics: RouterMetrics):
         self.pool = pool
         self.metrics = metrics
-        self.inner = httpx2.AsyncHTTPTransport(limits=DEFAULT_LIMITS)
+        self.inner = AiohttpTransport()
         self._ids: dict[bytes, tuple[str, str]] = {}
 
     def _endpoint_of(self, url: httpx2.URL) -> tuple[str, str]:
@@ -99,9 +99,23 @@ class RoutingCore:
         self.pool = EndpointPool(registry, refresh_interval=refresh_interval)
         self.transport = AsyncFailoverTransport(
             self.pool, wait_timeout=wait_timeout, inner=ObservedTransport(self.pool, metrics))
-        timeout = httpx2.Timeout(request_timeout, connect=min(10.0, request_timeout))
-        self.client = httpx2.AsyncClient(transport=self.transport, base_url=UPSTREAM_BASE_URL,
-                                         timeout=timeout)
+        self._timeout = httpx2.Timeout(request_timeout,
+                                       connect=min(10.0, request_timeout)).as_dict()
+        self._urls: dict[str, httpx2.URL] = {}
+
+    async def send(self, method: str, path: str, body: bytes,
+                   headers: dict[str, str]) -> httpx2.Response:
+        """Send through the fail-over transport; the answer's body is not read yet.
+
+        The transport is called directly (an `httpx2.AsyncClient` around it would only
+        add per-request work: URL joining, cookies, auth and redirect hooks).
+        """
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx2.URL(UPSTREAM_BASE_URL + path)
+        request = httpx2.Request(method, url, headers=headers, content=body,
+                                 extensions={"timeout": self._timeout})
+        return await self.transport.handle_async_request(request)
 
     def endpoints(self) -> list[EndpointView]:
         """The pool's current per-endpoint load (read at scrape time)."""
@@ -111,4 +125,4 @@ class RoutingCore:
                 for load in self.pool.loads()]
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.transport.aclose()
