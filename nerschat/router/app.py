@@ -144,7 +144,7 @@ class RouterApp:
     async def _forward(self, request: web.Request, path: str, body: bytes,
                        model: str) -> web.StreamResponse:
         started = time.perf_counter()
-        if self.catalog.availability(model) == "absent":
+        if await self.catalog.availability(model) == "absent":
             self.metrics.answered(model, path, 404, time.perf_counter() - started)
             served = ", ".join(self.catalog.names()) or "none"
             return error_response(404, f"no server for model {model!r} is ready or starting "

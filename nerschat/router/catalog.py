@@ -7,6 +7,7 @@ whose server is still starting is forwarded (the routing core waits for it).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -60,10 +61,15 @@ class Catalog:
                 starting.add(entry.model)
         self._ready, self._starting = ready, starting
 
-    def availability(self, model: str) -> Availability:
-        """`ready`, `starting` (forward: the request waits) or `absent` (answer 404 now)."""
+    async def availability(self, model: str) -> Availability:
+        """`ready`, `starting` (forward: the request waits) or `absent` (answer 404 now).
+
+        An unknown model gets a fresh read of the registry first (at most `min_gap` s
+        later), so an entry published a moment ago is not refused.
+        """
         self.refresh()
         if model not in self._ready and model not in self._starting:
+            await asyncio.sleep(max(0.0, self._read_at + self.min_gap - time.monotonic()))
             self.refresh(force=True)
         if model in self._ready:
             return "ready"

@@ -56,6 +56,7 @@ class StubState:
     served: int = 0
     running: int = 0
     waiting: int = 0
+    streams_open: int = 0  # streamed answers being written (drops when a client goes away)
     started_at: float = field(default_factory=time.time)
 
 
@@ -95,6 +96,7 @@ class StubServer:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/embed", self.tei_embed)
         app.router.add_get("/info", self.tei_info)
+        app.router.add_post("/rerank", self.tei_rerank)
         return app
 
     def _authorized(self, request: web.Request) -> bool:
@@ -165,6 +167,7 @@ class StubServer:
             f"vllm:num_requests_waiting{labels} {s.waiting}\n"
             f"nerschat_stub_requests_received_total {s.received}\n"
             f"nerschat_stub_requests_served_total {s.served}\n"
+            f"nerschat_stub_streams_open {s.streams_open}\n"
         )
         return web.Response(text=text)
 
@@ -275,13 +278,17 @@ class StubServer:
                      "model": self.settings.model, "choices": choices, **(extra or {})}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
-        for i, (text, finish) in enumerate(outputs):
-            await send([{"index": i, "delta": {"role": "assistant", "content": ""}}])
-            for j, word in enumerate(_words(text)):
-                await send([{"index": i, "delta": {"content": word if j == 0 else " " + word}}])
-                if self.settings.chunk_delay:
-                    await asyncio.sleep(self.settings.chunk_delay)
-            await send([{"index": i, "delta": {}, "finish_reason": finish}])
+        self.state.streams_open += 1
+        try:
+            for i, (text, finish) in enumerate(outputs):
+                await send([{"index": i, "delta": {"role": "assistant", "content": ""}}])
+                for j, word in enumerate(_words(text)):
+                    await send([{"index": i, "delta": {"content": word if j == 0 else " " + word}}])
+                    if self.settings.chunk_delay:
+                        await asyncio.sleep(self.settings.chunk_delay)
+                await send([{"index": i, "delta": {}, "finish_reason": finish}])
+        finally:
+            self.state.streams_open -= 1
         if (body.get("stream_options") or {}).get("include_usage"):
             await send([], {"usage": usage})
         await response.write(b"data: [DONE]\n\n")
@@ -376,6 +383,21 @@ class StubServer:
             vectors.append(vector.tolist())
         await self._work()
         return web.json_response(vectors)
+
+    async def tei_rerank(self, request: web.Request) -> web.Response:
+        """TEI's /rerank: `query` and `texts` in, `[{index, score}]` out, best first."""
+        body = await self._begin(request, "embedding", "not an embedding model")
+        if isinstance(body, web.Response):
+            return body
+        query, texts = body.get("query"), body.get("texts")
+        if not isinstance(query, str) or not isinstance(texts, list) or not texts:
+            return web.json_response({"error": "query must be a string, texts a non-empty list",
+                                      "error_type": "Validation"}, status=422)
+        anchor = embed_text(query, self.settings.dim)
+        scores = [float(anchor @ embed_text(str(t), self.settings.dim)) for t in texts]
+        await self._work()
+        ranked = sorted(range(len(texts)), key=lambda i: -scores[i])
+        return web.json_response([{"index": i, "score": scores[i]} for i in ranked])
 
     async def tei_info(self, request: web.Request) -> web.Response:
         if self.settings.api != "tei":
