@@ -16,7 +16,7 @@ def echo_router(registry: Registry, timeout: float) -> None:
     """`nerschat wait --router`: the router's URL on stdout, where its key is on stderr."""
     entry = wait_for_router(registry, timeout)
     click.echo(entry.url)
-    console.print(f"key: {key_location(registry, entry)}", highlight=False)
+    console.print(f"key: {key_location(registry, entry)}", highlight=False, soft_wrap=True)
 
 
 @click.command(context_settings={"show_default": True})
@@ -41,6 +41,6 @@ def router(registry_path: str | None, shared: bool, host: str, port: int,
     def ready(running: Router) -> None:
         console.print(f"router ready at {running.url} (chat page: "
                       f"{running.url.removesuffix('/v1')}/); key: {running.key_location()}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
     asyncio.run(run_router(config, on_ready=ready))
