@@ -56,7 +56,7 @@ def advertised_host(bind_host: str) -> str:
 def new_entry(host: str, port: int, key: RouterKey, ttl: float) -> Endpoint:
     now = time.time()
     return Endpoint(
-        id=f"router.{host}.{port}.{uuid.uuid4().hex[:6]}", kind=ROUTER_KIND, engine="router",
+        id=f"router.{host}.{port}.{uuid.uuid4().hex[:6]}", kind="router", engine="router",
         model=ROUTER_MODEL, url=f"http://{host}:{port}/v1", state="ready",
         api_key=None if key.env else key.value, pid=os.getpid(), host=host,
         slurm_job_id=os.environ.get("SLURM_JOB_ID"), heartbeat_at=now, ttl=ttl,

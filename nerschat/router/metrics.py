@@ -22,10 +22,14 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class EndpointState(Protocol):
-    id: str
-    model: str
-    in_flight: int
-    ejected: bool
+    @property
+    def id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def ejected(self) -> bool: ...
 
 
 class _PoolCollector(Collector):
