@@ -3,7 +3,8 @@
 Stub servers of known capacity (`--capacity` requests at once, `--latency` s each), at 1 and
 at 4 replicas. "Direct" gives every in-flight request its own replica (worker i talks to
 replica i mod n: perfect balance, no router); "router" sends the same load to the router's
-one URL. Phases alternate (direct, router, direct, router, ...) so machine noise hits both.
+one URL. Short phases alternate (direct, router, direct, router, ...) so machine noise hits both;
+the router's own CPU time per request (from /proc) is printed too.
 Concurrency equals the replicas' total capacity, so throughput is capacity-bound and any
 router overhead shows up as lost throughput and added latency. SDK retries are off
 (`max_retries=0`): every failure counts.
@@ -13,7 +14,7 @@ Then, at 4 replicas through the router, one replica (its server and its pilot) g
 
 Targets: throughput ratio (router/direct) >= 0.95, added p50 latency <= 1 ms, 0 failures.
 
-    python benchmarks/router.py [--latency 0.1] [--capacity 8] [--seconds 8] [--rounds 2]
+    python benchmarks/router.py [--latency 0.1] [--capacity 8] [--seconds 3] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ async def drive(clients: list[openai.AsyncOpenAI], concurrency: int, seconds: fl
     return phase
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_router(registry: Registry, key: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, KEY_ENV: key}
     argv = [sys.executable, "-m", "nerschat.cli.main", "router", "--registry",
@@ -110,7 +118,7 @@ def client(url: str, key: str | None, concurrency: int) -> openai.AsyncOpenAI:
 
 
 async def compare(fleet: StubFleet, router_url: str, key: str, replicas: int,
-                  args: argparse.Namespace) -> tuple[float, float]:
+                  args: argparse.Namespace, router_pid: int) -> tuple[float, float]:
     endpoints = [e for e in fleet.registry.endpoints(MODEL)][:replicas]
     assert len(endpoints) == replicas, endpoints
     concurrency = args.capacity * replicas
@@ -119,9 +127,13 @@ async def compare(fleet: StubFleet, router_url: str, key: str, replicas: int,
     await drive(direct, concurrency, 1.0)  # warm up connections
     await drive(routed, concurrency, 1.0)
     results: dict[str, list[Phase]] = {"direct": [], "router": []}
+    router_cpu = 0.0
     for _ in range(args.rounds):
         for name, clients in (("direct", direct), ("router", routed)):
+            before = cpu_seconds(router_pid)
             results[name].append(await drive(clients, concurrency, args.seconds))
+            if name == "router":
+                router_cpu += cpu_seconds(router_pid) - before
     for name in results:
         failed = sum(p.failed for p in results[name])
         if failed:
@@ -135,7 +147,8 @@ async def compare(fleet: StubFleet, router_url: str, key: str, replicas: int,
     print(f"{replicas} replica(s), {concurrency} in flight (capacity {ideal:.0f} req/s): "
           f"direct {rate['direct']:.0f} req/s p50 {p50['direct']:.2f} ms | "
           f"router {rate['router']:.0f} req/s p50 {p50['router']:.2f} ms | "
-          f"ratio {ratio:.3f} (target >= 0.95), added p50 {added:+.2f} ms (target <= 1)")
+          f"ratio {ratio:.3f} (target >= 0.95), added p50 {added:+.2f} ms (target <= 1); "
+          f"router CPU {router_cpu / sum(p.ok for p in results['router']) * 1000:.2f} ms/request")
     for c in direct + routed:
         await c.close()
     return ratio, added
@@ -156,7 +169,7 @@ async def kill_drill(fleet: StubFleet, router_url: str, key: str,
         os.kill(victim.process.pid, signal.SIGKILL)  # its entry stays "ready" until the ttl
 
     killer = asyncio.create_task(kill())
-    phase = await drive(routed, concurrency, args.seconds, on_half=half)
+    phase = await drive(routed, concurrency, 2 * args.seconds + 4, on_half=half)
     await killer
     print(f"kill -9 of 1 of 4 replicas mid-run: {phase.ok} ok, {phase.failed} failed "
           f"(target 0), {phase.rate:.0f} req/s, p50 {phase.p50_ms:.2f} ms")
@@ -175,10 +188,10 @@ async def main_async(args: argparse.Namespace) -> int:
             url = live_routers(fleet.registry)[0].url
             print(f"stubs: {args.capacity} requests at once x {args.latency * 1000:.0f} ms each; "
                   f"{args.rounds} rounds of {args.seconds:.0f} s per side")
-            ratio1, added1 = await compare(fleet, url, key, 1, args)
+            ratio1, added1 = await compare(fleet, url, key, 1, args, router.pid)
             fleet.start_ready(3, MODEL, capacity=args.capacity, latency=args.latency)
             await asyncio.sleep(2.5)  # the router's pool re-reads the registry every 2 s
-            ratio4, added4 = await compare(fleet, url, key, 4, args)
+            ratio4, added4 = await compare(fleet, url, key, 4, args, router.pid)
             failed = await kill_drill(fleet, url, key, args)
         finally:
             router.send_signal(signal.SIGTERM)
@@ -192,8 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.1, help="stub seconds per request")
     parser.add_argument("--capacity", type=int, default=8, help="stub requests at once")
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per phase")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per phase")
+    parser.add_argument("--rounds", type=int, default=5, help="direct/router pairs per size")
     raise SystemExit(asyncio.run(main_async(parser.parse_args())))
 
 
