@@ -7,7 +7,8 @@ Routes (all but `/health` and `/` need `Authorization: Bearer <router key>`):
 - `POST /embed`, `/rerank` (TEI): routed by a `model` field, or to the only embedding
   model when there is one; `POST /models/<model>/embed|rerank` names the model in the path
   (a TEI client's base URL can then be `<router>/models/<model>`).
-- `GET /v1/models`: the ready models with `kind`, `engine`, `max_model_len`, `replicas`.
+- `GET /v1/models` (and `/v1/models/<model>`): the ready models with `kind`, `engine`,
+  `max_model_len`, `replicas`.
 - `GET /metrics` (Prometheus), `GET /health` (open), `GET /` (the chat page; open, it asks
   for the key and keeps it in the browser's session storage).
 
@@ -61,6 +62,7 @@ class RouterApp:
         app.router.add_get("/", self.page)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get(r"/v1/models/{model:.+}", self.model)
         for path in OPENAI_ROUTES:
             app.router.add_post(path, self.openai)
         for op in TEI_OPS:
@@ -99,6 +101,16 @@ class RouterApp:
             return refused
         data = [card.to_openai() for card in self.catalog.cards()]
         return web.json_response({"object": "list", "data": data})
+
+    async def model(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        wanted = request.match_info["model"]
+        for card in self.catalog.cards():
+            if card.id == wanted:
+                return web.json_response(card.to_openai())
+        return error_response(404, f"no ready model {wanted!r}", "NotFoundError")
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
         refused = self._refused(request)

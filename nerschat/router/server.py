@@ -26,6 +26,9 @@ from nerschat.router.entry import RouterKey, advertised_host, key_location, new_
 from nerschat.router.metrics import RouterMetrics
 
 
+SHUTDOWN_GRACE = 10.0  # seconds in-flight answers get to finish on SIGTERM
+
+
 @dataclass
 class RouterConfig:
     """How a router runs.
@@ -70,7 +73,9 @@ class Router:
         self.metrics.watch_pool(self.core.endpoints)
         self.catalog = Catalog(config.registry)
         self.app = RouterApp(self.core, self.catalog, self.metrics, config.key.value).build()
-        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+        # A client that hangs up cancels its handler, which closes the upstream request.
+        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True,
+                                    shutdown_timeout=SHUTDOWN_GRACE)
         self.entry: Endpoint | None = None
         self.port = 0
         self._beat: asyncio.Task[None] | None = None

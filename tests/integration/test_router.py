@@ -110,6 +110,9 @@ def test_models_lists_ready_models_with_kind_and_length(
     assert (cards["m1"]["kind"], cards["m1"]["replicas"], cards["m1"]["max_model_len"]) == (
         "llm", 2, 2048)
     assert (cards["e1"]["kind"], cards["e1"]["max_model_len"]) == ("embedding", 512)
+    status, text = curl(router, "/v1/models/e1")
+    assert status == 200 and json.loads(text)["kind"] == "embedding"
+    assert curl(router, "/v1/models/nope")[0] == 404
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key"])
@@ -180,3 +183,22 @@ def test_metrics_count_requests_per_model_and_endpoint(
         assert any(line.startswith("nerschat_router_upstream_seconds_count{")
                    and endpoint.id in line for line in lines)
         assert server_counters(endpoint)["nerschat_stub_requests_served_total"] > 0
+
+
+def test_the_unchanged_openai_sdk_works_through_the_router(
+        served: tuple[Registry, RouterProcess]) -> None:
+    import openai
+
+    _, router = served
+    client = openai.OpenAI(base_url=router.url, api_key=router.key, max_retries=0)
+    assert {m.id for m in client.models.list()} == {"m1", "e1"}
+    stream = client.chat.completions.create(
+        model="m1", stream=True, messages=[{"role": "user", "content": "streamed reply"}])
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "stub-m1 answer 0: streamed reply"
+    vectors = client.embeddings.create(model="e1", input=["a", "b"])  # base64 on the wire
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=router.url, api_key="wrong", max_retries=0).models.list()
