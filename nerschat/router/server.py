@@ -27,6 +27,7 @@ from nerschat.router.metrics import RouterMetrics
 
 
 SHUTDOWN_GRACE = 10.0  # seconds in-flight answers get to finish on SIGTERM
+STOP_POLL = 1.0  # seconds between looks for a stop request
 
 
 @dataclass
@@ -105,15 +106,20 @@ class Router:
             self._beat = asyncio.create_task(self._heartbeat())
 
     async def _heartbeat(self) -> None:
+        """Renew the entry every ttl/3 s; stop on a stop request (`nerschat stop`)."""
         assert self.entry is not None
         registry = self.config.registry
+        beat = max(0.2, self.config.ttl / 3)
+        next_beat = time.monotonic() + beat
         while True:
-            await asyncio.sleep(max(0.2, self.config.ttl / 3))
-            if registry.stop_requested(self.entry.id):
+            await asyncio.sleep(min(STOP_POLL, beat))
+            if await asyncio.to_thread(registry.stop_requested, self.entry.id):
                 self.stopped.set()
                 return
-            self.entry.heartbeat_at = time.time()
-            await asyncio.to_thread(registry.publish, self.entry)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat
+                self.entry.heartbeat_at = time.time()
+                await asyncio.to_thread(registry.publish, self.entry)
 
     def key_location(self) -> str:
         if self.entry is None:

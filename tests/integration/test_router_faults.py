@@ -108,3 +108,17 @@ async def test_replica_killed_mid_run_no_client_sees_a_failure(
         killed = f'endpoint="{victim.endpoint.id}"'
         assert metric(router, f"nerschat_router_failovers_total{{{killed}") >= 1
         await client.close()
+
+
+def test_nerschat_stop_all_stops_the_router_too(fleet: StubFleet, registry: Registry) -> None:
+    import subprocess
+    import sys
+
+    fleet.start_ready(1, "m1")
+    with running_router(registry) as router:
+        out = subprocess.run([sys.executable, "-m", "nerschat.cli.main", "stop", "--all",
+                              "--timeout", "30", "--registry", str(registry.path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert router.process.wait(15) == 0
+        assert registry.scan().entries == []
