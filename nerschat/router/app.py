@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 from importlib import resources
 from typing import Any
@@ -31,6 +32,8 @@ from nerschat.client.transport import model_of
 from nerschat.router.catalog import Catalog
 from nerschat.router.core import RoutingCore
 from nerschat.router.metrics import CONTENT_TYPE, RouterMetrics
+
+log = logging.getLogger(__name__)
 
 BODY_LIMIT = 64 * 1024 * 1024
 OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -179,13 +182,26 @@ class RouterApp:
             reply_headers = {k: v for k, v in upstream.headers.items()
                              if k.lower() not in DROPPED_HEADERS}
             if "content-length" in upstream.headers:  # a whole answer, not a stream
-                content = await upstream.aread()
+                try:
+                    content = await upstream.aread()
+                except httpx2.HTTPError as exc:
+                    status = 502
+                    return error_response(502, f"upstream failed mid-answer: {exc}",
+                                          "upstream_error")
                 broken = False
                 return web.Response(status=status, body=content, headers=reply_headers)
             response = web.StreamResponse(status=status, headers=reply_headers)
             await response.prepare(request)
-            async for chunk in upstream.aiter_raw():
-                await response.write(chunk)
+            try:
+                async for chunk in upstream.aiter_raw():
+                    await response.write(chunk)
+            except httpx2.HTTPError as exc:
+                # The server went away mid-answer: cut the client's connection too, so it
+                # sees an incomplete answer rather than a clean end.
+                log.warning("model %s: upstream failed mid-answer: %s", model, exc)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             await response.write_eof()
             broken = False
             return response

@@ -122,3 +122,20 @@ def test_nerschat_stop_all_stops_the_router_too(fleet: StubFleet, registry: Regi
         assert out.returncode == 0, out.stderr
         assert router.process.wait(15) == 0
         assert registry.scan().entries == []
+
+
+def test_server_killed_mid_stream_is_an_error_not_a_clean_end(
+        fleet: StubFleet, registry: Registry) -> None:
+    fleet.start_ready(1, "slow", chunk_delay=0.5)
+    server_pid = fleet.pilots[0].server_pid
+    assert server_pid is not None
+    with running_router(registry) as router:
+        with pytest.raises(httpx2.RemoteProtocolError), httpx2.stream(
+                "POST", f"{router.url}/chat/completions", timeout=30,
+                headers={"Authorization": f"Bearer {router.key}"},
+                json={"model": "slow", "stream": True,
+                      "messages": [{"role": "user", "content": "a b c d e f g h"}]}) as reply:
+            for i, _ in enumerate(reply.iter_raw()):
+                if i == 1:
+                    os.kill(server_pid, signal.SIGKILL)
+        assert "Traceback" not in router.log.read_text()
