@@ -186,6 +186,8 @@ async def main_async(args: argparse.Namespace) -> int:
         router = start_router(fleet.registry, key)
         try:
             url = live_routers(fleet.registry)[0].url
+            print("load average at the start: "
+                  + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores")
             print(f"stubs: {args.capacity} requests at once x {args.latency * 1000:.0f} ms each; "
                   f"{args.rounds} rounds of {args.seconds:.0f} s per side")
             ratio1, added1 = await compare(fleet, url, key, 1, args, router.pid)
@@ -196,6 +198,8 @@ async def main_async(args: argparse.Namespace) -> int:
         finally:
             router.send_signal(signal.SIGTERM)
             router.wait(10)
+    print("load average (1, 5, 15 min) at the end: "
+          + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores")
     good = min(ratio1, ratio4) >= 0.95 and max(added1, added4) <= 1.0 and failed == 0
     print("PASS" if good else "FAIL")
     return 0 if good else 1
