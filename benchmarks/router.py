@@ -2,8 +2,8 @@
 
 Stub servers of known capacity (`--capacity` requests at once, `--latency` s each), at 1 and
 at 4 replicas. "Direct" gives every in-flight request its own replica (worker i talks to
-replica i mod n: perfect balance, no router); "router" sends the same load to the router's
-one URL. Short phases alternate (direct, router, direct, router, ...) so machine noise hits both;
+replica i mod n: perfect balance, no router); "router" sends the same load from the same
+set of client objects to the router's one URL. Short phases alternate (direct, router, direct, router, ...) so machine noise hits both;
 the router's own CPU time per request (from /proc) is printed too.
 Concurrency equals the replicas' total capacity, so throughput is capacity-bound and any
 router overhead shows up as lost throughput and added latency. SDK retries are off
@@ -122,8 +122,10 @@ async def compare(fleet: StubFleet, router_url: str, key: str, replicas: int,
     endpoints = [e for e in fleet.registry.endpoints(MODEL)][:replicas]
     assert len(endpoints) == replicas, endpoints
     concurrency = args.capacity * replicas
-    direct = [client(e.url, e.api_key, concurrency) for e in endpoints]
-    routed = [client(router_url, key, concurrency)]
+    # The same client objects on both sides (one per replica, worker i uses client i mod n),
+    # so the client process does the same work and only the URL differs.
+    direct = [client(e.url, e.api_key, args.capacity) for e in endpoints]
+    routed = [client(router_url, key, args.capacity) for _ in endpoints]
     await drive(direct, concurrency, 1.0)  # warm up connections
     await drive(routed, concurrency, 1.0)
     results: dict[str, list[Phase]] = {"direct": [], "router": []}

@@ -20,7 +20,7 @@ STATE_STYLE = {"ready": "green", "starting": "yellow", "draining": "magenta", "s
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (keys hidden).")
 @click.option("--prune", is_flag=True, help="Remove stale entries (dead pilots).")
 @click.option("--model", default=None)
-@click.option("--kind", type=click.Choice(["llm", "embedding"]), default=None)
+@click.option("--kind", type=click.Choice(["llm", "embedding", "router"]), default=None)
 @registry_option
 def ls(registry_path: str | None, shared: bool, as_json: bool, prune: bool,
        model: str | None, kind: str | None) -> None:
