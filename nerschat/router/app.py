@@ -179,9 +179,15 @@ class RouterApp:
         status = upstream.status_code
         broken = True
         try:
-            reply_headers = {k: v for k, v in upstream.headers.items()
-                             if k.lower() not in DROPPED_HEADERS}
-            if "content-length" in upstream.headers:  # a whole answer, not a stream
+            reply_headers = {}
+            whole = False  # a whole answer (Content-Length), not a stream
+            for raw_name, raw_value in upstream.headers.raw:
+                name = raw_name.decode("latin-1").lower()
+                if name == "content-length":
+                    whole = True
+                elif name not in DROPPED_HEADERS:
+                    reply_headers[name] = raw_value.decode("latin-1")
+            if whole:
                 try:
                     content = await upstream.aread()
                 except httpx2.HTTPError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import httpx2
+from yarl import URL
 
 UPSTREAM_CONNECTIONS = 1000
 
@@ -72,6 +73,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     def __init__(self, connections: int = UPSTREAM_CONNECTIONS):
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, bytes, bytes], URL] = {}  # upstream URLs repeat: parse each once
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -84,9 +86,15 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         session = self._open()
+        raw_url = (request.url.scheme, request.url.netloc, request.url.raw_path)
+        url = self._urls.get(raw_url)
+        if url is None:
+            if len(self._urls) > 10000:
+                self._urls.clear()
+            url = self._urls[raw_url] = URL(str(request.url), encoded=True)
         try:
             response = await session.request(
-                request.method, str(request.url), headers=request.headers.multi_items(),
+                request.method, url, headers=request.headers.multi_items(),
                 data=request.content, timeout=_timeouts(request), allow_redirects=False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _mapped(exc, request, started=False) from exc
