@@ -11,6 +11,7 @@ reset connections, timeouts and a server that hangs up mid-answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,10 +22,14 @@ from yarl import URL
 UPSTREAM_CONNECTIONS = 1000
 
 
+@functools.lru_cache(maxsize=64)
+def _client_timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
 def _timeouts(request: httpx2.Request) -> aiohttp.ClientTimeout:
     given: dict[str, Any] = request.extensions.get("timeout") or {}
-    return aiohttp.ClientTimeout(total=None, sock_connect=given.get("connect"),
-                                 sock_read=given.get("read"))
+    return _client_timeout(given.get("connect"), given.get("read"))
 
 
 def _mapped(exc: BaseException, request: httpx2.Request, *, started: bool) -> Exception:
