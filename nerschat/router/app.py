@@ -41,6 +41,7 @@ TEI_OPS = ("embed", "rerank")
 # Hop-by-hop or recomputed by aiohttp: never copied from an upstream answer.
 DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
                              "date", "server", "proxy-authenticate", "upgrade", "trailer"})
+UNKNOWN_MODEL = "(not served)"
 FORWARDED_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "X-Request-Id")
 
 def error_response(status: int, message: str, kind: str) -> web.Response:
@@ -160,7 +161,8 @@ class RouterApp:
                        model: str) -> web.StreamResponse:
         started = time.perf_counter()
         if await self.catalog.availability(model) == "absent":
-            self.metrics.answered(model, path, 404, time.perf_counter() - started)
+            # Not labelled by the asked name: clients must not grow the metrics without bound.
+            self.metrics.answered(UNKNOWN_MODEL, path, 404, time.perf_counter() - started)
             served = ", ".join(self.catalog.names()) or "none"
             return error_response(404, f"no server for model {model!r} is ready or starting "
                                        f"(served: {served}; 'nerschat ls' shows the registry)",
