@@ -28,9 +28,8 @@ from typing import Any
 import httpx2
 from aiohttp import web
 
-from nerschat.client.transport import model_of
 from nerschat.router.catalog import Catalog
-from nerschat.router.core import RoutingCore
+from nerschat.router.core import RoutingCore, model_of
 from nerschat.router.metrics import CONTENT_TYPE, RouterMetrics
 
 log = logging.getLogger(__name__)

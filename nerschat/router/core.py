@@ -21,10 +21,13 @@ from nerschat.client.transport import (
     FAILOVER_ERRORS,
     FAILOVER_STATUSES,
     AsyncFailoverTransport,
+    model_of,
 )
 from nerschat.registry import Registry
 from nerschat.router.metrics import RouterMetrics
 from nerschat.router.upstream import AiohttpTransport
+
+__all__ = ["EndpointView", "ObservedTransport", "RoutingCore", "model_of"]
 
 # The transport replaces scheme, host and path prefix per request; this only has to parse.
 UPSTREAM_BASE_URL = "http://nerschat.registry"

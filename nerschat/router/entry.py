@@ -14,12 +14,16 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from nerschat.errors import UsageError
+from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint, Registry
 
 ROUTER_KIND = "router"
 ROUTER_MODEL = "nerschat-router"
 KEY_ENV_FIELD = "api_key_env"
+
+
+class NoRouter(FailureError, TimeoutError):
+    """No live router in the registry within the time asked."""
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,13 @@ def live_routers(registry: Registry, now: float | None = None) -> list[Endpoint]
 
 
 def wait_for_router(registry: Registry, timeout: float, poll: float = 0.5) -> Endpoint:
-    """The newest live router, waiting up to `timeout` s; `EndpointTimeout` (exit 1) if none."""
-    from nerschat.client.readiness import EndpointTimeout
-
+    """The newest live router, waiting up to `timeout` s; `NoRouter` (exit 1) if none."""
     deadline = time.monotonic() + timeout
     while True:
         routers = live_routers(registry)
         if routers:
             return routers[0]
         if time.monotonic() >= deadline:
-            raise EndpointTimeout(f"no router in {registry.path} after {timeout:.0f} s; "
+            raise NoRouter(f"no router in {registry.path} after {timeout:.0f} s; "
                                   f"start one with 'nerschat router'")
         time.sleep(poll)
