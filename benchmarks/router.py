@@ -14,7 +14,7 @@ Then, at 4 replicas through the router, one replica (its server and its pilot) g
 
 Targets: throughput ratio (router/direct) >= 0.95, added p50 latency <= 1 ms, 0 failures.
 
-    python benchmarks/router.py [--latency 0.5] [--capacity 16] [--seconds 3] [--rounds 5]
+    python benchmarks/router.py [--latency 0.5] [--capacity 16] [--seconds 4] [--rounds 5]
 
 The defaults (16 sequences of 0.5 s per replica: 128 req/s at 4 replicas) keep the whole
 run within what a 2-core machine can drive directly; `--latency 0.1 --capacity 8` (320 req/s)
@@ -219,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.5, help="stub seconds per request")
     parser.add_argument("--capacity", type=int, default=16, help="stub requests at once")
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per phase")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=5, help="direct/router pairs per size")
     raise SystemExit(asyncio.run(main_async(parser.parse_args())))
 
