@@ -6,7 +6,7 @@ import pytest
 
 from nerschat.parsl.config import ConfigError, load_config_module, pilot_options_of
 
-CONFIGS = Path(__file__).resolve().parents[2] / "parsl_configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "parsl_configs"
 
 
 def test_local_config_has_both_labels() -> None:
