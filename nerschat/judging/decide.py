@@ -51,7 +51,7 @@ def _add_usage(total: dict[str, int], usage: Any) -> None:
         total["completion_tokens"] += usage.completion_tokens or 0
 
 
-def _continue(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+def _continue(messages: list[dict[str, str]], text: str) -> list[Any]:
     return [*messages, {"role": "assistant", "content": text}]
 
 

@@ -103,7 +103,7 @@ def _with_gold(ok: list[dict[str, Any]], key: str) -> tuple[list[Any], list[Any]
 
 def _pairwise(ok: list[dict[str, Any]]) -> dict[str, Any]:
     outcomes = Counter({"a": 0, "b": 0, "tie": 0})
-    outcomes.update(line.get("winner") for line in ok if line.get("winner") in outcomes)
+    outcomes.update(str(line["winner"]) for line in ok if line.get("winner") in outcomes)
     bias: dict[str, dict[str, int]] = {}
     for line in ok:
         for verdict in line.get("verdicts") or []:

@@ -133,7 +133,7 @@ def bradley_terry_ranking(games: Sequence[tuple[str, str, float]], *, bootstrap:
         for name, mine in ((a, score), (b, 1 - score)):
             record[name]["games"] += 1
             record[name]["wins" if mine == 1 else "losses" if mine == 0 else "ties"] += 1
-    rows = [{"model": name, "rating": float(ratings[i]), "low": float(low[i]),
+    rows: list[dict[str, Any]] = [{"model": name, "rating": float(ratings[i]), "low": float(low[i]),
              "high": float(high[i]), **record[name]} for i, name in enumerate(players)]
     rows.sort(key=lambda row: -row["rating"])
     for rank, row in enumerate(rows, start=1):

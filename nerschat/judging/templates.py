@@ -29,7 +29,7 @@ def default_template(mode: str, *, reference: bool = False) -> str:
     if mode not in MODES:
         raise TemplateError(f"unknown judging mode {mode!r}; choose one of {', '.join(MODES)}")
     name = f"{mode}-reference.txt" if reference and mode != "best-of" else f"{mode}.txt"
-    return resources.files("nerschat.judging").joinpath("templates", name).read_text("utf-8")
+    return resources.files("nerschat.judging").joinpath("templates").joinpath(name).read_text("utf-8")
 
 
 def load_template(path: str | Path) -> str:
