@@ -102,6 +102,10 @@ async def main() -> None:
     totals: dict[bool, dict[str, float]] = {
         arm: {"rate": 0.0, "hits": 0.0, "queries": 0.0} for arm in (True, False)}
     block = "?"
+    # warm-up (not counted): the engine compiles kernels for new shapes on first requests
+    await run_arm(client, args.mode, args.model, items(args.mode, 2, f"warm-{time.time_ns()}",
+                                                       args.padding),
+                  True, args.in_flight, args.reasoning_tokens)
     for round_number in range(args.rounds):
         arms = (True, False) if round_number % 2 == 0 else (False, True)
         for affinity in arms:
