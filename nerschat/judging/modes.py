@@ -35,7 +35,12 @@ from nerschat.errors import UsageError
 from nerschat.judging.affinity import affinity_headers
 from nerschat.judging.decide import Decision, StepSettings, decide_with_retries
 from nerschat.judging.labels import expected_value
-from nerschat.judging.templates import default_template, item_fields, render
+from nerschat.judging.templates import (
+    default_template,
+    item_fields,
+    render,
+    template_fields,
+)
 from nerschat.workflows.inputs import FieldError, require_str
 from nerschat.workflows.judge import (
     DEFAULT_SYSTEM_PROMPT,
@@ -261,6 +266,10 @@ class PairwiseTask(_Protocol):
 
     def __init__(self, options: PairwiseOptions | None = None):
         super().__init__(options or PairwiseOptions())
+        missing = [f for f in ("answer_a", "answer_b") if f not in template_fields(self.template)]
+        if missing:
+            raise JudgingConfigError(f"a pairwise template must show both answers: add "
+                                     f"{' and '.join('{' + f + '}' for f in missing)}")
 
     def parse(self, record: dict[str, Any]) -> Item:
         item_id, values, group = self._base(record)

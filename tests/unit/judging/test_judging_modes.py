@@ -232,6 +232,11 @@ def test_task_round_trips_through_its_plain_description(mode: str, options: dict
     assert type(again) is type(task) and again.to_dict() == task.to_dict()
 
 
+def test_pairwise_template_must_show_both_answers() -> None:
+    with pytest.raises(JudgingConfigError, match=r"add \{answer_b\}"):
+        make_task("pairwise", template="{question} {answer_a}")
+
+
 def test_unknown_mode_and_option() -> None:
     with pytest.raises(JudgingConfigError, match="unknown judging mode"):
         make_task("ranking")
