@@ -31,19 +31,30 @@ def response_positions(response: Any) -> list[tuple[str, TokenDist]]:
     """(chosen token, its alternatives) per generated position of a chat completion.
 
     Empty when the server sent no log-probabilities. The chosen token is always included
-    among its position's alternatives.
+    among its position's alternatives. Distinct tokens with the same text (tokenizers have
+    several ways to spell "7") are merged: their probabilities add up.
     """
     logprobs = response.choices[0].logprobs
     if logprobs is None or not logprobs.content:
         return []
     positions = []
     for entry in logprobs.content:
-        dist = {alt.token: alt.logprob for alt in (entry.top_logprobs or [])
-                if alt.logprob is not None and math.isfinite(alt.logprob)}
+        dist: TokenDist = {}
+        for alt in entry.top_logprobs or []:
+            if alt.logprob is None or not math.isfinite(alt.logprob):
+                continue
+            seen = dist.get(alt.token)
+            dist[alt.token] = alt.logprob if seen is None else _log_add(seen, alt.logprob)
         if entry.logprob is not None and math.isfinite(entry.logprob):
             dist.setdefault(entry.token, entry.logprob)
         positions.append((entry.token, dist))
     return positions
+
+
+def _log_add(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) without overflow or underflow."""
+    high, low = max(a, b), min(a, b)
+    return high + math.log1p(math.exp(low - high))
 
 
 def known_distributions(positions: Sequence[tuple[str, TokenDist]]) -> dict[str, TokenDist]:

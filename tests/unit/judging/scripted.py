@@ -35,7 +35,8 @@ class Scripted:
         else:
             text, positions = self.reasoning, []
         content = [{"token": token, "logprob": math.log(dist[token]), "bytes": None,
-                    "top_logprobs": [{"token": t, "logprob": math.log(p), "bytes": None}
+                    "top_logprobs": [{"token": t, "logprob": math.log(p) if p > 0 else -9999.0,
+                                      "bytes": None}
                                      for t, p in dist.items()]}
                    for token, dist in positions]
         reply = {

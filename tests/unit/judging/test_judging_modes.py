@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from scripted import Scripted, single
 
@@ -242,3 +244,31 @@ def test_unknown_mode_and_option() -> None:
         make_task("ranking")
     with pytest.raises(JudgingConfigError, match="pairwise"):
         make_task("pairwise", scale="1-10")
+
+
+async def test_same_text_tokens_add_up_and_masked_tokens_count_nothing() -> None:
+    # as vLLM reports them for gemma: "7" twice (two token ids), masked tokens at -9999
+    def answer(prompt: str, body: dict[str, Any]) -> Any:
+        return "10", [("1", {"1": 0.5, "7": 0.2, "<mask>": 0.0}),
+                      ("0", {"0": 0.999, "<eos>": 0.001})]
+
+    server = Scripted(answer)
+    original = server.handler
+
+    def handler(request: Any) -> Any:
+        response = original(request)
+        body = json.loads(response.content)
+        content = (body["choices"][0]["logprobs"] or {}).get("content") or []
+        if content:
+            tops = content[0]["top_logprobs"]
+            tops.append({"token": "7", "logprob": math.log(0.3), "bytes": None})
+        return httpx2.Response(200, json=body)
+
+    server.handler = handler  # type: ignore[method-assign]
+    task = make_task("score", model="m", scale="1-10")
+    result = await task.judge(server.client(), task.parse({"id": "s", "question": "q",
+                                                           "answer": "x"}))
+    assert result["probs"]["7"] == pytest.approx(0.5)
+    assert result["probs"]["10"] == pytest.approx(0.5 * 0.999, abs=1e-6)
+    assert result["expected_score"] == pytest.approx(0.5 * 7 + 0.4995 * 10 + 0.0005 * 1,
+                                                     abs=1e-3)
