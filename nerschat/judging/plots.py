@@ -56,7 +56,8 @@ def draw(summary: dict[str, Any], directory: str | Path) -> list[Path]:
 
 def _bars(axis: Any, names: list[str], rows: list[dict[str, float]], colour: str) -> None:
     rates = [row["rate"] for row in rows]
-    errors = [[row["rate"] - row["low"] for row in rows], [row["high"] - row["rate"] for row in rows]]
+    errors = [[max(0.0, row["rate"] - row["low"]) for row in rows],
+              [max(0.0, row["high"] - row["rate"]) for row in rows]]
     axis.barh(names, rates, xerr=errors, color=colour, capsize=4)
     axis.set_xlim(0, 1)
     axis.invert_yaxis()
@@ -73,9 +74,10 @@ def _rates(plt: Any, summary: dict[str, Any]) -> Any:
             widths = [p[key]["rate"] for p in pairs]
             axis.barh(labels, widths, left=left, color=colour, label=key)
             if key == "wins":
-                axis.errorbar(widths, labels, xerr=[[w - p[key]["low"] for w, p in zip(widths, pairs)],
-                                                    [p[key]["high"] - w for w, p in zip(widths, pairs)]],
-                              fmt="none", ecolor="black", capsize=4)
+                below = [max(0.0, w - p[key]["low"]) for w, p in zip(widths, pairs)]
+                above = [max(0.0, p[key]["high"] - w) for w, p in zip(widths, pairs)]
+                axis.errorbar(widths, labels, xerr=[below, above], fmt="none", ecolor="black",
+                              capsize=4)
             left = [a + b for a, b in zip(left, widths)]
         axis.set_xlim(0, 1)
         axis.invert_yaxis()
@@ -101,7 +103,8 @@ def _ranking(plt: Any, summary: dict[str, Any]) -> Any:
     figure, axis = plt.subplots(figsize=(6, 0.5 * len(ranking) + 1.5))
     names = [row["model"] for row in ranking]
     ratings = [row["rating"] for row in ranking]
-    errors = [[r["rating"] - r["low"] for r in ranking], [r["high"] - r["rating"] for r in ranking]]
+    errors = [[max(0.0, r["rating"] - r["low"]) for r in ranking],
+              [max(0.0, r["high"] - r["rating"]) for r in ranking]]
     axis.errorbar(ratings, names, xerr=errors, fmt="o", capsize=4, color="#4c72b0")
     axis.invert_yaxis()
     axis.set_xlabel("Bradley-Terry rating (Elo scale, 95% bootstrap interval)")

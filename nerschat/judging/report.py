@@ -151,8 +151,12 @@ def _score(ok: list[dict[str, Any]]) -> dict[str, Any]:
         chosen = [m["score"] for m in members]
         expected = [m["expected_score"] for m in members
                     if isinstance(m.get("expected_score"), (int, float))]
+        interval = stats.mean_interval(chosen)
+        if interval["low"] is not None and interval["high"] is not None:
+            interval["low"] = max(float(low), interval["low"])  # the scale bounds the mean
+            interval["high"] = min(float(high), interval["high"])
         result["groups"][name] = {
-            **stats.mean_interval(chosen),
+            **interval,
             "expected_mean": stats.mean_interval(expected)["mean"],
             "histogram": stats.histogram(chosen, low, high)}
     gold, predicted = _with_gold(ok, "score")

@@ -126,3 +126,16 @@ def test_bad_output_file_is_one_line(tmp_path: Path) -> None:
         read_lines(bad)
     with pytest.raises(ReportError, match="no such output file"):
         read_lines(tmp_path / "missing.jsonl")
+
+
+def test_judge_report_with_all_ties_and_a_mean_at_the_scale_end(tmp_path: Path) -> None:
+    # every pair tied (no wins: zero-width lower error bars); every score at the top
+    output = write_lines(tmp_path / "ties.jsonl", [
+        pair_line(i, "x", "y", "tie", ("A", "A")) for i in range(6)])
+    result = CliRunner().invoke(cli, ["judge-report", str(output)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ties.report" / "win-rates.png").exists()
+    scores = [{"id": str(i), "mode": "score", "score": s, "group": "g", "error": None,
+               "probs": {str(v): 0.1 for v in range(1, 11)}} for i, s in enumerate([10, 10, 8])]
+    group = summarize(scores)["groups"]["g"]
+    assert group["high"] == 10.0 and group["low"] < group["mean"]

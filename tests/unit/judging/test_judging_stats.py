@@ -17,6 +17,8 @@ def test_wilson_interval_matches_newcombe_1998() -> None:
     assert stats.wilson_interval(0, 20) == pytest.approx((0.0, 0.1611), abs=5e-5)
     assert stats.wilson_interval(1, 29) == pytest.approx((0.0061, 0.1718), abs=5e-5)
     assert stats.wilson_interval(0, 0) == (0.0, 1.0)
+    # the ends are exact, never a rounding error past the observed share
+    assert stats.wilson_interval(0, 6)[0] == 0.0 and stats.wilson_interval(6, 6)[1] == 1.0
     with pytest.raises(ValueError):
         stats.wilson_interval(5, 4)
 
