@@ -73,7 +73,7 @@ async def run_arm(client: Any, mode: str, model: str, lines: list[dict[str, Any]
 
     async def one(item: Any) -> dict[str, Any]:
         async with gate:
-            return await task.judge(client, item)  # type: ignore[union-attr]
+            return await task.judge(client, item)
 
     started = time.perf_counter()
     results = await asyncio.gather(*(one(item) for item in parsed))

@@ -17,8 +17,11 @@ from nerschat.cli.common import console
 @click.option("--no-plots", is_flag=True, help="Only SUMMARY.json and the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print SUMMARY.json instead of the table.")
 def judge_report(output: str, directory: str | None, no_plots: bool, as_json: bool) -> None:
-    """Summarise a judge output (any --mode): rates with 95% intervals, rankings, agreement
-    with gold verdicts, and PNG plots (win rates, score histograms, confusion, position bias)."""
+    """Summarise a judge output (any --mode) and draw its plots.
+
+    Rates with 95% intervals, rankings, agreement with gold verdicts; PNG plots of win rates,
+    score histograms, the confusion matrix and position bias.
+    """
     from nerschat.judging.report import report_dir, summarize_output, summary_table
 
     target = Path(directory) if directory else report_dir(output)

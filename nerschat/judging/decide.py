@@ -28,6 +28,8 @@ TOP_LOGPROBS = 20  # vLLM's default --max-logprobs
 
 @dataclass
 class Decision:
+    """One forced choice: the label, the reasoning before it, label probabilities, tokens."""
+
     label: str
     reasoning: str
     probs: dict[str, float] | None  # normalised over the labels; None without logprobs
@@ -37,6 +39,8 @@ class Decision:
 
 @dataclass
 class StepSettings:
+    """Request settings of one judgement (model, sampling, prefill, extra body, headers)."""
+
     model: str
     temperature: float = 0.0
     reasoning_tokens: int = 256

@@ -72,9 +72,12 @@ class JudgingConfigError(UsageError, ValueError):
 
 @dataclass
 class JudgingOptions:
-    """What every protocol takes. `template` None: the shipped one (`reference` picks the
-    reference-guided variant); `field_map`: template field -> input key (e.g.
-    `{"question": "prompt"}`); `affinity`: send the prefix-affinity header."""
+    """What every protocol takes.
+
+    `template` None: the shipped one (`reference` picks the reference-guided variant);
+    `field_map`: template field -> input key (e.g. `{"question": "prompt"}`); `affinity`:
+    send the prefix-affinity header.
+    """
 
     model: str | None = None
     template: str | None = None
@@ -98,11 +101,15 @@ class JudgingOptions:
 
 @dataclass
 class PairwiseOptions(JudgingOptions):
+    """Pairwise options: `both_orders` shows each pair as (a, b) and as (b, a)."""
+
     both_orders: bool = True
 
 
 @dataclass
 class ScoreOptions(JudgingOptions):
+    """Score options: `scale` is the inclusive integer range (low, high)."""
+
     scale: tuple[int, int] = (1, 10)
 
     def __post_init__(self) -> None:
@@ -115,6 +122,8 @@ class ScoreOptions(JudgingOptions):
 
 @dataclass
 class ClassifyOptions(JudgingOptions):
+    """Classify options: the labels, and optional descriptions shown in the prompt."""
+
     labels: list[str] = field(default_factory=lambda: ["correct", "incorrect"])
     descriptions: dict[str, str] = field(default_factory=dict)
 
@@ -155,6 +164,7 @@ def parse_labels(spec: str) -> tuple[list[str], dict[str, str]]:
 
 
 def check_labels(labels: list[str]) -> None:
+    """Raise JudgingConfigError unless there are two or more distinct, clean labels."""
     if len(labels) < 2:
         raise JudgingConfigError(f"need at least two labels, got {labels!r}")
     for label in labels:
@@ -206,15 +216,27 @@ class _Protocol:
                                                              reference=options.reference)
 
     def item_id(self, item: Item) -> str:
+        """The item's id (the output key)."""
         return item.id
 
+    async def process(self, clients: Any, item: Item) -> dict[str, Any]:
+        """One output line, through `clients.openai` (the workflow core's entry point)."""
+        return await self.judge(clients.openai, item)
+
+    async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
+        """One output line for one item; request and answer errors become its `error`."""
+        raise NotImplementedError
+
     def to_dict(self) -> dict[str, Any]:
+        """A plain description; `task_from_dict` rebuilds the task from it."""
         return {"task": self.name, "options": asdict(self.options)}
 
     def needs_model(self) -> bool:
+        """True until a model is named or bound."""
         return self.options.model is None
 
     def bind_model(self, model: str) -> None:
+        """Name the served model every request asks for."""
         self.options.model = model
 
     def _key(self, name: str) -> str:
@@ -272,6 +294,7 @@ class PairwiseTask(_Protocol):
                                      f"{' and '.join('{' + f + '}' for f in missing)}")
 
     def parse(self, record: dict[str, Any]) -> Item:
+        """Check one input line (FieldError naming the field) and keep what the prompt needs."""
         item_id, values, group = self._base(record)
         answers = tuple(require_str(record, self._key(name), allow_empty=True)
                         for name in ("answer_a", "answer_b"))
@@ -286,10 +309,8 @@ class PairwiseTask(_Protocol):
                     _optional_str(record, self._key("model_a")),
                     _optional_str(record, self._key("model_b")))
 
-    async def process(self, clients: Any, item: Item) -> dict[str, Any]:
-        return await self.judge(clients.openai, item)
-
     async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
+        """Judge the pair in each order; combine the verdicts (disagreement: a tie)."""
         orders = ["ab", "ba"] if self.options.both_orders else ["ab"]
         settings = self.settings(item)
         verdicts = []
@@ -359,6 +380,7 @@ class ScoreTask(_Protocol):
         self.labels = [str(v) for v in range(low, high + 1)]
 
     def parse(self, record: dict[str, Any]) -> Item:
+        """Check one input line (FieldError naming the field) and keep what the prompt needs."""
         item_id, values, group = self._base(record)
         values.update(scale_min=self.labels[0], scale_max=self.labels[-1])
         raw = record.get(self.options.gold_field)
@@ -373,10 +395,8 @@ class ScoreTask(_Protocol):
             gold = int(raw)
         return Item(item_id, values, gold=gold, group=group)
 
-    async def process(self, clients: Any, item: Item) -> dict[str, Any]:
-        return await self.judge(clients.openai, item)
-
     async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
+        """Reason, choose a score, and weigh the scale by the label probabilities."""
         decision, error = await decide_with_retries(
             client, self.messages(item.values), self.labels, self.settings(item),
             self.options.attempts)
@@ -423,6 +443,7 @@ class ClassifyTask(_Protocol):
             for label in self.options.labels)
 
     def parse(self, record: dict[str, Any]) -> Item:
+        """Check one input line (FieldError naming the field) and keep what the prompt needs."""
         item_id, values, group = self._base(record)
         values.update(label_list=self.label_list, labels=", ".join(self.options.labels))
         raw = record.get(self.options.gold_field)
@@ -434,10 +455,8 @@ class ClassifyTask(_Protocol):
                                      f"got {raw!r}")
         return Item(item_id, values, gold=raw, group=group)
 
-    async def process(self, clients: Any, item: Item) -> dict[str, Any]:
-        return await self.judge(clients.openai, item)
-
     async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
+        """Reason, then choose one label; its probability among the labels."""
         decision, error = await decide_with_retries(
             client, self.messages(item.values), list(self.options.labels), self.settings(item),
             self.options.attempts)
@@ -457,8 +476,10 @@ class ClassifyTask(_Protocol):
 
 
 class BestOfTask:
-    """Today's judge (`nerschat.workflows.judge`: pick the best of N candidates) with the
-    prefix-affinity header and `"mode": "best-of"` on each line."""
+    """Today's judge (`nerschat.workflows.judge`: pick the best of N candidates).
+
+    Adds the prefix-affinity header and `"mode": "best-of"` on each line.
+    """
 
     name = "judge-best-of"
     mode = "best-of"
@@ -470,29 +491,36 @@ class BestOfTask:
         self.affinity = affinity
 
     def parse(self, record: dict[str, Any]) -> JudgeItem:
+        """Check one input line as today's judge does (FieldError naming the field)."""
         item = parse_judge_item(record)
         check_template(item, self.options.template)
         return item
 
     def item_id(self, item: JudgeItem) -> str:
+        """The item's id (the output key)."""
         return item.id
 
     async def process(self, clients: Any, item: JudgeItem) -> dict[str, Any]:
+        """One output line, through `clients.openai` (the workflow core's entry point)."""
         return await self.judge(clients.openai, item)
 
     async def judge(self, client: openai.AsyncOpenAI, item: JudgeItem) -> dict[str, Any]:
+        """Today's judge line for one item, with the affinity header on its requests."""
         if self.affinity:
             client = client.with_options(default_headers=affinity_headers(self.name, item.id))
         result = await judge_item(client, item, self.options)
         return {"id": result.pop("id"), "mode": self.mode, **result}
 
     def to_dict(self) -> dict[str, Any]:
+        """A plain description; `task_from_dict` rebuilds the task from it."""
         return {"task": self.name, "options": asdict(self.options), "affinity": self.affinity}
 
     def needs_model(self) -> bool:
+        """True until a model is named or bound."""
         return self.options.model is None
 
     def bind_model(self, model: str) -> None:
+        """Name the served model every request asks for."""
         self.options.model = model
 
 

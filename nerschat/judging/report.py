@@ -64,12 +64,14 @@ def report_dir(output: str | Path) -> Path:
 
 
 def line_mode(line: dict[str, Any]) -> str:
+    """The judging mode of an output line (`best-of` for today's judge lines)."""
     mode = line.get("mode")
     return mode if isinstance(mode, str) else "best-of"
 
 
 def agreement(gold: Sequence[Hashable], predicted: Sequence[Hashable],
               labels: Sequence[Hashable] | None = None) -> dict[str, Any]:
+    """Accuracy, Cohen's kappa and the confusion matrix of the judge against gold."""
     names, matrix = stats.confusion_matrix(gold, predicted, labels)
     return {"n": len(gold), "accuracy": stats.accuracy(gold, predicted),
             "kappa": stats.cohen_kappa(gold, predicted, names),

@@ -47,8 +47,11 @@ def rates(counts: dict[str, int], z: float = Z95) -> dict[str, dict[str, float]]
 
 
 def mean_interval(values: Sequence[float], z: float = Z95) -> dict[str, float | int | None]:
-    """n, mean, sample standard deviation and the normal-approximation 95% interval of the
-    mean (mean +- z s / sqrt(n)); None where undefined (n = 0, or n = 1 for the spread)."""
+    """Summarise values: n, mean, sample standard deviation, 95% interval of the mean.
+
+    The interval is the normal approximation mean +- z s / sqrt(n); None where undefined
+    (n = 0, or n = 1 for the spread).
+    """
     data = np.asarray(values, dtype=float)
     n = int(data.size)
     if n == 0:
@@ -64,8 +67,9 @@ def mean_interval(values: Sequence[float], z: float = Z95) -> dict[str, float | 
 def bradley_terry(players: Sequence[str], games: Sequence[tuple[str, str, float]], *,
                   prior: float = 1.0, iterations: int = 10_000, tol: float = 1e-10
                   ) -> np.ndarray:
-    """Bradley-Terry strengths by the MM algorithm; returned as natural-log strengths with
-    mean 0, in the order of `players`.
+    """Fit Bradley-Terry strengths by the MM algorithm.
+
+    Returns natural-log strengths with mean 0, in the order of `players`.
 
     `games`: (player i, player j, score of i: 1 win, 0.5 tie, 0 loss); a tie counts as half a
     win for each side (the convention of the Chatbot Arena leaderboard). `prior`: that many
