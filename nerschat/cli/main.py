@@ -20,6 +20,7 @@ COMMANDS = {
     "stop": "nerschat.cli.endpoints:stop",
     "chat": "nerschat.cli.chat:chat",
     "judge": "nerschat.cli.workflows:judge",
+    "judge-report": "nerschat.cli.judge_report:judge_report",
     "run-batch": "nerschat.cli.workflows:run_batch",
     "embed": "nerschat.cli.embed:embed",
 }
