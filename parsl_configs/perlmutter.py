@@ -107,7 +107,11 @@ def pilot_provider(request: JobRequest) -> SlurmProvider:
     check_request(JobRequest(gpus=gpus), qos, walltime_seconds(walltime))
     shared = qos == "shared"
     cpus = CPUS_PER_GPU_SHARED * gpus if shared else CPUS_PER_GPU_NODE
+    # Shifter stages the image at allocation and loads the modules for the job's steps.
+    staging = (f"#SBATCH --image={request.image}\n#SBATCH --module={','.join(site('vllm').modules)}"
+               if request.image else "")
     return SlurmProvider(
+        scheduler_options=staging,
         account=account, qos=qos, constraint=request.constraint or "gpu", walltime=walltime,
         nodes_per_block=1, init_blocks=1, min_blocks=0, max_blocks=1, gpus_per_node=gpus,
         cores_per_node=cpus if shared else None, exclusive=not shared,

@@ -148,10 +148,13 @@ class Site:
 class JobRequest:
     """What one service-mode pilot job asks the site's provider for.
 
-    `None` means the site's default (or its environment variable). `gpus` is per node.
+    `None` means the site's default (or its environment variable). `gpus` is per node;
+    `image` is the container image of the job's pilots when they all share one (a site may
+    stage it at allocation, e.g. Shifter's `#SBATCH --image=`).
     """
 
     gpus: int = 0
+    image: str | None = None
     account: str | None = None
     qos: str | None = None
     walltime: str | None = None
