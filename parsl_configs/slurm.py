@@ -111,11 +111,11 @@ def make_config(partition: str | None = None, account: str | None = None,
         label=PILOT_EXECUTOR, address=address or "127.0.0.1",
         available_accelerators=accelerators or (),
         max_workers_per_node=None if gpus else 1, cores_per_worker=0.01,
-        provider=_provider(gpus, pilot_blocks, **common),  # type: ignore[arg-type]
+        provider=_provider(gpus, pilot_blocks, **common),
     )
     clients = HighThroughputExecutor(
         label=CLIENT_EXECUTOR, address=address or "127.0.0.1",
         max_workers_per_node=client_workers, cores_per_worker=0.01,
-        provider=_provider(0, 1, **common),  # type: ignore[arg-type]
+        provider=_provider(0, 1, **common),
     )
     return Config(executors=[pilots, clients], run_dir=run_dir, strategy_period=1)

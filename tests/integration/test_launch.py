@@ -16,7 +16,7 @@ import pytest
 
 from nerschat.registry import Registry
 from nerschat.testing.fleet import wait_until
-from tests.integration.conftest import REPO, squeue_ids
+from tests.integration.conftest import squeue_ids
 
 pytestmark = [pytest.mark.slow]
 

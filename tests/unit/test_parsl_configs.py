@@ -83,6 +83,7 @@ def test_pilot_provider_of_slurm_site(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SlurmProvider, "execute_wait", lambda self, cmd, timeout=None: (1, "", ""))
     monkeypatch.setenv("NERSCHAT_ACCOUNT", "acct")
     provider = pilot_provider_of(module, JobRequest(gpus=2, walltime="00:10:00"))
+    assert isinstance(provider, SlurmProvider)
     assert (provider.account, provider.gpus_per_node, provider.walltime) == ("acct", 2, "00:10:00")
     assert provider.cmd_timeout == 120
 

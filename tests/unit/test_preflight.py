@@ -40,6 +40,7 @@ def login_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def launch_plan(registry: Path, replica: Replica | None = None, **kwargs: object) -> object:
+    """A checked plan for one replica (default: one-GPU vLLM) on the Perlmutter config."""
     options: dict[str, object] = {"account": "m1234", **kwargs}
     return plan([replica or Replica("vllm", MODEL, gpus=1)], site=PERLMUTTER,
                 registry=Registry(registry), **options)  # type: ignore[arg-type]
@@ -113,7 +114,7 @@ def test_old_variable_names_are_refused(login_node: Path, monkeypatch: pytest.Mo
     ({"qos": "debug", "walltime": "01:00:00"}, "debug QOS allows at most 00:30:00"),
 ])
 def test_walltime_and_qos(login_node: Path, kwargs: dict[str, str], match: str) -> None:
-    one_line_error(login_node, match, **kwargs)
+    one_line_error(login_node, match, None, **kwargs)
 
 
 def test_shared_qos_takes_at_most_two_gpus(login_node: Path) -> None:
