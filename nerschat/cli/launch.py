@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -83,3 +84,34 @@ def launch(registry_path: str | None, shared: bool, engine: str | None, model: s
                       f"{', '.join(job.ids)}", highlight=False)
     console.print(f"watch them with `nerschat ls --registry {registry.path}`; "
                   "they are `pending` until the job starts", highlight=False)
+
+
+@click.command(context_settings={"show_default": True}, epilog="""
+\b
+Environment: HF_HOME (the cache; default from the site), HF_TOKEN (for gated models).
+""")
+@click.argument("model")
+@click.option("--site", default="perlmutter", metavar="|".join(SITES),
+              help="Site whose model cache the pilots read.")
+@click.option("--hf-home", default=None, help="Cache directory [default: the site's HF_HOME].")
+@click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
+@click.option("--all-files", is_flag=True,
+              help="Also download formats the engines do not load (original/, *.pth, ONNX).")
+def prefetch(model: str, site: str, hf_home: str | None, revision: str | None,
+             all_files: bool) -> None:
+    """Download MODEL's weights into the cache the site's pilots read (run on a login node).
+
+    Pilots run offline, so `nerschat launch` checks the weights are there before queuing.
+    """
+    from nerschat.parsl.config import site_of
+    from nerschat.parsl.preflight import expand_path
+    from nerschat.parsl.prefetch import prefetch as download
+
+    if hf_home is None:
+        facts = site_of(resolve_site(site), "vllm")
+        hf_home = facts.hf_home or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    cache = expand_path(hf_home, "HF_HOME")
+    with console.status(f"downloading {model} into {cache}"):
+        path = download(model, cache, revision=revision, all_files=all_files)
+    console.print(f"[green]cached[/green] {model} in {path}", highlight=False)
+    click.echo(str(path))

@@ -16,6 +16,7 @@ from nerschat import __version__
 COMMANDS = {
     "serve": "nerschat.cli.serve:serve",
     "launch": "nerschat.cli.launch:launch",
+    "prefetch": "nerschat.cli.launch:prefetch",
     "ls": "nerschat.cli.endpoints:ls",
     "wait": "nerschat.cli.endpoints:wait",
     "stop": "nerschat.cli.endpoints:stop",

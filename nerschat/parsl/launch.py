@@ -255,6 +255,7 @@ class LaunchPlan:
     request: JobRequest
     registry: Registry
     jobs: list[PlannedJob]
+    providers: dict[JobRequest, Any] = field(default_factory=dict, repr=False)
 
 
 def plan(replicas: Sequence[Replica], *, site: str = "slurm", registry: Registry | None = None,
@@ -320,13 +321,14 @@ def default_image(engine: str) -> str | None:
 
 
 def _provider(launch_plan: LaunchPlan, job: PlannedJob) -> Any:
+    """The site's provider for this job's request; one per distinct request (a SlurmProvider
+    runs `sacct` when built, which takes seconds on a busy login node)."""
     images = {r.image for r in job.replicas}
-    request = JobRequest(
-        gpus=job.gpus, image=images.pop() if len(images) == 1 else None,
-        account=launch_plan.request.account, qos=launch_plan.request.qos,
-        walltime=launch_plan.request.walltime, constraint=launch_plan.request.constraint,
-        partition=launch_plan.request.partition)
-    return pilot_provider_of(launch_plan.module, request)
+    request = replace(launch_plan.request, gpus=job.gpus,
+                      image=images.pop() if len(images) == 1 else None)
+    if request not in launch_plan.providers:
+        launch_plan.providers[request] = pilot_provider_of(launch_plan.module, request)
+    return launch_plan.providers[request]
 
 
 def _job_name(job: PlannedJob) -> str:

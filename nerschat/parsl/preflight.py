@@ -180,5 +180,5 @@ def check_weights(engine: str, model: str, site: Site) -> None:
     if not weights_cached(hf_home, model):
         raise PreflightError(
             f"weights of {model} are not in {hf_home} and {site.name} pilots run offline: "
-            f"download them first with `HF_HOME={hf_home} hf download {model}` on a login node "
+            f"run `nerschat prefetch {model} --hf-home {hf_home}` on a login node first "
             "(token from $HF_TOKEN)")

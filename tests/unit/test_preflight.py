@@ -73,7 +73,7 @@ def test_image_given_by_the_user_is_the_one_checked(login_node: Path) -> None:
 def test_weights_not_cached(login_node: Path) -> None:
     message = one_line_error(login_node, "weights of org/other are not in",
                              Replica("vllm", "org/other", gpus=1))
-    assert "hf download org/other" in message
+    assert "`nerschat prefetch org/other --hf-home " in message
 
 
 def test_registry_on_tmp_refused_for_a_cluster_site(login_node: Path,
@@ -132,3 +132,30 @@ def test_normalize_image() -> None:
     assert preflight.normalize_image("docker:ubuntu") == "ubuntu:latest"
     assert preflight.normalize_image("docker.io/library/ubuntu:22.04") == "ubuntu:22.04"
     assert preflight.normalize_image(VLLM_IMAGE) == VLLM_IMAGE
+
+
+def test_prefetch_fills_the_cache_the_check_reads(login_node: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nerschat prefetch` (with the Hub faked) leaves the weights where the check finds them."""
+    import sys
+    import types
+
+    from nerschat.parsl.prefetch import IGNORED, prefetch
+
+    calls: list[dict[str, object]] = []
+
+    def snapshot_download(repo_id: str, revision: str | None, cache_dir: str,
+                          ignore_patterns: list[str] | None) -> str:
+        calls.append({"repo_id": repo_id, "cache_dir": cache_dir, "ignore": ignore_patterns})
+        snap = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "r1"
+        snap.mkdir(parents=True)
+        (snap / "config.json").write_text("{}")
+        return str(snap)
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub",
+                        types.SimpleNamespace(snapshot_download=snapshot_download))
+    hf_home = tmp_path / "scratch" / "huggingface"
+    one_line_error(login_node, "weights of org/new are not in", Replica("vllm", "org/new", gpus=1))
+    prefetch("org/new", hf_home)
+    assert calls == [{"repo_id": "org/new", "cache_dir": str(hf_home / "hub"), "ignore": IGNORED}]
+    launch_plan(login_node, Replica("vllm", "org/new", gpus=1))
