@@ -78,6 +78,7 @@ def site(engine: str) -> Site:
     return Site(
         name="perlmutter", runtime="shifter", modules=("gpu", "nccl-plugin"),
         hf_home=_hf_home(), offline=True, env=env, gpus_per_node=GPUS_PER_NODE, cluster=True,
+        python_env=os.environ.get("NERSCHAT_ENV") or None,
         compile_cache="$SCRATCH/cache_vllm" if engine == "vllm" else None,
     )
 

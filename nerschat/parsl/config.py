@@ -104,6 +104,9 @@ class Site:
     cluster : bool
         pilots run on other nodes than the caller, so the registry must be on a file system
         those nodes see.
+    python_env : str or None
+        the environment (venv) with nerschat that the jobs activate, as the login node sees
+        it on the shared file system; checked before queuing when given.
     compile_cache : str or None
         root of the per-model vLLM compile caches (`VLLM_CACHE_ROOT` becomes
         `<compile_cache>/<model>/<slot>`, so replicas starting together never write one
@@ -118,6 +121,7 @@ class Site:
     env: Mapping[str, str] = field(default_factory=dict)
     gpus_per_node: int = 0
     cluster: bool = False
+    python_env: str | None = None
     compile_cache: str | None = None
 
     def __post_init__(self) -> None:

@@ -46,6 +46,7 @@ from nerschat.parsl.config import (
 from nerschat.parsl.preflight import (
     check_gpus,
     check_image,
+    check_python_env,
     check_registry_shared,
     check_walltime,
     check_weights,
@@ -291,6 +292,7 @@ def plan(replicas: Sequence[Replica], *, site: str = "slurm", registry: Registry
                 check_image(site_facts.runtime, replica.image)
                 check_weights(replica.engine, replica.model, site_facts)
         check_registry_shared(registry.path, base)
+        check_python_env(base)
     for job in jobs:
         job.body = render_body(launch_id, job, base, registry, ttl=ttl, drain_before=drain_before)
     result = LaunchPlan(launch_id, base, module, request, registry, jobs)
@@ -416,15 +418,17 @@ def submit(launch_plan: LaunchPlan) -> list[LaunchedJob]:
         if not job_id:
             raise LaunchError(f"{type(provider).__name__} returned no job id")
         slurm = _is_slurm(provider)
+        output = provider.resources.get(job_id, {}).get("job_stdout_path") or \
+            provider.resources.get(job_id, {}).get("script_path")
         publish_pending(registry, job, str(job_id) if slurm else None,
-                        launch_plan.site.name, launch_plan.launch_id)
+                        launch_plan.site.name, launch_plan.launch_id, output)
         launched.append(LaunchedJob(str(job_id), list(job.ids), registry, slurm, body_path,
                                     provider))
     return launched
 
 
 def publish_pending(registry: Registry, job: PlannedJob, slurm_job_id: str | None, site: str,
-                    launch_id: str) -> None:
+                    launch_id: str, job_output: str | None = None) -> None:
     """One `pending` entry per replica, unless its pilot already published its own."""
     now = time.time()
     host = os.uname().nodename
@@ -437,7 +441,8 @@ def publish_pending(registry: Registry, job: PlannedJob, slurm_job_id: str | Non
             engine=replica.engine, model=replica.served, url="", state="pending",
             api_key=None, pid=0, host=host, slurm_job_id=slurm_job_id, heartbeat_at=now,
             ttl=PENDING_TTL, started_at=now,
-            extra={"launch": launch_id, "site": site, "slot": slot, "gpus": replica.gpus},
+            extra={"launch": launch_id, "site": site, "slot": slot, "gpus": replica.gpus,
+                   "job_output": job_output},
         ))
 
 

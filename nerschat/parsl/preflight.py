@@ -182,3 +182,15 @@ def check_weights(engine: str, model: str, site: Site) -> None:
             f"weights of {model} are not in {hf_home} and {site.name} pilots run offline: "
             f"run `nerschat prefetch {model} --hf-home {hf_home}` on a login node first "
             "(token from $HF_TOKEN)")
+
+
+def check_python_env(site: Site) -> None:
+    """The environment the jobs activate has nerschat installed (a job would stop at once)."""
+    if not site.python_env:
+        return
+    env = expand_path(site.python_env, "NERSCHAT_ENV")
+    if not (env / "bin" / "nerschat").exists():
+        raise PreflightError(
+            f"NERSCHAT_ENV {env} has no bin/nerschat, so the {site.name} jobs could not start "
+            f"their pilots: install it there (`{env}/bin/pip install nerschat`) or point "
+            "NERSCHAT_ENV at the venv that has it")

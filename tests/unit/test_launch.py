@@ -53,7 +53,10 @@ def perlmutter_env(fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
     monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
-    monkeypatch.setenv("NERSCHAT_ENV", "/global/common/software/m1234/nerschat-env")
+    env = tmp_path / "common" / "nerschat-env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "nerschat").touch()
+    monkeypatch.setenv("NERSCHAT_ENV", str(env))
     monkeypatch.setenv("FAKE_SHIFTER_IMAGES", f"{VLLM_IMAGE},{TEI_IMAGE}")
     # pytest's tmp_path is under /tmp, which the shared-registry check rightly refuses.
     monkeypatch.setattr(preflight, "NODE_LOCAL_PREFIXES", ())

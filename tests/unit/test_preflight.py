@@ -32,7 +32,10 @@ def login_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
     monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
-    monkeypatch.setenv("NERSCHAT_ENV", "/global/common/software/m1234/env")
+    env = tmp_path / "common" / "nerschat-env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "nerschat").touch()
+    monkeypatch.setenv("NERSCHAT_ENV", str(env))
     monkeypatch.setenv("FAKE_SHIFTER_IMAGES", VLLM_IMAGE)
     monkeypatch.setattr(preflight, "NODE_LOCAL_PREFIXES", ())
     monkeypatch.setattr(preflight, "NODE_LOCAL_FS_TYPES", ())
@@ -85,6 +88,12 @@ def test_registry_on_tmp_refused_for_a_cluster_site(login_node: Path,
 
 def test_registry_on_tmp_is_fine_for_the_local_site(tmp_path: Path) -> None:
     preflight.check_registry_shared(Path("/tmp/reg"), Site(name="local", cluster=False))
+
+
+def test_nerschat_not_installed_in_the_job_env(login_node: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NERSCHAT_ENV", str(tmp_path / "empty-env"))
+    one_line_error(login_node, "NERSCHAT_ENV .*empty-env has no bin/nerschat")
 
 
 def test_tei_with_two_gpus(login_node: Path) -> None:
