@@ -275,7 +275,7 @@ def plan(replicas: Sequence[Replica], *, site: str = "slurm", registry: Registry
     module = resolve_site(site)
     registry = registry or Registry()
     facts = {r.engine: site_of(module, r.engine) for r in replicas}
-    base = facts[replicas[0].engine]
+    base = merge_sites(list(facts.values()))
     replicas = [with_image(r, facts[r.engine]) for r in replicas]
     jobs_of = pack(replicas, base.gpus_per_node)
     launch_id = uuid.uuid4().hex[:6]
@@ -304,6 +304,16 @@ def plan(replicas: Sequence[Replica], *, site: str = "slurm", registry: Registry
             check_walltime(walltime_value, DEFAULT_DRAIN_BEFORE if drain_before is None
                            else drain_before)
     return result
+
+
+def merge_sites(sites: Sequence[Site]) -> Site:
+    """One job's facts when it packs several engines: the first site, with the environment
+    and compile cache of all (a vLLM replica packed after a TEI one still gets its caches)."""
+    env: dict[str, str] = {}
+    for site in sites:
+        env.update(site.env)
+    compile_cache = next((s.compile_cache for s in sites if s.compile_cache), None)
+    return replace(sites[0], env=env, compile_cache=compile_cache)
 
 
 def with_image(replica: Replica, site: Site) -> Replica:
@@ -511,3 +521,29 @@ def cancel_pending(registry: Registry, targets: Sequence[str]) -> list[str]:
         for entry in by_job[job]:
             registry.remove(entry.id)
     return cancel
+
+
+def forget_gone(registry: Registry) -> list[str]:
+    """Remove `pending` entries whose SLURM job left the queue without starting its pilot
+    (cancelled by hand, refused by the scheduler); return the ids removed. One `squeue` call.
+    """
+    import subprocess
+
+    pending = [e for e in registry.scan().entries if e.state == "pending" and e.slurm_job_id]
+    if not pending:
+        return []
+    jobs = sorted({e.slurm_job_id for e in pending if e.slurm_job_id})
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(jobs)],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return []  # cannot tell: keep them
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return []
+    queued = set(out.stdout.split())
+    gone = [e.id for e in pending if e.slurm_job_id not in queued]
+    for endpoint_id in gone:
+        current = registry.get(endpoint_id)
+        if current is not None and current.state == "pending":
+            registry.remove(endpoint_id)
+    return gone

@@ -3,7 +3,8 @@
 `install(bin_dir, log)` writes small shell scripts that record each call (one line: the
 command and its arguments) in `log`; `sbatch` also copies the script it was given to
 `<log>.script.N` and answers `Submitted batch job 4242` (then 4243, ...). `shifterimg images`
-lists the images in $FAKE_SHIFTER_IMAGES (comma-separated) in Shifter's own format.
+lists the images in $FAKE_SHIFTER_IMAGES (comma-separated) in Shifter's own format; `squeue`
+prints the job ids in $FAKE_SQUEUE_IDS (space-separated), one a line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ exit 1
 """,
     "squeue": """#!/bin/bash
 echo "squeue $*" >> "$FAKE_SLURM_LOG"
+for id in ${FAKE_SQUEUE_IDS:-}; do echo "$id"; done
 """,
     "scancel": """#!/bin/bash
 echo "scancel $*" >> "$FAKE_SLURM_LOG"

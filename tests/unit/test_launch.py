@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from nerschat.parsl import preflight
+from nerschat.parsl.config import Site
 from nerschat.parsl.launch import (
     Replica,
     cancel_pending,
+    forget_gone,
+    merge_sites,
     pack,
     parse_pack,
     plan,
@@ -186,3 +189,21 @@ def test_cli_print_script_and_json(fake_slurm: Path, tmp_path: Path) -> None:
     out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert [j["job_id"] for j in json.loads(out.stdout)] == ["4242", "4243"]
+
+
+def test_forget_gone_removes_pending_entries_of_jobs_no_longer_queued(
+        fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = Registry(tmp_path / "registry")
+    jobs = submit(plan([Replica("stub", "m")] * 2, site=SLURM, registry=registry, check=False))
+    monkeypatch.setenv("FAKE_SQUEUE_IDS", jobs[1].job_id)
+    assert forget_gone(registry) == jobs[0].ids
+    assert [e.id for e in registry.scan().entries] == jobs[1].ids
+
+
+def test_a_packed_job_gets_the_environment_of_every_engine() -> None:
+    tei = Site(name="s", hf_home="/h", env={"A": "1"})
+    vllm = Site(name="s", hf_home="/h", env={"TVM_FFI_CACHE_DIR": "/c"}, compile_cache="/v")
+    merged = merge_sites([tei, vllm])
+    assert merged.environment() == {"HF_HOME": "/h", "HF_HUB_OFFLINE": "1", "A": "1",
+                                    "TVM_FFI_CACHE_DIR": "/c"}
+    assert merged.compile_cache == "/v"
