@@ -272,6 +272,10 @@ def plan(replicas: Sequence[Replica], *, site: str = "slurm", registry: Registry
     """
     if not replicas:
         raise UsageError("nothing to launch: pass --engine and --model, or --pack")
+    from nerschat.pilot.engines import get_engine
+
+    for replica in replicas:
+        get_engine(replica.engine)  # an unknown engine is a one-line usage error, not a job
     module = resolve_site(site)
     registry = registry or Registry()
     facts = {r.engine: site_of(module, r.engine) for r in replicas}

@@ -177,6 +177,13 @@ def test_cancel_pending_scancels_only_jobs_not_started(fake_slurm: Path, tmp_pat
     assert [e.id for e in registry.scan().entries] == [started.id]
 
 
+def test_unknown_engine_in_a_pack_is_refused_before_submission(fake_slurm: Path,
+                                                               tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="unknown engine 'foo'"):
+        plan([parse_pack("foo:bar")], site=SLURM, registry=Registry(tmp_path / "r"))
+    assert "sbatch" not in fake_slurm.read_text()
+
+
 def test_cli_print_script_and_json(fake_slurm: Path, tmp_path: Path) -> None:
     env = {**os.environ, "NERSCHAT_GPUS_PER_NODE": "2"}
     cmd = [sys.executable, "-m", "nerschat.cli.main", "launch", "--site", SLURM, "--engine",
