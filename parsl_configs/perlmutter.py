@@ -65,6 +65,8 @@ def _worker_init(env_path: str | None = None) -> str:
         f"{env_path} (NERSCHAT_ENV): install it there\" >&2; exit 1; }}",
         f"export NERSCHAT_REGISTRY={registry}",
         *(f'export {k}="{v}"' for k, v in site("vllm").environment().items()),
+        # Off $HOME (40 GB quota). `nerschat launch` gives each model and GPU slot its own.
+        'export VLLM_CACHE_ROOT="${VLLM_CACHE_ROOT:-$SCRATCH/cache_vllm/parsl}"',
     ])
 
 

@@ -76,6 +76,9 @@ def test_perlmutter_workflow_config_matches_the_site(monkeypatch: pytest.MonkeyP
     assert clients.provider.init_blocks == 0  # no CPU node billed while pilots queue
     assert "exit 1" in pilots.provider.worker_init  # no silent wrong Python
     assert "conda activate" not in pilots.provider.worker_init
+    for cache in ('HF_HOME="$SCRATCH/huggingface"', "$SCRATCH/cache_vllm",
+                  'TVM_FFI_CACHE_DIR="$SCRATCH/cache_tvm_ffi"'):
+        assert cache in pilots.provider.worker_init  # $HOME has a 40 GB quota
 
 
 def test_pilot_provider_of_slurm_site(monkeypatch: pytest.MonkeyPatch) -> None:
