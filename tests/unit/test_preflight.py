@@ -168,3 +168,22 @@ def test_prefetch_fills_the_cache_the_check_reads(login_node: Path, tmp_path: Pa
     prefetch("org/new", hf_home)
     assert calls == [{"repo_id": "org/new", "cache_dir": str(hf_home / "hub"), "ignore": IGNORED}]
     launch_plan(login_node, Replica("vllm", "org/new", gpus=1))
+
+
+def test_podman_hpc_image_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bin" / "podman-hpc"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho docker.io/vllm/vllm-openai:v0.32.0\necho localhost/x:1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{Path('/usr/bin')}:{Path('/bin')}")
+    preflight.check_image("podman-hpc", "vllm/vllm-openai:v0.32.0")
+    with pytest.raises(UsageError, match="`podman-hpc pull ghcr.io/o/tei:1.9.3`"):
+        preflight.check_image("podman-hpc", "ghcr.io/o/tei:1.9.3")
+
+
+def test_apptainer_sif_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="Apptainer image .*vllm.sif not found"):
+        preflight.check_image("apptainer", str(tmp_path / "vllm.sif"))
+    (tmp_path / "vllm.sif").touch()
+    preflight.check_image("apptainer", str(tmp_path / "vllm.sif"))
+    preflight.check_image("apptainer", "vllm/vllm-openai:v0.32.0")  # pulled by apptainer itself
