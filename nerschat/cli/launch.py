@@ -28,8 +28,10 @@ NERSCHAT_RUNTIME (slurm site); HF_HOME (model cache); NERSCHAT_REGISTRY.
               help="GPUs per server (tensor parallel) [default: 1 for vllm/tei on a GPU site].")
 @click.option("--pack", "packs", multiple=True, metavar="ENGINE:MODEL[:gpus=N]",
               help="A server of a mixed pack (repeatable), packed onto nodes with the others.")
-@click.option("--site", default="slurm", metavar="|".join(SITES),
-              help="Site config: a name in parsl_configs/ or a path to a config file.")
+@click.option("--site", default=None, metavar="|".join(SITES),
+              help="Site config: a name in parsl_configs/ or a path to a config file "
+                   "[default: perlmutter on Perlmutter, else slurm where sbatch exists, else "
+                   "local].")
 @click.option("--account", default=None, help="SLURM account [default: $NERSCHAT_ACCOUNT].")
 @click.option("--qos", default=None, help="SLURM QOS [default: $NERSCHAT_QOS, site default].")
 @click.option("--walltime", default=None, metavar="HH:MM:SS",
@@ -51,7 +53,7 @@ NERSCHAT_RUNTIME (slurm site); HF_HOME (model cache); NERSCHAT_REGISTRY.
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @registry_option
 def launch(registry_path: str | None, shared: bool, engine: str | None, model: str | None,
-           replicas: int, gpus_per_replica: int | None, packs: tuple[str, ...], site: str,
+           replicas: int, gpus_per_replica: int | None, packs: tuple[str, ...], site: str | None,
            account: str | None, qos: str | None, walltime: str | None, constraint: str | None,
            image: str | None, kind: str | None, served_name: str | None,
            options: tuple[str, ...], ttl: float | None, drain_before: float | None,
@@ -91,13 +93,13 @@ def launch(registry_path: str | None, shared: bool, engine: str | None, model: s
 Environment: HF_HOME (the cache; default from the site), HF_TOKEN (for gated models).
 """)
 @click.argument("model")
-@click.option("--site", default="perlmutter", metavar="|".join(SITES),
-              help="Site whose model cache the pilots read.")
+@click.option("--site", default=None, metavar="|".join(SITES),
+              help="Site whose model cache the pilots read [default: as for launch].")
 @click.option("--hf-home", default=None, help="Cache directory [default: the site's HF_HOME].")
 @click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
 @click.option("--all-files", is_flag=True,
               help="Also download formats the engines do not load (original/, *.pth, ONNX).")
-def prefetch(model: str, site: str, hf_home: str | None, revision: str | None,
+def prefetch(model: str, site: str | None, hf_home: str | None, revision: str | None,
              all_files: bool) -> None:
     """Download MODEL's weights into the cache the site's pilots read (run on a login node).
 

@@ -144,9 +144,20 @@ class PlannedJob:
         return sum(r.gpus for r in self.replicas)
 
 
-def resolve_site(site: str) -> ModuleType:
+def default_site() -> str:
+    """`perlmutter` on Perlmutter (NERSC sets `$NERSC_HOST`), else `slurm` where `sbatch` is
+    on PATH, else `local`."""
+    import shutil
+
+    if os.environ.get("NERSC_HOST") == "perlmutter":
+        return "perlmutter"
+    return "slurm" if shutil.which("sbatch") else "local"
+
+
+def resolve_site(site: str | None) -> ModuleType:
     """A site name (`parsl_configs/NAME.py` next to this checkout or in the working
-    directory) or a path to a config file, loaded as a module."""
+    directory) or a path to a config file, loaded as a module; None: `default_site()`."""
+    site = site or default_site()
     if site.endswith(".py") or os.sep in site:
         return load_config_module(site)
     candidates = [Path.cwd() / "parsl_configs" / f"{site}.py",
@@ -259,7 +270,7 @@ class LaunchPlan:
     providers: dict[JobRequest, Any] = field(default_factory=dict, repr=False)
 
 
-def plan(replicas: Sequence[Replica], *, site: str = "slurm", registry: Registry | None = None,
+def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Registry | None = None,
          account: str | None = None, qos: str | None = None, walltime: str | None = None,
          constraint: str | None = None, check: bool = True, ttl: float | None = None,
          drain_before: float | None = None) -> LaunchPlan:
@@ -462,7 +473,7 @@ def publish_pending(registry: Registry, job: PlannedJob, slurm_job_id: str | Non
 
 def launch(engine: str | None = None, model: str | None = None, replicas: int = 1, *,
            gpus_per_replica: int | None = None, pack_specs: Sequence[str] = (),
-           site: str = "slurm", registry: Registry | str | None = None,
+           site: str | None = None, registry: Registry | str | None = None,
            image: str | None = None, extra_args: Sequence[str] = (), check: bool = True,
            **kwargs: Any) -> list[LaunchedJob]:
     """Submit `replicas` pilots of `engine`/`model` (or the `pack_specs`) and return the jobs.

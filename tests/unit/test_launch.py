@@ -214,3 +214,16 @@ def test_a_packed_job_gets_the_environment_of_every_engine() -> None:
     assert merged.environment() == {"HF_HOME": "/h", "HF_HUB_OFFLINE": "1", "A": "1",
                                     "TVM_FFI_CACHE_DIR": "/c"}
     assert merged.compile_cache == "/v"
+
+
+def test_default_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from nerschat.parsl.launch import default_site
+
+    monkeypatch.setenv("NERSC_HOST", "perlmutter")
+    assert default_site() == "perlmutter"
+    monkeypatch.delenv("NERSC_HOST")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert default_site() == "local"
+    (tmp_path / "sbatch").write_text("#!/bin/sh\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    assert default_site() == "slurm"
