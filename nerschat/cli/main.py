@@ -27,6 +27,36 @@ COMMANDS = {
 }
 
 
+# The environment variables each command reads, shown at the end of its --help and in
+# `nerschat --version` (one variable per concept).
+ENVIRONMENT = {
+    "NERSCHAT_REGISTRY": "registry directory when --registry is not given "
+                         "[default: ~/.nerschat/registry]",
+    "NERSCHAT_HOME": "where the local CPU engine and its models live [default: ~/.cache/nerschat]",
+    "NERSCHAT_ADVERTISE_HOST": "host name a pilot publishes in its URL [default: the node's name]",
+    "HF_HOME": "Hugging Face cache the engines load weights from",
+    "SLURM_JOB_ID": "set by SLURM: the pilot records its job and reads its walltime end",
+}
+COMMAND_ENVIRONMENT = {
+    "serve": ["NERSCHAT_REGISTRY", "NERSCHAT_HOME", "NERSCHAT_ADVERTISE_HOST", "HF_HOME",
+              "SLURM_JOB_ID"],
+    "ls": ["NERSCHAT_REGISTRY"],
+    "wait": ["NERSCHAT_REGISTRY"],
+    "stop": ["NERSCHAT_REGISTRY"],
+    "chat": ["NERSCHAT_REGISTRY"],
+    "judge": ["NERSCHAT_REGISTRY"],
+    "run-batch": ["NERSCHAT_REGISTRY"],
+    "embed": ["NERSCHAT_REGISTRY"],
+}
+
+
+def environment_epilog(names: list[str]) -> str:
+    """The 'Environment variables' block appended to a command's --help."""
+    width = max(len(name) for name in names)
+    lines = [f"  {name.ljust(width)}  {ENVIRONMENT[name]}" for name in names]
+    return "\b\nEnvironment variables:\n" + "\n".join(lines)
+
+
 class LazyGroup(click.Group):
     def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -47,11 +77,17 @@ class LazyGroup(click.Group):
                 return None  # a command not shipped in this version
             raise
         command: click.Command = getattr(module, attr)
+        names = COMMAND_ENVIRONMENT.get(cmd_name)
+        if names and "Environment variables:" not in (command.epilog or ""):
+            epilog = environment_epilog(names)
+            command.epilog = f"{command.epilog}\n\n{epilog}" if command.epilog else epilog
         return command
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="nerschat")
+@click.version_option(
+    __version__, prog_name="nerschat",
+    message="%(prog)s %(version)s\n\n" + environment_epilog(sorted(ENVIRONMENT))[2:])
 def cli() -> None:
     """LLM and embedding servers in SLURM jobs, found through a shared registry."""
 

@@ -16,7 +16,7 @@ from nerschat.parsl.config import (
     walltime_seconds,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / "parsl_configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "parsl_configs"
 
 
 @pytest.fixture(autouse=True)
