@@ -10,17 +10,8 @@ import click
 from nerschat.cli.common import console, open_registry, registry_option
 from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, resolve_site, submit
 
-ENV_HELP = """
-\b
-Environment: NERSCHAT_ACCOUNT, NERSCHAT_QOS, NERSCHAT_WALLTIME (defaults for --account, --qos,
---walltime); NERSCHAT_ENV (perlmutter: the venv with nerschat, activated in the job);
-NERSCHAT_PARTITION, NERSCHAT_GPUS_PER_NODE, NERSCHAT_CORES_PER_NODE, NERSCHAT_LAUNCHER,
-NERSCHAT_RUNTIME (slurm site); HF_HOME (model cache); NERSCHAT_REGISTRY.
-"""
 
-
-@click.command(context_settings={"show_default": True, "ignore_unknown_options": False},
-               epilog=ENV_HELP)
+@click.command(context_settings={"show_default": True})
 @click.option("--engine", type=click.Choice(["vllm", "tei", "stub"]), default=None)
 @click.option("--model", default=None, help="Model to serve (HF id or path).")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, help="Servers to start.")
@@ -88,10 +79,7 @@ def launch(registry_path: str | None, shared: bool, engine: str | None, model: s
                   "they are `pending` until the job starts", highlight=False)
 
 
-@click.command(context_settings={"show_default": True}, epilog="""
-\b
-Environment: HF_HOME (the cache; default from the site), HF_TOKEN (for gated models).
-""")
+@click.command(context_settings={"show_default": True})
 @click.argument("model")
 @click.option("--site", default=None, metavar="|".join(SITES),
               help="Site whose model cache the pilots read [default: as for launch].")
@@ -106,8 +94,8 @@ def prefetch(model: str, site: str | None, hf_home: str | None, revision: str | 
     Pilots run offline, so `nerschat launch` checks the weights are there before queuing.
     """
     from nerschat.parsl.config import site_of
-    from nerschat.parsl.preflight import expand_path
     from nerschat.parsl.prefetch import prefetch as download
+    from nerschat.parsl.preflight import expand_path
 
     if hf_home is None:
         facts = site_of(resolve_site(site), "vllm")

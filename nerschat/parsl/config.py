@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shlex
 import sys
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,11 +169,17 @@ class JobRequest:
 class SiteConfig(Protocol):
     """The contract a site config module fulfils (see the module docstring)."""
 
-    def make_config(self) -> Config: ...
+    def make_config(self) -> Config:
+        """Workflow mode: a Config with the `pilots` and `clients` executors."""
+        ...
 
-    def site(self, engine: str) -> Site: ...
+    def site(self, engine: str) -> Site:
+        """Facts about where pilots of `engine` run (never an image)."""
+        ...
 
-    def pilot_provider(self, request: JobRequest) -> ExecutionProvider: ...
+    def pilot_provider(self, request: JobRequest) -> ExecutionProvider:
+        """The provider (and launcher) that submits one service-mode pilot job."""
+        ...
 
 
 def setting(value: Any, name: str, env: str, default: Any = None, *, required: bool = False) -> Any:

@@ -84,6 +84,7 @@ class Replica:
 
     @property
     def served(self) -> str:
+        """The name clients ask for."""
         return self.served_name or self.model
 
 
@@ -141,12 +142,16 @@ class PlannedJob:
 
     @property
     def gpus(self) -> int:
+        """GPUs the job asks for (on its one node)."""
         return sum(r.gpus for r in self.replicas)
 
 
 def default_site() -> str:
-    """`perlmutter` on Perlmutter (NERSC sets `$NERSC_HOST`), else `slurm` where `sbatch` is
-    on PATH, else `local`."""
+    """The site to use when none is named.
+
+    `perlmutter` on Perlmutter (NERSC sets `$NERSC_HOST`), else `slurm` where `sbatch` is on
+    PATH, else `local`.
+    """
     import shutil
 
     if os.environ.get("NERSC_HOST") == "perlmutter":
@@ -155,8 +160,11 @@ def default_site() -> str:
 
 
 def resolve_site(site: str | None) -> ModuleType:
-    """A site name (`parsl_configs/NAME.py` next to this checkout or in the working
-    directory) or a path to a config file, loaded as a module; None: `default_site()`."""
+    """Load a site config module; ConfigError naming where it looked if there is none.
+
+    `site` is a name (`parsl_configs/NAME.py` in the working directory or next to the nerschat
+    source) or a path to a config file; None means `default_site()`.
+    """
     site = site or default_site()
     if site.endswith(".py") or os.sep in site:
         return load_config_module(site)
@@ -231,6 +239,7 @@ class LaunchedJob:
     provider: Any = field(default=None, repr=False)
 
     def entries(self) -> list[Endpoint]:
+        """The registry entries of this job's pilots that exist now (pending or later)."""
         return [e for e in (self.registry.get(i) for i in self.ids) if e is not None]
 
     def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
@@ -322,8 +331,11 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
 
 
 def merge_sites(sites: Sequence[Site]) -> Site:
-    """One job's facts when it packs several engines: the first site, with the environment
-    and compile cache of all (a vLLM replica packed after a TEI one still gets its caches)."""
+    """One job's facts when it packs several engines.
+
+    The first site, with the environment and compile cache of all (a vLLM replica packed after
+    a TEI one still gets its caches).
+    """
     env: dict[str, str] = {}
     for site in sites:
         env.update(site.env)
@@ -332,8 +344,11 @@ def merge_sites(sites: Sequence[Site]) -> Site:
 
 
 def with_image(replica: Replica, site: Site) -> Replica:
-    """The replica with its image resolved: the user's, else the engine recipe's pinned one
-    when the site runs containers; none for the stub or without a container runtime."""
+    """The replica with its image resolved.
+
+    The user's image, else the engine recipe's pinned one when the site runs containers; none
+    for the stub or without a container runtime.
+    """
     if replica.engine == "stub" or site.runtime == "none":
         return replace(replica, image=None)
     return replace(replica, image=replica.image or default_image(replica.engine))
@@ -348,8 +363,11 @@ def default_image(engine: str) -> str | None:
 
 
 def _provider(launch_plan: LaunchPlan, job: PlannedJob) -> Any:
-    """The site's provider for this job's request; one per distinct request (a SlurmProvider
-    runs `sacct` when built, which takes seconds on a busy login node)."""
+    """The site's provider for this job's request.
+
+    One per distinct request: a SlurmProvider runs `sacct` when built, which takes seconds on a
+    busy login node.
+    """
     images = {r.image for r in job.replicas}
     request = replace(launch_plan.request, gpus=job.gpus,
                       image=images.pop() if len(images) == 1 else None)
@@ -510,8 +528,10 @@ def build_replicas(engine: str | None, model: str | None, replicas: int,
 
 
 def cancel_pending(registry: Registry, targets: Sequence[str]) -> list[str]:
-    """Cancel the queued jobs whose every entry is `pending` and among `targets`; remove
-    those entries. A job with a started pilot is left to drain. Returns the job ids cancelled.
+    """Cancel the queued jobs whose every entry is `pending` and among `targets`.
+
+    Their entries are removed; a job with a started pilot is left to drain. Returns the job ids
+    cancelled; LaunchError if `scancel` fails.
     """
     import subprocess
 
@@ -539,8 +559,10 @@ def cancel_pending(registry: Registry, targets: Sequence[str]) -> list[str]:
 
 
 def forget_gone(registry: Registry) -> list[str]:
-    """Remove `pending` entries whose SLURM job left the queue without starting its pilot
-    (cancelled by hand, refused by the scheduler); return the ids removed. One `squeue` call.
+    """Remove `pending` entries whose SLURM job left the queue without starting its pilot.
+
+    (Cancelled by hand, refused by the scheduler.) Returns the ids removed; one `squeue` call;
+    when `squeue` cannot answer nothing is removed.
     """
     import subprocess
 

@@ -122,8 +122,10 @@ def _run(argv: Sequence[str]) -> str:
 
 
 def check_image(runtime: str, image: str | None) -> None:
-    """The image is where the runtime looks for it (Shifter and podman-hpc run only pulled
-    images; Apptainer a SIF file or a registry reference)."""
+    """The image is where the runtime looks for it.
+
+    Shifter and podman-hpc run only pulled images; Apptainer a SIF file or a registry reference.
+    """
     if runtime == "none" or image is None:
         return
     wanted = normalize_image(image)

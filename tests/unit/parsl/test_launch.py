@@ -30,7 +30,7 @@ from nerschat.pilot.engines.vllm import VLLM_IMAGE
 from nerschat.registry import Registry
 from tests.fakes import slurm_commands
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PERLMUTTER = str(REPO / "parsl_configs" / "perlmutter.py")
 SLURM = str(REPO / "parsl_configs" / "slurm.py")
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
