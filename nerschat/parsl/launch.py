@@ -187,7 +187,7 @@ def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry,
     for slot, (replica, endpoint_id) in enumerate(zip(job.replicas, job.ids)):
         argv = ["nerschat", "serve", "--engine", replica.engine, "--model", replica.model,
                 "--registry", str(registry.path.absolute()), "--id", endpoint_id,
-                "--runtime", site.runtime if replica.engine != "stub" else "none"]
+                "--runtime", site.runtime if replica.image else "none"]
         if registry.shared:
             argv.append("--shared")
         if replica.image:
@@ -312,9 +312,8 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
         for replica in replicas:
             site_facts = facts[replica.engine]
             check_gpus(replica.engine, replica.gpus, site_facts)
-            if replica.engine != "stub":
-                check_image(site_facts.runtime, replica.image)
-                check_weights(replica.engine, replica.model, site_facts)
+            check_image(site_facts.runtime, replica.image)
+            check_weights(replica.engine, replica.model, site_facts)
         check_registry_shared(registry.path, base)
         check_python_env(base)
     for job in jobs:
@@ -347,9 +346,10 @@ def with_image(replica: Replica, site: Site) -> Replica:
     """The replica with its image resolved.
 
     The user's image, else the engine recipe's pinned one when the site runs containers; none
-    for the stub or without a container runtime.
+    without a container runtime, or for the stub unless the user gave one (then the stub runs
+    in the container like a real engine, which tests use with a fake runtime).
     """
-    if replica.engine == "stub" or site.runtime == "none":
+    if site.runtime == "none":
         return replace(replica, image=None)
     return replace(replica, image=replica.image or default_image(replica.engine))
 
