@@ -251,9 +251,29 @@ class LaunchedJob:
                 return ready
             if time.monotonic() > deadline:
                 states = ", ".join(f"{e.id}: {e.status()}" for e in self.entries()) or "no entry"
-                raise LaunchError(f"job {self.job_id}: {len(ready)} of {len(self.ids)} pilots "
-                                  f"ready after {timeout:.0f} s ({states}); see 'nerschat ls'")
+                raise LaunchError(f"job {self.job_id} ({self.phase()}): {len(ready)} of "
+                                  f"{len(self.ids)} pilots ready after {timeout:.0f} s "
+                                  f"({states}); see 'nerschat ls'")
             time.sleep(poll)
+
+    def phase(self) -> str:
+        """The job as SLURM sees it, as one phrase.
+
+        `PENDING (Resources), expected start 2026-...`, `RUNNING`, `not in the queue` (also when
+        SLURM cannot answer), or `local process` for `--site local`.
+        """
+        from nerschat.slurm import squeue
+
+        if not self.slurm:
+            return "local process"
+        line = squeue("-j", self.job_id, "-o", "%T|%r|%S").strip().splitlines()
+        if not line:
+            return "not in the queue"
+        state, reason, start = (line[0].split("|") + ["", ""])[:3]
+        if state != "PENDING":
+            return state
+        text = f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
+        return text + (f", expected start {start}" if start[:1].isdigit() else "")
 
     def stop(self) -> None:
         """Ask the pilots to drain; cancel the job if none of them has started yet."""

@@ -227,3 +227,13 @@ def test_default_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "sbatch").write_text("#!/bin/sh\n")
     (tmp_path / "sbatch").chmod(0o755)
     assert default_site() == "slurm"
+
+
+def test_phase_names_the_pending_reason(fake_slurm: Path, tmp_path: Path) -> None:
+    (tmp_path / "bin" / "squeue").write_text(
+        "#!/bin/bash\necho 'PENDING|Priority|2026-12-01T10:00:00'\n")
+    jobs = submit(plan([Replica("stub", "m")], site=SLURM, registry=Registry(tmp_path / "r"),
+                       check=False))
+    assert jobs[0].phase() == "PENDING (Priority), expected start 2026-12-01T10:00:00"
+    with pytest.raises(Exception, match=r"job 4242 \(PENDING \(Priority\).*0 of 1 pilots ready"):
+        jobs[0].wait_ready(timeout=0.1, poll=0.05)
