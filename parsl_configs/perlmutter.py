@@ -110,9 +110,13 @@ def pilot_provider(request: JobRequest) -> SlurmProvider:
     check_request(JobRequest(gpus=gpus), qos, walltime_seconds(walltime))
     shared = qos == "shared"
     cpus = CPUS_PER_GPU_SHARED * gpus if shared else CPUS_PER_GPU_NODE
-    # Shifter stages the image at allocation and loads the modules for the job's steps.
-    staging = (f"#SBATCH --image={request.image}\n#SBATCH --module={','.join(site('vllm').modules)}"
-               if request.image else "")
+    # Shifter stages the image at allocation and loads the modules for the job's steps
+    # (NERSC's form: `#SBATCH --image=docker:REPO:TAG`).
+    staging = ""
+    if request.image:
+        image = request.image if ":" in request.image.split("/")[0] else f"docker:{request.image}"
+        modules = ",".join(site("vllm").modules)
+        staging = f"#SBATCH --image={image}\n#SBATCH --module={modules}"
     return SlurmProvider(
         scheduler_options=staging,
         account=account, qos=qos, constraint=request.constraint or "gpu", walltime=walltime,

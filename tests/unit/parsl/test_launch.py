@@ -94,7 +94,7 @@ def test_perlmutter_job_script_through_slurm_provider(perlmutter_env: Path, fake
     script = render_scripts(launch_plan)
     for line in ("#SBATCH --constraint=gpu", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --account=m1234", "#SBATCH --qos=regular", "#SBATCH --time=120",
-                 "#SBATCH --exclusive", f"#SBATCH --image={VLLM_IMAGE}",
+                 "#SBATCH --exclusive", f"#SBATCH --image=docker:{VLLM_IMAGE}",
                  "#SBATCH --module=gpu,nccl-plugin"):
         assert line in script.splitlines(), line
     assert "srun --ntasks 1 -l --gpus-per-node 4 -c 128 bash" in script
