@@ -85,6 +85,12 @@ def site(engine: str) -> Site:
     )
 
 
+def gpus_per_job(qos: str | None) -> int:
+    """GPUs one launched job may hold: a node's 4, or 2 on the `shared` QOS."""
+    qos = setting(qos, "qos", "NERSCHAT_QOS", "regular")
+    return SHARED_MAX_GPUS if qos == "shared" else GPUS_PER_NODE
+
+
 def check_request(request: JobRequest, qos: str, walltime_s: int) -> None:
     """Refuse what Perlmutter's queues refuse, before anything waits in them."""
     if qos not in QOS:

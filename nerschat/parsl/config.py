@@ -12,6 +12,9 @@ copy of one) that provides:
   launcher) that submits service-mode pilot jobs (`nerschat launch`); the same provider
   settings the config's `pilots` executor uses.
 
+Optionally, `gpus_per_job(qos) -> int` caps the GPUs one launched job may hold when a QOS
+allows less than a node (replicas are packed by it instead of `Site.gpus_per_node`).
+
 `SiteConfig` is that contract as a Protocol; `site_of` and `pilot_provider_of` read it from a
 loaded module with one-line errors when a piece is missing.
 """

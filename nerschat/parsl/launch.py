@@ -321,7 +321,9 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
     facts = {r.engine: site_of(module, r.engine) for r in replicas}
     base = merge_sites(list(facts.values()))
     replicas = [with_image(r, facts[r.engine]) for r in replicas]
-    jobs_of = pack(replicas, base.gpus_per_node)
+    # A site may cap GPUs per job below a node's (e.g. a shared QOS): `gpus_per_job(qos)`.
+    cap = getattr(module, "gpus_per_job", None)
+    jobs_of = pack(replicas, cap(qos) if callable(cap) else base.gpus_per_node)
     launch_id = uuid.uuid4().hex[:6]
     request = JobRequest(account=account, qos=qos, walltime=walltime, constraint=constraint)
     jobs: list[PlannedJob] = []

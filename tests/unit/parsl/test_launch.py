@@ -111,6 +111,12 @@ def test_perlmutter_job_script_through_slurm_provider(perlmutter_env: Path, fake
     assert "sbatch" not in fake_slurm.read_text(), "a dry run submits nothing"
 
 
+def test_shared_qos_packs_two_gpus_per_job(perlmutter_env: Path, tmp_path: Path) -> None:
+    launch_plan = plan([Replica("vllm", MODEL, gpus=1)] * 4, site=PERLMUTTER, qos="shared",
+                       registry=Registry(tmp_path / "registry"), account="m1234")
+    assert [job.gpus for job in launch_plan.jobs] == [2, 2]
+
+
 def test_tei_gets_the_tei_image_and_no_vllm_caches(perlmutter_env: Path, tmp_path: Path) -> None:
     launch_plan = plan([Replica("tei", "BAAI/bge-m3", gpus=1)], site=PERLMUTTER,
                        registry=Registry(tmp_path / "registry"), account="m1234", check=False)
