@@ -15,6 +15,8 @@ from nerschat import __version__
 
 COMMANDS = {
     "serve": "nerschat.cli.serve:serve",
+    "launch": "nerschat.cli.launch:launch",
+    "prefetch": "nerschat.cli.launch:prefetch",
     "ls": "nerschat.cli.endpoints:ls",
     "wait": "nerschat.cli.endpoints:wait",
     "stop": "nerschat.cli.endpoints:stop",
@@ -35,6 +37,17 @@ ENVIRONMENT = {
     "NERSCHAT_ADVERTISE_HOST": "host name a pilot publishes in its URL [default: the node's name]",
     "HF_HOME": "Hugging Face cache the engines load weights from",
     "SLURM_JOB_ID": "set by SLURM: the pilot records its job and reads its walltime end",
+    "NERSCHAT_ACCOUNT": "SLURM account of launched jobs when --account is not given",
+    "NERSCHAT_QOS": "SLURM QOS of launched jobs when --qos is not given",
+    "NERSCHAT_WALLTIME": "walltime (HH:MM:SS) of launched jobs when --walltime is not given",
+    "NERSCHAT_ENV": "perlmutter site: the venv with nerschat that every job activates",
+    "NERSCHAT_PARTITION": "slurm site: partition of launched jobs",
+    "NERSCHAT_GPUS_PER_NODE": "slurm site: GPUs per node (replicas are packed by it)",
+    "NERSCHAT_CORES_PER_NODE": "slurm site: cores per job",
+    "NERSCHAT_LAUNCHER": "slurm site: `single` or `srun`",
+    "NERSCHAT_RUNTIME": "slurm site: container runtime of the pilots [default: none]",
+    "NERSC_HOST": "set by NERSC: `perlmutter` makes --site default to perlmutter",
+    "HF_TOKEN": "Hugging Face token for gated models (read by huggingface_hub, never argv)",
 }
 COMMAND_ENVIRONMENT = {
     "serve": ["NERSCHAT_REGISTRY", "NERSCHAT_HOME", "NERSCHAT_ADVERTISE_HOST", "HF_HOME",
@@ -46,6 +59,11 @@ COMMAND_ENVIRONMENT = {
     "judge": ["NERSCHAT_REGISTRY"],
     "run-batch": ["NERSCHAT_REGISTRY"],
     "embed": ["NERSCHAT_REGISTRY"],
+    "launch": ["NERSCHAT_REGISTRY", "NERSCHAT_ACCOUNT", "NERSCHAT_QOS", "NERSCHAT_WALLTIME",
+               "NERSCHAT_ENV", "NERSCHAT_PARTITION", "NERSCHAT_GPUS_PER_NODE",
+               "NERSCHAT_CORES_PER_NODE", "NERSCHAT_LAUNCHER", "NERSCHAT_RUNTIME", "HF_HOME",
+               "NERSC_HOST"],
+    "prefetch": ["HF_HOME", "HF_TOKEN", "NERSC_HOST"],
 }
 
 
