@@ -23,9 +23,11 @@ from nerschat.errors import UsageError
 SCHEMA_VERSION = 1
 MODEL_KINDS = ("llm", "embedding")
 KINDS = (*MODEL_KINDS, "router")  # a router fronts the model servers; nothing routes to it
-STATES = ("starting", "ready", "draining")
+# `pending`: a job `nerschat launch` submitted that has not started its pilot yet; it has no
+# URL, its `slurm_job_id` names the job, and the pilot's own entry (same id) replaces it.
+STATES = ("pending", "starting", "ready", "draining")
 Kind = Literal["llm", "embedding", "router"]
-State = Literal["starting", "ready", "draining"]
+State = Literal["pending", "starting", "ready", "draining"]
 
 ENTRY_SUFFIX = ".json"
 STOP_SUFFIX = ".stop"
@@ -113,7 +115,9 @@ class Endpoint:
             raise ValueError(f"field 'kind': {data['kind']!r} is not one of {KINDS}")
         if data["state"] not in STATES:
             raise ValueError(f"field 'state': {data['state']!r} is not one of {STATES}")
-        if not isinstance(data["url"], str) or not data["url"].rstrip("/").endswith("/v1"):
+        if data["state"] == "pending" and data["url"] == "":
+            pass  # a queued job has no server yet
+        elif not isinstance(data["url"], str) or not data["url"].rstrip("/").endswith("/v1"):
             raise ValueError(f"field 'url': {data['url']!r} does not end in /v1")
         for name in ("heartbeat_at", "ttl"):
             if not isinstance(data[name], (int, float)):

@@ -2,7 +2,8 @@
 
 A cached scan (re-read every `interval` seconds, and at once, rate-limited, when asked about
 a model it does not know) so a model nobody serves gets its 404 without waiting, while one
-whose server is still starting is forwarded (the routing core waits for it).
+whose server is still starting (or whose job is queued) is forwarded: the routing core waits
+for it up to the router's wait timeout.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Catalog:
                 continue
             if entry.is_usable(wall):
                 ready.setdefault(entry.model, []).append(entry)
-            elif entry.state == "starting":
+            elif entry.state in ("pending", "starting"):  # a queued job or a loading server
                 starting.add(entry.model)
         self._ready, self._starting = ready, starting
 

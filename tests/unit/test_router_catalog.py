@@ -14,12 +14,14 @@ async def test_ready_starting_and_absent(registry: Registry) -> None:
     registry.publish(make_endpoint(id="a", model="m1", max_model_len=4096))
     registry.publish(make_endpoint(id="b", model="m1", max_model_len=2048))
     registry.publish(make_endpoint(id="c", model="coming", state="starting"))
+    registry.publish(make_endpoint(id="q", model="queued", state="pending", url=""))
     registry.publish(make_endpoint(id="d", model="gone", heartbeat_at=time.time() - 100, ttl=5))
     registry.publish(make_endpoint(id="e", model="bye", state="draining"))
     registry.publish(new_entry("h", 1, router_key(None), ttl=30))
     catalog = Catalog(registry)
     assert await catalog.availability("m1") == "ready"
     assert await catalog.availability("coming") == "starting"
+    assert await catalog.availability("queued") == "starting"
     for model in ("gone", "bye", "nerschat-router", "never"):
         assert await catalog.availability(model) == "absent"
     (card,) = catalog.cards()
