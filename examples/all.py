@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import nerschat
 from nerschat.router import live_routers
@@ -40,14 +41,14 @@ def with_sdk() -> None:
           f"{len(vectors.data[0].embedding)}")
 
 
-def curl(url: str, key: str, body: dict[str, object]) -> dict[str, object]:
+def curl(url: str, key: str, body: dict[str, Any]) -> Any:
     """POST JSON with curl; the key goes through stdin (`-K -`), never the command line."""
     out = subprocess.run(
         ["curl", "-sS", "--fail-with-body", "-H", "Content-Type: application/json",
          "--data-binary", json.dumps(body), "-K", "-", url],
         input=f'header = "Authorization: Bearer {key}"\n', capture_output=True, text=True,
         check=True)
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    return json.loads(out.stdout)
 
 
 def with_curl_through_the_router() -> None:
@@ -67,13 +68,12 @@ def with_curl_through_the_router() -> None:
         reply = curl(f"{router.url}/chat/completions", key, {
             "model": llm, "max_tokens": 40,
             "messages": [{"role": "user", "content": "Name a gas giant."}]})
-        print(f"{llm}: {reply['choices'][0]['message']['content']}")  # type: ignore[index]
+        print(f"{llm}: {reply['choices'][0]['message']['content']}")
         vectors = curl(f"{router.url}/embeddings", key,
                        {"model": embedder, "input": ["Jupiter", "Saturn"],
                         "encoding_format": "float"})
         data = vectors["data"]
-        print(f"{embedder}: {len(data)} vectors of dimension "  # type: ignore[arg-type]
-              f"{len(data[0]['embedding'])}")  # type: ignore[index]
+        print(f"{embedder}: {len(data)} vectors of dimension {len(data[0]['embedding'])}")
     finally:
         if started is not None:
             started.send_signal(signal.SIGTERM)

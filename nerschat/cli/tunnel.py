@@ -33,6 +33,7 @@ def key_command(registry: Registry, router: Endpoint, login: str, user: str) -> 
 
 def instructions(registry: Registry, router: Endpoint, login: str, user: str,
                  local_port: int) -> str:
+    """The `export OPENAI_*` lines, the ssh forward and usage examples, as printed."""
     base = f"http://localhost:{local_port}"
     env = router.extra.get(KEY_ENV_FIELD)
     if env:

@@ -60,6 +60,7 @@ class RouterApp:
         self._page = resources.files("nerschat.router").joinpath("chat.html").read_bytes()
 
     def build(self) -> web.Application:
+        """The aiohttp application with every route bound to this router."""
         app = web.Application(client_max_size=BODY_LIMIT)
         app.router.add_get("/health", self.health)
         app.router.add_get("/", self.page)
@@ -76,9 +77,11 @@ class RouterApp:
     # -- open routes ------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        """`GET /health`: 200 while the router runs (no key needed)."""
         return web.Response(text="ok")
 
     async def page(self, request: web.Request) -> web.Response:
+        """`GET /`: the chat page (no key needed; the page asks for it)."""
         return web.Response(body=self._page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
@@ -93,12 +96,14 @@ class RouterApp:
                               "authentication_error")
 
     async def prometheus(self, request: web.Request) -> web.Response:
+        """`GET /metrics`: Prometheus text format."""
         refused = self._refused(request)
         if refused is not None:
             return refused
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def models(self, request: web.Request) -> web.Response:
+        """`GET /v1/models`: the ready models with kind, engine, max length and replicas."""
         refused = self._refused(request)
         if refused is not None:
             return refused
@@ -106,6 +111,7 @@ class RouterApp:
         return web.json_response({"object": "list", "data": data})
 
     async def model(self, request: web.Request) -> web.Response:
+        """`GET /v1/models/<model>`: one ready model's card, or 404."""
         refused = self._refused(request)
         if refused is not None:
             return refused
@@ -116,6 +122,7 @@ class RouterApp:
         return error_response(404, f"no ready model {wanted!r}", "NotFoundError")
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/*`: routed by the body's `model`."""
         refused = self._refused(request)
         if refused is not None:
             return refused
@@ -128,6 +135,7 @@ class RouterApp:
         return await self._forward(request, request.path, body, model)
 
     async def tei(self, request: web.Request) -> web.StreamResponse:
+        """`POST /embed`, `/rerank`: by a `model` field, or the only embedding model."""
         refused = self._refused(request)
         if refused is not None:
             return refused
@@ -145,6 +153,7 @@ class RouterApp:
         return await self._forward(request, request.path, body, model)
 
     async def tei_prefixed(self, request: web.Request) -> web.StreamResponse:
+        """`POST /models/<model>/embed|rerank`: the model named in the path."""
         refused = self._refused(request)
         if refused is not None:
             return refused

@@ -29,6 +29,7 @@ class ModelCard:
     replicas: int
 
     def to_openai(self) -> dict[str, Any]:
+        """The card as an OpenAI model object plus nerschat's fields."""
         return {"id": self.id, "object": "model", "created": 0, "owned_by": "nerschat",
                 "kind": self.kind, "engine": self.engine, "max_model_len": self.max_model_len,
                 "replicas": self.replicas}
@@ -46,6 +47,7 @@ class Catalog:
         self._starting: set[str] = set()
 
     def refresh(self, *, force: bool = False) -> None:
+        """Re-read the registry if `interval` s passed (`min_gap` s when forced)."""
         now = time.monotonic()
         if now - self._read_at < (self.min_gap if force else self.interval):
             return
@@ -77,6 +79,7 @@ class Catalog:
         return "starting" if model in self._starting else "absent"
 
     def kind_of(self, model: str) -> str | None:
+        """The ready kind (`llm`/`embedding`) of a model, or None."""
         entries = self._ready.get(model)
         return entries[0].kind if entries else None
 
@@ -91,4 +94,5 @@ class Catalog:
         return cards
 
     def names(self) -> list[str]:
+        """Ready models, then models still starting, each name once."""
         return sorted(self._ready) + sorted(self._starting - set(self._ready))

@@ -68,6 +68,7 @@ class ObservedTransport(httpx2.AsyncBaseTransport):
         return known
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send one attempt upstream and count it for the endpoint it went to."""
         endpoint, model = self._endpoint_of(request.url)
         started = time.perf_counter()
         try:
@@ -82,6 +83,7 @@ class ObservedTransport(httpx2.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
+        """Close the upstream connections."""
         await self.inner.aclose()
 
 
@@ -128,4 +130,5 @@ class RoutingCore:
                 for load in self.pool.loads()]
 
     async def aclose(self) -> None:
+        """Close the transport and its upstream connections."""
         await self.transport.aclose()

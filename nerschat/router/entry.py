@@ -58,6 +58,7 @@ def advertised_host(bind_host: str) -> str:
 
 
 def new_entry(host: str, port: int, key: RouterKey, ttl: float) -> Endpoint:
+    """A ready `router` entry for `host:port` (the key kept in it unless from the env)."""
     now = time.time()
     return Endpoint(
         id=f"router.{host}.{port}.{uuid.uuid4().hex[:6]}", kind="router", engine="router",

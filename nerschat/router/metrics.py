@@ -22,14 +22,23 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class EndpointState(Protocol):
+    """What the pool collector reads of one upstream endpoint."""
+
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """Endpoint id."""
+
     @property
-    def model(self) -> str: ...
+    def model(self) -> str:
+        """Served model name."""
+
     @property
-    def in_flight(self) -> int: ...
+    def in_flight(self) -> int:
+        """Requests outstanding there."""
+
     @property
-    def ejected(self) -> bool: ...
+    def ejected(self) -> bool:
+        """True while it cools down after failures."""
 
 
 class _PoolCollector(Collector):
@@ -81,17 +90,21 @@ class RouterMetrics:
 
     def answered(self, model: str, route: str, status: int, seconds: float,
                  broken: bool = False) -> None:
+        """Count one answered request (`broken`: cut off mid-answer)."""
         self.requests.labels(model, route, str(status)).inc()
         if status >= 500 or broken:
             self.errors.labels(model, route).inc()
         self.latency.labels(model, route).observe(seconds)
 
     def upstream_answered(self, endpoint: str, model: str, seconds: float) -> None:
+        """Time to an upstream answer's headers."""
         self.upstream_latency.labels(endpoint, model).observe(seconds)
 
     def upstream_failed(self, endpoint: str, model: str) -> None:
+        """Count a failed attempt: a fail-over, and an ejection of that endpoint."""
         self.failovers.labels(endpoint, model).inc()
         self.ejections.labels(endpoint, model).inc()
 
     def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

@@ -25,7 +25,6 @@ from nerschat.router.core import RoutingCore
 from nerschat.router.entry import RouterKey, advertised_host, key_location, new_entry
 from nerschat.router.metrics import RouterMetrics
 
-
 SHUTDOWN_GRACE = 10.0  # seconds in-flight answers get to finish on SIGTERM
 STOP_POLL = 1.0  # seconds between looks for a stop request
 
@@ -89,6 +88,7 @@ class Router:
         return f"http://{host}:{self.port}/v1"
 
     async def start(self) -> None:
+        """Bind, then publish the registry entry and start its heartbeat."""
         raise_open_file_limit()
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.host, self.config.port, backlog=4096)
@@ -122,11 +122,13 @@ class Router:
                 await asyncio.to_thread(registry.publish, self.entry)
 
     def key_location(self) -> str:
+        """Where the router's key is, in words (never the key)."""
         if self.entry is None:
             return "not published"
         return key_location(self.config.registry, self.entry)
 
     async def stop(self) -> None:
+        """Remove the entry, drain in-flight answers, close the connections."""
         if self._beat is not None:
             self._beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -90,6 +90,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request` upstream; the answer's body streams on demand."""
         session = self._open()
         raw_url = (request.url.scheme, request.url.netloc, request.url.raw_path)
         url = self._urls.get(raw_url)
@@ -107,6 +108,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                                stream=_AiohttpStream(response, request), request=request)
 
     async def aclose(self) -> None:
+        """Close the session and its connections."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -29,18 +29,23 @@ class RouterProcess:
 
     @property
     def url(self) -> str:
+        """Base URL for OpenAI clients."""
         return self.entry.url
 
     @property
     def root(self) -> str:
+        """Server root (chat page, TEI routes)."""
         return self.entry.url.removesuffix("/v1")
 
 
 @contextlib.contextmanager
 def running_router(registry: Registry, key: str | None = None, *args: str,
                    timeout: float = 30.0) -> Iterator[RouterProcess]:
-    """`nerschat router` on 127.0.0.1 with `key` (from an env variable, never argv); SIGTERM
-    at exit. Extra `args` go to the command (e.g. `--wait-timeout 5`)."""
+    """Run `nerschat router` on 127.0.0.1 until the block ends (then SIGTERM).
+
+    The key (random unless given) reaches it through an environment variable, never argv;
+    extra `args` go to the command (e.g. `--wait-timeout 5`).
+    """
     key = key or "test-" + os.urandom(12).hex()
     registry.ensure()
     log = registry.path / f"router-{os.getpid()}.out"
