@@ -22,9 +22,10 @@ from nerschat.errors import UsageError
 
 SCHEMA_VERSION = 1
 KINDS = ("llm", "embedding")
-STATES = ("starting", "ready", "draining")
+# unhealthy: the server stopped answering its health probe (the pilot may recover it)
+STATES = ("starting", "ready", "draining", "unhealthy")
 Kind = Literal["llm", "embedding"]
-State = Literal["starting", "ready", "draining"]
+State = Literal["starting", "ready", "draining", "unhealthy"]
 
 ENTRY_SUFFIX = ".json"
 STOP_SUFFIX = ".stop"

@@ -13,7 +13,8 @@ from nerschat.cli.common import console, fail, format_age, open_registry, regist
 from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import RegistryError
 
-STATE_STYLE = {"ready": "green", "starting": "yellow", "draining": "magenta", "stale": "red"}
+STATE_STYLE = {"ready": "green", "starting": "yellow", "draining": "magenta", "stale": "red",
+               "unhealthy": "red"}
 
 
 @click.command(name="ls")

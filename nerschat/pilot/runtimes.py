@@ -22,20 +22,33 @@ class ContainerError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class Command:
+    """A wrapped command: argv to run and variables to add to the pilot's environment."""
+
     argv: list[str]
     env: dict[str, str]  # to add to the pilot's own environment
 
 
 class ContainerRuntime(Protocol):
+    """Wraps a server command to run inside a container.
+
+    `server_in_session`: the server process stays a descendant of the command the pilot
+    starts (in its session), so the pilot can find the server's listening socket in /proc.
+    False for runtimes whose containers are started by a daemon (podman's conmon).
+    """
+
     name: str
     needs_image: bool
+    server_in_session: bool
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command: ...
 
 
 class NoContainer:
+    """No container: the server runs directly, secrets in its environment."""
+
     name = "none"
     needs_image = False
+    server_in_session = True
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
         return Command(list(launch.argv), {**launch.env, **launch.secret_env})
@@ -46,6 +59,7 @@ class Shifter:
 
     name = "shifter"
     needs_image = True
+    server_in_session = True
 
     def __init__(self, modules: tuple[str, ...] = ("gpu",)):
         self.modules = modules
@@ -61,8 +75,11 @@ class Shifter:
 
 
 class PodmanHpc:
+    """NERSC podman-hpc with host networking; secrets copied by name with `-e NAME`."""
+
     name = "podman-hpc"
     needs_image = True
+    server_in_session = False  # conmon, not our command, is the container's parent
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
         argv = ["podman-hpc", "run", "--rm", "--gpu", "--net", "host", "--ipc", "host"]
@@ -78,8 +95,11 @@ class PodmanHpc:
 
 
 class Apptainer:
+    """Apptainer/Singularity with `--nv`; variables reach the container as APPTAINERENV_*."""
+
     name = "apptainer"
     needs_image = True
+    server_in_session = True
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
         assert image is not None
@@ -98,6 +118,7 @@ RUNTIMES: dict[str, ContainerRuntime] = {
 
 
 def get_runtime(name: str) -> ContainerRuntime:
+    """The runtime called `name`; ContainerError naming the choices otherwise."""
     try:
         return RUNTIMES[name]
     except KeyError:

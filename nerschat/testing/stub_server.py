@@ -56,6 +56,7 @@ class StubState:
     served: int = 0
     running: int = 0
     waiting: int = 0
+    streaming: int = 0  # answers still being streamed (running, as vLLM counts them)
     started_at: float = field(default_factory=time.time)
 
 
@@ -161,7 +162,7 @@ class StubServer:
         s = self.state
         labels = f'{{model_name="{self.settings.model}"}}'
         text = (
-            f"vllm:num_requests_running{labels} {s.running}\n"
+            f"vllm:num_requests_running{labels} {s.running + s.streaming}\n"
             f"vllm:num_requests_waiting{labels} {s.waiting}\n"
             f"nerschat_stub_requests_received_total {s.received}\n"
             f"nerschat_stub_requests_served_total {s.served}\n"
@@ -259,6 +260,20 @@ class StubServer:
         return web.json_response(result)
 
     async def _stream_chat(
+        self,
+        request: web.Request,
+        ident: str,
+        outputs: list[tuple[str, str]],
+        body: dict[str, Any],
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
+        self.state.streaming += 1
+        try:
+            return await self._stream_chunks(request, ident, outputs, body, usage)
+        finally:
+            self.state.streaming -= 1
+
+    async def _stream_chunks(
         self,
         request: web.Request,
         ident: str,

@@ -21,10 +21,13 @@ TEI_OPTIONS = {
 
 
 class TeiRecipe:
-    name = "tei"
-    default_image = TEI_IMAGE
+    """TEI: one model on one GPU; the API key protects `/info` and `/embed`."""
+
+    name: str = "tei"
+    default_image: str | None = TEI_IMAGE
 
     def launch(self, request: LaunchRequest) -> ServerLaunch:
+        """The server command for `request`; EngineError for what this engine cannot do."""
         check_options(self.name, request.options, TEI_OPTIONS)
         if request.kind not in (None, "embedding"):
             raise EngineError("engine 'tei' serves embeddings only (kind 'embedding')")
@@ -67,5 +70,7 @@ class TeiRecipe:
             secret_env={"API_KEY": request.api_key},
             kind="embedding",
             served_model=request.served_name or request.model,
+            auth_path="/info",  # TEI's /v1/models is not guaranteed; /info needs the key
+            metrics_path=None,  # TEI serves Prometheus on its own port (9000), not the API's
             capacity=option_int(opts, "max_concurrent_requests") or 512,
         )
