@@ -236,6 +236,7 @@ class Pilot:
         self.log_path: Path | None = None
         self._heartbeat_interval = config.heartbeat_interval or max(0.2, config.ttl / 3)
         self._published = False
+        self._removed = False
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -372,7 +373,7 @@ class Pilot:
                 )
             except OSError as exc:
                 raise PilotError(f"cannot start {command.argv[0]!r}: {exc}") from exc
-        self._published = False
+        self._published = self._removed = False
         self._beat()
         logger.info("pilot %s: started pid %s, log %s", endpoint_id, self.process.pid,
                     self.log_path)
@@ -507,11 +508,17 @@ class Pilot:
         return None
 
     def _beat(self) -> None:
-        """Renew the heartbeat; a missing entry after the first write counts as a stop."""
+        """Renew the heartbeat. An entry removed by someone else (a stop or prune that took
+        a late heartbeat for a dead pilot, removing the stop request with it) counts as a
+        stop request, and is not written again."""
         entry = self._entry
+        if self._removed:
+            return
         if self._published and not self.registry.entry_path(entry.id).exists():
+            self._removed = True
             self.stop.set("entry removed from the registry (stopped or pruned while a "
                           "heartbeat was late)")
+            return
         entry.heartbeat_at = time.time()
         self.registry.publish(entry)
         self._published = True

@@ -1,0 +1,112 @@
+"""A draining pilot stops taking new requests at once but lets the ones in flight finish.
+
+Field case `walltime-drain-kills-inflight`: a drain ahead of the walltime (and on SIGTERM or
+`nerschat stop`) used to wait one second and SIGTERM the server, cutting long generations.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import openai
+
+from nerschat.pilot.pilot import Pilot, PilotConfig
+from nerschat.registry import Endpoint, Registry
+from nerschat.testing.fleet import StubFleet, server_counters, wait_until
+
+NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
+PROMPT = " ".join(f"w{i}" for i in range(12))  # the stub answers with 15 words
+WORDS = 15
+
+
+@dataclass
+class Outcome:
+    pieces: int = 0
+    error: str | None = None
+    done: bool = False
+
+
+def stream(entry: Endpoint, outcome: Outcome) -> None:
+    """One streamed chat answer, straight to the server (no fail-over to hide a cut)."""
+    client = openai.OpenAI(base_url=entry.url, api_key=entry.api_key, max_retries=0, timeout=60)
+    try:
+        for chunk in client.chat.completions.create(
+                model=entry.model, stream=True, messages=[{"role": "user", "content": PROMPT}]):
+            if chunk.choices and chunk.choices[0].delta.content:
+                outcome.pieces += 1
+        outcome.done = True
+    except Exception as exc:  # noqa: BLE001 - the test reports whatever cut the stream
+        outcome.error = type(exc).__name__
+
+
+def start_streams(entry: Endpoint, count: int) -> tuple[list[Outcome], list[threading.Thread]]:
+    outcomes = [Outcome() for _ in range(count)]
+    threads = [threading.Thread(target=stream, args=(entry, o), daemon=True) for o in outcomes]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: server_counters(entry)["vllm:num_requests_running"] >= count, 15,
+               "the streams to be running")
+    return outcomes, threads
+
+
+def finished(outcomes: list[Outcome], threads: list[threading.Thread]) -> int:
+    for thread in threads:
+        thread.join(60)
+    return sum(o.done and o.pieces == WORDS for o in outcomes)
+
+
+def test_sigterm_and_stop_let_streams_in_flight_finish(fleet: StubFleet,
+                                                       registry: Registry) -> None:
+    pilots = [fleet.start(f"m{i}", chunk_delay=0.4, extra=("--grace-period", "60"))
+              for i in (1, 2)]
+    entries = [fleet.wait_ready(p) for p in pilots]
+    running = [start_streams(entry, 3) for entry in entries]  # each needs ~6 s
+    pilots[0].process.send_signal(signal.SIGTERM)
+    subprocess.run([*NERSCHAT, "stop", entries[1].id, "--no-wait", "--registry",
+                    str(registry.path)], check=True, capture_output=True, timeout=30)
+    for entry in entries:  # draining at once: clients stop sending new requests
+        wait_until(lambda e=entry: (c := registry.get(e.id)) is not None
+                   and c.state == "draining", 5, "the entry to be draining")
+    assert registry.endpoints() == []
+    aborted = [3 - finished(*r) for r in running]
+    assert aborted == [0, 0], [o for r in running for o in r[0]]
+    assert [p.process.wait(30) for p in pilots] == [0, 0]
+    assert registry.scan().entries == []
+
+
+def test_drain_budget_bounds_the_wait(fleet: StubFleet, registry: Registry) -> None:
+    pilot = fleet.start("m1", chunk_delay=2.0, extra=("--grace-period", "1"))  # ~30 s answer
+    entry = fleet.wait_ready(pilot)
+    outcomes, threads = start_streams(entry, 1)
+    pilot.process.send_signal(signal.SIGTERM)
+    assert pilot.process.wait(30) == 0
+    assert finished(outcomes, threads) == 0  # cut at the budget, not waited for
+
+
+def test_walltime_drain_keeps_requests_in_flight(registry: Registry) -> None:
+    """Streams and non-streamed requests in flight when the walltime drain starts finish."""
+    config = PilotConfig(engine="stub", model="m1", options={"chunk_delay": 0.4}, ttl=60,
+                         drain_before=60.0, grace_period=0.0)  # the walltime has its own budget
+    pilot = Pilot(config, registry)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(pilot.run()), daemon=True)
+    runner.start()
+    wait_until(lambda: registry.endpoints("m1") != [], 30, "the pilot to be ready")
+    (entry,) = registry.endpoints("m1")
+    outcomes, threads = start_streams(entry, 4)
+    assert pilot.endpoint is not None
+    # The job's end comes within drain_before (as after `scontrol update TimeLimit=...`),
+    # ~40 s of it left for the drain; the heartbeat is 20 s apart, the walltime is checked
+    # every second.
+    pilot.endpoint.expires_at = time.time() + 59.5
+    wait_until(lambda: (e := registry.get(entry.id)) is not None and e.state == "draining", 5,
+               "the walltime drain to start")
+    assert pilot.stop.walltime
+    assert finished(outcomes, threads) == 4
+    runner.join(60)
+    assert codes == [0] and registry.scan().entries == []
