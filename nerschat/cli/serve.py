@@ -72,7 +72,10 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Failed probes in a row that mark the entry unhealthy (not routed to).")
 @click.option("--unhealthy-timeout", type=click.FloatRange(min=0), default=300.0,
               help="Seconds an unhealthy server may take to recover before the pilot kills "
-                   "it and exits 1 (0: never).")
+                   "it (and restarts it or exits 1, see --max-restarts; 0: never).")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0,
+              help="Restart a server that dies or stays unhealthy, in place, at most this "
+                   "many times per 10 minutes; past that the pilot exits non-zero.")
 @click.option("--api-key-env", default=None, metavar="VAR",
               help="Read the API key from this environment variable [default: a random key].")
 @click.option("-v", "--verbose", is_flag=True)
@@ -83,7 +86,8 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
           runtime: str, image: str | None, options: tuple[str, ...],
           old_options: tuple[str, ...], ttl: float, ready_timeout: float, drain_before: float,
           grace_period: float, stop_timeout: float, health_timeout: float,
-          health_failures: int, unhealthy_timeout: float, api_key_env: str | None,
+          health_failures: int, unhealthy_timeout: float, max_restarts: int,
+          api_key_env: str | None,
           verbose: bool, extra_args: tuple[str, ...]) -> None:
     """Start a server and publish it in the registry until stopped.
 
@@ -113,7 +117,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
             options=parse_options(old_options + options), ttl=ttl, ready_timeout=ready_timeout,
             drain_before=drain_before, grace_period=grace_period, stop_timeout=stop_timeout,
             health_timeout=health_timeout, health_failures=health_failures,
-            unhealthy_timeout=unhealthy_timeout,
+            unhealthy_timeout=unhealthy_timeout, max_restarts=max_restarts,
         )
         pilot = Pilot(config, open_registry(registry_path, shared))
         code = pilot.run(on_ready=lambda e: console.print(

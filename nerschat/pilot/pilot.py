@@ -13,8 +13,10 @@ Life cycle (the registry entry's `state` in brackets):
    the entry. A liveness monitor probes `/health` every heartbeat with `health_timeout`;
    after `health_failures` failures in a row (a hung or SIGSTOPped server) the entry becomes
    [`unhealthy`] (clients route only to `ready`), and goes back to `ready` at the first probe
-   that succeeds. A server unhealthy for `unhealthy_timeout` seconds is killed and the pilot
-   exits 1. If the pilot finds its entry removed from the registry (a `nerschat stop` or
+   that succeeds. A server unhealthy for `unhealthy_timeout` seconds is killed; the pilot
+   then restarts it in place (same entry and port) up to `max_restarts` times within
+   `restart_window` seconds, or, past that (default: no restarts), exits 1. A server that
+   dies on its own is handled the same way. If the pilot finds its entry removed from the registry (a `nerschat stop` or
    prune that took a late heartbeat for a dead pilot, with the stop request removed along
    with the entry), it treats that as a stop request.
 4. **Drain** [`draining`] on SIGTERM/SIGINT, a stop request, or `drain_before` seconds before
@@ -25,8 +27,8 @@ Life cycle (the registry entry's `state` in brackets):
    SIGTERM the server (vLLM >= 0.18 is started with `--shutdown-timeout`, so it finishes what
    is left) and SIGKILL it after `stop_timeout` seconds.
 5. **Gone**: the entry is removed whatever happened, so clients see a dead pilot only as a
-   stale heartbeat when the pilot itself was SIGKILLed. A server that dies on its own ends the
-   pilot with a non-zero status and the tail of the server's log.
+   stale heartbeat when the pilot itself was SIGKILLed. A server that dies on its own (and is
+   not restarted) ends the pilot with a non-zero status and the tail of the server's log.
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ class PilotConfig:
       - `unhealthy_timeout`: an unhealthy server is killed (exit 1) after this; 0: never.
       - `expires_at`: walltime end, epoch seconds (default: asked from SLURM).
     `health_failures`: consecutive failed probes that make the entry `unhealthy`.
+    `max_restarts`: a server that dies or stays unhealthy is restarted in place (same entry,
+    same port when free) at most this many times within `restart_window` seconds; past
+    that, or with 0 (the default), the pilot removes its entry and exits non-zero.
     `endpoint_id`: the entry's id (default: model.host.port.random); `group`: pilots
     launched together share a stop request.
     """
@@ -178,6 +183,8 @@ class PilotConfig:
     health_failures: int = 3
     unhealthy_timeout: float = 300.0
     port_attempts: int = 3
+    max_restarts: int = 0
+    restart_window: float = 600.0
     expires_at: float | None = None
     endpoint_id: str | None = None
     group: str | None = None
@@ -187,6 +194,8 @@ class PilotConfig:
             raise ValueError(f"ttl must be positive, got {self.ttl}")
         if self.port is not None and not (0 < self.port < 65536):
             raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must not be negative, got {self.max_restarts}")
         if self.health_failures < 1:
             raise ValueError(f"health_failures must be at least 1, got {self.health_failures}")
         for name in ("linger", "grace_period", "stop_timeout", "drain_before",
@@ -237,6 +246,7 @@ class Pilot:
         self._heartbeat_interval = config.heartbeat_interval or max(0.2, config.ttl / 3)
         self._published = False
         self._removed = False
+        self._restarts = 0  # server restarts so far (in the entry's `extra` once non-zero)
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -298,38 +308,68 @@ class Pilot:
                 "--port out to get a free one"
             )
         api_key = cfg.api_key or secrets.token_urlsafe(32)
+        restarts: list[float] = []  # monotonic times of restarts within the window
+        port, endpoint_id = cfg.port, cfg.endpoint_id
+        while True:
+            if not self._start_until_ready(port, api_key, host, endpoint_id):
+                return self._shutdown(served=False)
+            try:
+                self._set_state("ready", ready_at=time.time())
+                if on_ready is not None and not self._restarts:
+                    on_ready(self._entry)
+                failure = self._serve()
+                if self.stop.event.is_set() and failure is None:
+                    return self._shutdown(served=True)
+                code = self._process.poll()
+                why = failure or f"{cfg.engine} server exited with status {code}"
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < cfg.restart_window]
+                if len(restarts) >= cfg.max_restarts:
+                    if failure is None and not cfg.max_restarts:
+                        return self._shutdown(served=True)  # dead server: status + log tail
+                    if cfg.max_restarts:
+                        why += (f"; restarted {len(restarts)} time(s) in the last "
+                                f"{cfg.restart_window:.0f} s already, the most --max-restarts "
+                                "allows")
+                    self._abandon()
+                    raise PilotError(f"{why}. Last lines of {self.log_path}:\n"
+                                     f"{tail(self.log_path)}")
+                restarts.append(now)
+                logger.warning("pilot %s: %s; restarting it (%s of %s within %.0f s)",
+                               self._entry.id, why, len(restarts), cfg.max_restarts,
+                               cfg.restart_window)
+                self._kill_server()
+                port, endpoint_id = self._port, self._entry.id
+                self._restarts += 1
+            except BaseException:
+                self._abandon()
+                raise
+
+    def _start_until_ready(self, port: int | None, api_key: str, host: str,
+                           endpoint_id: str | None) -> bool:
+        """Start the server and wait until it is ready (True) or a stop came first (False).
+
+        Without an explicit port, a port another process took first is replaced by a fresh
+        one, `port_attempts` times in all. Raises PilotError when the server cannot start.
+        """
+        cfg = self.config
         attempts = 1 if cfg.port is not None else max(1, cfg.port_attempts)
         for attempt in range(1, attempts + 1):
-            port = cfg.port or free_port()
-            self._start(port, api_key, host)
+            self._start(port or free_port(), api_key, host, endpoint_id)
             try:
                 outcome = self._wait_ready()
             except BaseException:
                 self._abandon()
                 raise
-            if outcome == "ready":
-                break
-            if outcome == "stopped":
-                return self._shutdown(served=False)
+            if outcome != "port-taken":
+                return outcome == "ready"
             logger.warning("pilot: port %s was taken by another process before the server "
                            "could listen (attempt %s of %s); trying a fresh port",
-                           port, attempt, attempts)
+                           self._port, attempt, attempts)
             self._abandon()
-        else:
-            raise PilotError(f"{cfg.engine} server could not get a port: another process took "
-                             f"each of the {attempts} free ports picked for it")
-        try:
-            self._set_state("ready", ready_at=time.time())
-            if on_ready is not None:
-                on_ready(self._entry)
-            failure = self._serve()
-            if failure is not None:
-                self._abandon()
-                raise PilotError(failure)
-            return self._shutdown(served=True)
-        except BaseException:
-            self._abandon()
-            raise
+            port = None
+        raise PilotError(f"{cfg.engine} server could not get a port: another process took "
+                         f"each of the {attempts} free ports picked for it")
 
     @property
     def _entry(self) -> Endpoint:
@@ -341,13 +381,13 @@ class Pilot:
         assert self.process is not None
         return self.process
 
-    def _start(self, port: int, api_key: str, host: str) -> None:
+    def _start(self, port: int, api_key: str, host: str, endpoint_id: str | None) -> None:
         """Build the command, start the server, publish the `starting` entry."""
         cfg = self.config
         launch = self.launch = self._launch(port, api_key)
         command = get_runtime(cfg.runtime).wrap(launch, self._image())
         job_id = current_job_id()
-        endpoint_id = cfg.endpoint_id or _safe_id(
+        endpoint_id = endpoint_id or _safe_id(
             f"{launch.served_model}.{host}.{port}.{uuid.uuid4().hex[:6]}"
         )
         self.log_path = self.registry.log_dir / f"{endpoint_id}.log"
@@ -362,6 +402,8 @@ class Pilot:
             log_path=str(self.log_path),
             extra={"group": cfg.group} if cfg.group else {},
         )
+        if self._restarts:
+            self.endpoint.extra["restarts"] = self._restarts
         env = {**os.environ, **command.env}
         with open(self.log_path, "ab", buffering=0) as log:
             os.chmod(self.log_path, self.registry.file_mode)
@@ -497,8 +539,7 @@ class Pilot:
                       and time.monotonic() - unhealthy_since >= cfg.unhealthy_timeout):
                     return (f"{cfg.engine} server {self._entry.id} stopped answering "
                             f"{self.launch.health_path} ({health.last_error}) for "
-                            f"{cfg.unhealthy_timeout:.0f} s; killed it. Last lines of "
-                            f"{self.log_path}:\n{tail(self.log_path)}")
+                            f"{cfg.unhealthy_timeout:.0f} s")
                 if time.monotonic() >= next_beat:
                     self._beat()
                     next_beat = time.monotonic() + self._heartbeat_interval

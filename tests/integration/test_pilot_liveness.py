@@ -78,3 +78,27 @@ def test_stop_while_the_heartbeat_is_late_is_not_lost(fleet: StubFleet,
         os.kill(pilot.process.pid, signal.SIGCONT)
     assert pilot.process.wait(30) == 0
     assert registry.get(entry.id) is None
+
+
+def test_dead_server_is_restarted_in_place_up_to_the_cap(fleet: StubFleet,
+                                                         registry: Registry) -> None:
+    pilot = fleet.start("m1", ttl=1.5, extra=("--max-restarts", "2"))
+    entry = fleet.wait_ready(pilot)
+    for restarts in (1, 2):
+        server = pilot.server_pid
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
+
+        def restarted(n: int = restarts, old: int = server) -> bool:
+            current = registry.get(entry.id)
+            return (current is not None and current.state == "ready"
+                    and current.extra.get("restarts") == n and pilot.server_pid != old)
+
+        wait_until(restarted, 30, f"restart {restarts}")
+        (again,) = registry.endpoints("m1")
+        assert (again.id, again.url, again.api_key) == (entry.id, entry.url, entry.api_key)
+    os.kill(pilot.server_pid, signal.SIGKILL)  # type: ignore[arg-type]
+    assert pilot.process.wait(30) == 1
+    assert registry.get(entry.id) is None
+    log = pilot.log.read_text()
+    assert "server exited with status -9; restarted 2 time(s) in the last 600 s" in log
