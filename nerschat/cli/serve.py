@@ -70,6 +70,9 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Seconds one liveness probe of the ready server may take.")
 @click.option("--health-failures", type=click.IntRange(min=1), default=3,
               help="Failed probes in a row that mark the entry unhealthy (not routed to).")
+@click.option("--stall-timeout", type=click.FloatRange(min=0), default=120.0,
+              help="A probe also fails when the server holds requests but its token counters "
+                   "did not move for this many seconds (stuck engine; 0: no such check).")
 @click.option("--unhealthy-timeout", type=click.FloatRange(min=0), default=300.0,
               help="Seconds an unhealthy server may take to recover before the pilot kills "
                    "it (and restarts it or exits 1, see --max-restarts; 0: never).")
@@ -86,7 +89,8 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
           runtime: str, image: str | None, options: tuple[str, ...],
           old_options: tuple[str, ...], ttl: float, ready_timeout: float, drain_before: float,
           grace_period: float, stop_timeout: float, health_timeout: float,
-          health_failures: int, unhealthy_timeout: float, max_restarts: int,
+          health_failures: int, stall_timeout: float, unhealthy_timeout: float,
+          max_restarts: int,
           api_key_env: str | None,
           verbose: bool, extra_args: tuple[str, ...]) -> None:
     """Start a server and publish it in the registry until stopped.
@@ -117,6 +121,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
             options=parse_options(old_options + options), ttl=ttl, ready_timeout=ready_timeout,
             drain_before=drain_before, grace_period=grace_period, stop_timeout=stop_timeout,
             health_timeout=health_timeout, health_failures=health_failures,
+            stall_timeout=stall_timeout,
             unhealthy_timeout=unhealthy_timeout, max_restarts=max_restarts,
         )
         pilot = Pilot(config, open_registry(registry_path, shared))

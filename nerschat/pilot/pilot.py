@@ -10,8 +10,10 @@ Life cycle (the registry entry's `state` in brackets):
    server's session in /proc. A server that dies before it is ready because another process
    took an auto-picked port is restarted on a fresh port (`port_attempts` in all).
 3. **Serve**: every second, check the stop requests and the walltime; every heartbeat, renew
-   the entry. A liveness monitor probes `/health` every heartbeat with `health_timeout`;
-   after `health_failures` failures in a row (a hung or SIGSTOPped server) the entry becomes
+   the entry. A liveness monitor probes `/health` every heartbeat with `health_timeout`
+   (and, where the engine has metrics, fails a probe when requests are held without any
+   progress for `stall_timeout`); after `health_failures` failures in a row (a hung or
+   SIGSTOPped server, a stuck engine) the entry becomes
    [`unhealthy`] (clients route only to `ready`), and goes back to `ready` at the first probe
    that succeeds. A server unhealthy for `unhealthy_timeout` seconds is killed; the pilot
    then restarts it in place (same entry and port) up to `max_restarts` times within
@@ -150,6 +152,9 @@ class PilotConfig:
         request); for the walltime the budget is the time left minus `stop_timeout` and 5 s.
       - `stop_timeout`: between SIGTERM to the server and SIGKILL.
       - `health_timeout`: for one liveness probe of `/health` after ready.
+      - `stall_timeout`: a probe also fails when the server holds requests but its token
+        counters have not moved for this long (engine stuck behind a live HTTP front end;
+        engines with metrics only); 0: no such check.
       - `unhealthy_timeout`: an unhealthy server is killed (exit 1) after this; 0: never.
       - `expires_at`: walltime end, epoch seconds (default: asked from SLURM).
     `health_failures`: consecutive failed probes that make the entry `unhealthy`.
@@ -181,6 +186,7 @@ class PilotConfig:
     stop_timeout: float = 15.0
     health_timeout: float = 5.0
     health_failures: int = 3
+    stall_timeout: float = 120.0
     unhealthy_timeout: float = 300.0
     port_attempts: int = 3
     max_restarts: int = 0
@@ -199,7 +205,7 @@ class PilotConfig:
         if self.health_failures < 1:
             raise ValueError(f"health_failures must be at least 1, got {self.health_failures}")
         for name in ("linger", "grace_period", "stop_timeout", "drain_before",
-                     "unhealthy_timeout"):
+                     "unhealthy_timeout", "stall_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         get_engine(self.engine)  # fail early on an unknown engine
@@ -513,8 +519,11 @@ class Pilot:
         """Until a stop or the server's exit; a failure message if it stayed unhealthy."""
         cfg, process = self.config, self._process
         assert self.launch is not None
-        monitor = LivenessMonitor(self._local_url(self.launch.health_path),
-                                  self._heartbeat_interval, cfg.health_timeout).start()
+        metrics = self.launch.metrics_path
+        monitor = LivenessMonitor(
+            self._local_url(self.launch.health_path), self._heartbeat_interval,
+            cfg.health_timeout, metrics_url=self._local_url(metrics) if metrics else None,
+            stall_timeout=cfg.stall_timeout).start()
         next_beat = time.monotonic() + self._heartbeat_interval
         unhealthy_since = 0.0
         try:

@@ -15,6 +15,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,19 @@ import httpx2
 logger = logging.getLogger(__name__)
 
 LISTEN = "0A"  # TCP state code of a listening socket in /proc/net/tcp{,6}
-_LOAD_LINE = re.compile(
-    r"^(vllm:num_requests_running|vllm:num_requests_waiting|te_queue_size)(\{[^}]*\})?\s+"
-    r"([0-9.eE+-]+)\s*$",
-    re.MULTILINE,
-)
+LOAD_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "te_queue_size")
+# Counters that move while a server makes progress (tokens computed, requests finished).
+PROGRESS_METRICS = ("vllm:generation_tokens_total", "vllm:prompt_tokens_total",
+                    "vllm:request_success_total")
+
+
+def _metric_lines(names: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(n) for n in names)
+    return re.compile(rf"^({alternatives})(\{{[^}}]*\}})?\s+([0-9.eE+-]+|NaN)\s*$", re.MULTILINE)
+
+
+_LOAD_LINE = _metric_lines(LOAD_METRICS)
+_PROGRESS_LINE = _metric_lines(PROGRESS_METRICS)
 
 
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
@@ -112,18 +121,30 @@ def socket_owned_by_session(port: int, session: int) -> bool | None:
 # -- load ---------------------------------------------------------------------------------
 
 
+def _sum(pattern: re.Pattern[str], metrics: str) -> float | None:
+    total, seen = 0.0, False
+    for match in pattern.finditer(metrics):
+        value = float(match.group(3))
+        if value == value:  # not NaN
+            total += value
+            seen = True
+    return total if seen else None
+
+
 def parse_load(metrics: str) -> int | None:
     """Requests running plus waiting, summed over label sets, from Prometheus text.
 
     Reads vLLM's `vllm:num_requests_running` / `vllm:num_requests_waiting` and TEI's
     `te_queue_size`; None when none of them is present.
     """
-    total, seen = 0.0, False
-    for match in _LOAD_LINE.finditer(metrics):
-        with contextlib.suppress(ValueError):
-            total += float(match.group(3))
-            seen = True
-    return int(round(total)) if seen else None
+    total = _sum(_LOAD_LINE, metrics)
+    return None if total is None else int(round(total))
+
+
+def parse_progress(metrics: str) -> float | None:
+    """A number that grows while the server makes progress (vLLM's token and finished-request
+    counters, summed), or None when the server exports none of them."""
+    return _sum(_PROGRESS_LINE, metrics)
 
 
 def server_load(client: httpx2.Client, url: str) -> int | None:
@@ -152,11 +173,18 @@ class LivenessMonitor:
 
     Each probe has `timeout` seconds to answer 200; a refused connection, a timeout (a hung or
     SIGSTOPped server still accepts connections but never answers) and any other status count
-    as failures. `health()` gives the count of consecutive failures (0 after any success).
+    as failures. With `metrics_url` and `stall_timeout` > 0, a server that answers its health
+    check but holds requests without progress (its token counters still) for `stall_timeout`
+    seconds fails too: the engine is stuck although its HTTP front end lives. `health()`
+    gives the count of consecutive failures (0 after any success).
     """
 
-    def __init__(self, url: str, interval: float, timeout: float):
+    def __init__(self, url: str, interval: float, timeout: float,
+                 metrics_url: str | None = None, stall_timeout: float = 0.0):
         self.url, self.interval, self.timeout = url, interval, timeout
+        self.metrics_url, self.stall_timeout = metrics_url, stall_timeout
+        self._progress: float | None = None
+        self._progress_at = time.monotonic()
         self._health = Health()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -180,7 +208,26 @@ class LivenessMonitor:
             return f"no answer within {self.timeout:g} s"
         except httpx2.HTTPError as exc:
             return type(exc).__name__
-        return None if code == 200 else f"HTTP {code}"
+        if code != 200:
+            return f"HTTP {code}"
+        return self._stalled(client) if self.metrics_url and self.stall_timeout > 0 else None
+
+    def _stalled(self, client: httpx2.Client) -> str | None:
+        """A reason if requests are in flight but nothing moved for `stall_timeout` s."""
+        assert self.metrics_url is not None
+        try:
+            reply = client.get(self.metrics_url)
+        except httpx2.HTTPError:
+            return None  # health answered; metrics are best effort
+        now = time.monotonic()
+        load, progress = parse_load(reply.text), parse_progress(reply.text)
+        if not load or progress is None or progress != self._progress:
+            self._progress, self._progress_at = progress, now
+            return None
+        if now - self._progress_at >= self.stall_timeout:
+            return (f"{load} request(s) in flight and no progress for "
+                    f"{now - self._progress_at:.0f} s")
+        return None
 
     def _run(self) -> None:
         with httpx2.Client(timeout=self.timeout) as client:
@@ -196,6 +243,7 @@ class LivenessMonitor:
 
 
 __all__ = [
-    "Health", "LivenessMonitor", "check_key", "parse_load", "port_in_use", "server_load",
+    "Health", "LivenessMonitor", "check_key", "parse_load", "parse_progress", "port_in_use",
+    "server_load",
     "socket_owned_by_session",
 ]

@@ -9,6 +9,9 @@ import signal
 import subprocess
 import sys
 
+import openai
+import pytest
+
 from nerschat.registry import Registry
 from nerschat.testing.fleet import StubFleet, wait_until
 
@@ -102,3 +105,19 @@ def test_dead_server_is_restarted_in_place_up_to_the_cap(fleet: StubFleet,
     assert registry.get(entry.id) is None
     log = pilot.log.read_text()
     assert "server exited with status -9; restarted 2 time(s) in the last 600 s" in log
+
+
+def test_engine_stuck_behind_a_live_front_end_leaves_ready(fleet: StubFleet,
+                                                          registry: Registry) -> None:
+    """`/health` still answers, but requests are held and the token counters stand still
+    (vLLM's "Running: N reqs" hang): the entry leaves ready all the same."""
+    pilot = fleet.start("m1", ttl=1.5, hang_after=1, extra=(*FAST_PROBES, "--stall-timeout", "2"))
+    entry = fleet.wait_ready(pilot)
+    client = openai.OpenAI(base_url=entry.url, api_key=entry.api_key, max_retries=0, timeout=1)
+    client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "one"}])
+    with pytest.raises(openai.APITimeoutError):  # held by the stuck engine
+        client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "two"}])
+    wait_until(lambda: state(registry, entry.id) == "unhealthy", 20,
+               "the stuck server's entry to leave ready")
+    assert registry.endpoints("m1") == []
+    assert "1 request(s) in flight and no progress for" in pilot.log.read_text()

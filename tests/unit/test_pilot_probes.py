@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import socket
 
-from nerschat.pilot.probes import parse_load, port_in_use, socket_owned_by_session
+from nerschat.pilot.probes import (
+    parse_load,
+    parse_progress,
+    port_in_use,
+    socket_owned_by_session,
+)
 
 VLLM_METRICS = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -46,3 +51,12 @@ def test_listening_socket_owner_by_session() -> None:
         assert socket_owned_by_session(port, os.getsid(0)) is True
         assert socket_owned_by_session(port, 2**22 + 12345) is False  # no such session
     assert socket_owned_by_session(port, os.getsid(0)) is None  # nothing listens now
+
+
+def test_progress_sums_token_and_finished_request_counters() -> None:
+    text = VLLM_METRICS + (
+        'vllm:generation_tokens_total{engine="0",model_name="m"} 100.0\n'
+        'vllm:prompt_tokens_total{engine="0",model_name="m"} 50.0\n'
+        'vllm:generation_tokens_created{engine="0",model_name="m"} 1.7e9\n')
+    assert parse_progress(text) == 150.0
+    assert parse_progress(VLLM_METRICS) is None
