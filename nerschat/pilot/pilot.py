@@ -324,32 +324,32 @@ class Pilot:
                 if on_ready is not None and not self._restarts:
                     on_ready(self._entry)
                 failure = self._serve()
-                if self.stop.event.is_set() and failure is None:
-                    return self._shutdown(served=True)
-                code = self._process.poll()
-                why = failure or f"{cfg.engine} server exited with status {code}"
-                now = time.monotonic()
-                restarts = [t for t in restarts if now - t < cfg.restart_window]
-                if len(restarts) >= cfg.max_restarts:
-                    if failure is None and not cfg.max_restarts:
-                        return self._shutdown(served=True)  # dead server: status + log tail
-                    if cfg.max_restarts:
-                        why += (f"; restarted {len(restarts)} time(s) in the last "
-                                f"{cfg.restart_window:.0f} s already, the most --max-restarts "
-                                "allows")
-                    self._abandon()
-                    raise PilotError(f"{why}. Last lines of {self.log_path}:\n"
-                                     f"{tail(self.log_path)}")
-                restarts.append(now)
-                logger.warning("pilot %s: %s; restarting it (%s of %s within %.0f s)",
-                               self._entry.id, why, len(restarts), cfg.max_restarts,
-                               cfg.restart_window)
-                self._kill_server()
+                if failure is None and (self.stop.event.is_set() or not cfg.max_restarts):
+                    return self._shutdown(served=True)  # a stop, or a dead server's status
+                why = failure or f"{cfg.engine} server exited with status {self._process.poll()}"
+                restarts = self._restart_or_fail(why, restarts)
                 port, endpoint_id = self._port, self._entry.id
-                self._restarts += 1
             except BaseException:
                 self._abandon()
                 raise
+
+    def _restart_or_fail(self, why: str, restarts: list[float]) -> list[float]:
+        """Kill the server for a restart and return the restart times within the window;
+        past `max_restarts` (or with 0), remove the entry and raise PilotError with `why`."""
+        cfg = self.config
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < cfg.restart_window]
+        if len(restarts) >= cfg.max_restarts:
+            if cfg.max_restarts:
+                why += (f"; restarted {len(restarts)} time(s) in the last "
+                        f"{cfg.restart_window:.0f} s already, the most --max-restarts allows")
+            self._abandon()
+            raise PilotError(f"{why}. Last lines of {self.log_path}:\n{tail(self.log_path)}")
+        logger.warning("pilot %s: %s; restarting it (%s of %s within %.0f s)", self._entry.id,
+                       why, len(restarts) + 1, cfg.max_restarts, cfg.restart_window)
+        self._kill_server()
+        self._restarts += 1
+        return [*restarts, now]
 
     def _start_until_ready(self, port: int | None, api_key: str, host: str,
                            endpoint_id: str | None) -> bool:
