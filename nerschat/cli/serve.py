@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from nerschat.cli.common import console, fail, open_registry, print_error, registry_option
+from nerschat.cli.common import console, fail, open_registry, registry_option
 from nerschat.errors import NerschatError
 from nerschat.pilot.engines import ENGINES
 from nerschat.pilot.pilot import Pilot, PilotConfig
@@ -105,8 +105,8 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
     for name in ("httpx", "httpx2"):  # one line per health probe otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     if old_options:
-        print_error("-o/--option is deprecated for serve (-o means --output elsewhere): "
-                    "use -E/--engine-opt NAME=VALUE")
+        click.echo("warning: -o/--option is deprecated for serve (-o means --output "
+                   "elsewhere): use -E/--engine-opt NAME=VALUE", err=True)
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)
