@@ -44,12 +44,27 @@ def stream(entry: Endpoint, outcome: Outcome) -> None:
         outcome.error = type(exc).__name__
 
 
-def start_streams(entry: Endpoint, count: int) -> tuple[list[Outcome], list[threading.Thread]]:
-    outcomes = [Outcome() for _ in range(count)]
-    threads = [threading.Thread(target=stream, args=(entry, o), daemon=True) for o in outcomes]
+def ask(entry: Endpoint, outcome: Outcome) -> None:
+    """One non-streamed chat answer, straight to the server."""
+    client = openai.OpenAI(base_url=entry.url, api_key=entry.api_key, max_retries=0, timeout=60)
+    try:
+        reply = client.chat.completions.create(
+            model=entry.model, messages=[{"role": "user", "content": PROMPT}])
+        outcome.pieces = len((reply.choices[0].message.content or "").split())
+        outcome.done = True
+    except Exception as exc:  # noqa: BLE001 - the test reports whatever cut the request
+        outcome.error = type(exc).__name__
+
+
+def start_streams(entry: Endpoint, count: int,
+                  plain: int = 0) -> tuple[list[Outcome], list[threading.Thread]]:
+    """`count` streamed and `plain` non-streamed requests, running on the server."""
+    outcomes = [Outcome() for _ in range(count + plain)]
+    threads = [threading.Thread(target=stream if i < count else ask, args=(entry, o),
+                                daemon=True) for i, o in enumerate(outcomes)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: server_counters(entry)["vllm:num_requests_running"] >= count, 15,
+    wait_until(lambda: server_counters(entry)["vllm:num_requests_running"] >= count + plain, 15,
                "the streams to be running")
     return outcomes, threads
 
@@ -62,10 +77,10 @@ def finished(outcomes: list[Outcome], threads: list[threading.Thread]) -> int:
 
 def test_sigterm_and_stop_let_streams_in_flight_finish(fleet: StubFleet,
                                                        registry: Registry) -> None:
-    pilots = [fleet.start(f"m{i}", chunk_delay=0.4, extra=("--grace-period", "60"))
+    pilots = [fleet.start(f"m{i}", chunk_delay=1.0, extra=("--grace-period", "60"))
               for i in (1, 2)]
     entries = [fleet.wait_ready(p) for p in pilots]
-    running = [start_streams(entry, 3) for entry in entries]  # each needs ~6 s
+    running = [start_streams(entry, 3) for entry in entries]  # each needs ~15 s
     pilots[0].process.send_signal(signal.SIGTERM)
     subprocess.run([*NERSCHAT, "stop", entries[1].id, "--no-wait", "--registry",
                     str(registry.path)], check=True, capture_output=True, timeout=30)
@@ -90,7 +105,8 @@ def test_drain_budget_bounds_the_wait(fleet: StubFleet, registry: Registry) -> N
 
 def test_walltime_drain_keeps_requests_in_flight(registry: Registry) -> None:
     """Streams and non-streamed requests in flight when the walltime drain starts finish."""
-    config = PilotConfig(engine="stub", model="m1", options={"chunk_delay": 0.4}, ttl=60,
+    config = PilotConfig(engine="stub", model="m1", options={"chunk_delay": 0.4, "latency": 3},
+                         ttl=60,
                          drain_before=60.0, grace_period=0.0)  # the walltime has its own budget
     pilot = Pilot(config, registry)
     codes: list[int] = []
@@ -98,7 +114,7 @@ def test_walltime_drain_keeps_requests_in_flight(registry: Registry) -> None:
     runner.start()
     wait_until(lambda: registry.endpoints("m1") != [], 30, "the pilot to be ready")
     (entry,) = registry.endpoints("m1")
-    outcomes, threads = start_streams(entry, 4)
+    outcomes, threads = start_streams(entry, 3, plain=3)  # each needs 3 s or more
     assert pilot.endpoint is not None
     # The job's end comes within drain_before (as after `scontrol update TimeLimit=...`),
     # ~40 s of it left for the drain; the heartbeat is 20 s apart, the walltime is checked
@@ -107,6 +123,6 @@ def test_walltime_drain_keeps_requests_in_flight(registry: Registry) -> None:
     wait_until(lambda: (e := registry.get(entry.id)) is not None and e.state == "draining", 5,
                "the walltime drain to start")
     assert pilot.stop.walltime
-    assert finished(outcomes, threads) == 4
+    assert finished(outcomes, threads) == 6
     runner.join(60)
     assert codes == [0] and registry.scan().entries == []
