@@ -65,7 +65,7 @@ from nerschat.pilot.probes import (
 )
 from nerschat.pilot.runtimes import ContainerError, get_runtime
 from nerschat.pilot.walltime import current_job_id, job_end_time
-from nerschat.registry import Endpoint, Kind, Registry
+from nerschat.registry import Endpoint, Kind, Registry, State
 
 logger = logging.getLogger(__name__)
 
@@ -573,9 +573,9 @@ class Pilot:
         self.registry.publish(entry)
         self._published = True
 
-    def _set_state(self, state: str, **changes: Any) -> None:
+    def _set_state(self, state: State, **changes: Any) -> None:
         entry = self._entry
-        entry.state = state  # type: ignore[assignment]
+        entry.state = state
         for name, value in changes.items():
             setattr(entry, name, value)
         self._beat()

@@ -325,7 +325,7 @@ class StubServer:
             text, finish = self._generate(text_in, body, i)
             completion_tokens += len(_words(text))
             choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish})
-        prompt_tokens = sum(len(_words(p)) for p in prompts)
+        prompt_tokens: int = sum(len(_words(str(p))) for p in prompts)
         self.state.prompt_tokens += prompt_tokens
         self.state.generation_tokens += completion_tokens
         return web.json_response({
