@@ -179,7 +179,7 @@ def test_local_vllm_build_gets_graceful_shutdown(monkeypatch: pytest.MonkeyPatch
 def test_ownership_and_metrics_routes() -> None:
     """The pilot checks its key on an authenticated route and watches the queue on /metrics."""
     tei = get_engine("tei").launch(request(model="BAAI/bge-m3", kind="embedding"))
-    assert (tei.auth_path, tei.metrics_path) == ("/info", None)
+    assert (tei.auth_path, tei.metrics_path) == ("/info", "/metrics")
     vllm = get_engine("vllm").launch(request())
     assert (vllm.auth_path, vllm.metrics_path) == ("/v1/models", "/metrics")
     stub = get_engine("stub").launch(request(model="m"))

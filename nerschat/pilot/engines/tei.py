@@ -71,6 +71,8 @@ class TeiRecipe:
             kind="embedding",
             served_model=request.served_name or request.model,
             auth_path="/info",  # TEI's /v1/models is not guaranteed; /info needs the key
-            metrics_path=None,  # TEI serves Prometheus on its own port (9000), not the API's
+            # The HTTP build serves Prometheus text on its API port; its queue is te_queue_size
+            # (requests in a running batch are finished by TEI's own graceful shutdown).
+            metrics_path="/metrics",
             capacity=option_int(opts, "max_concurrent_requests") or 512,
         )
