@@ -6,14 +6,18 @@ Field case `walltime-drain-kills-inflight`: a drain ahead of the walltime (and o
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import openai
+import pytest
 
 from nerschat.pilot.pilot import Pilot, PilotConfig
 from nerschat.registry import Endpoint, Registry
@@ -126,3 +130,27 @@ def test_walltime_drain_keeps_requests_in_flight(registry: Registry) -> None:
     assert finished(outcomes, threads) == 6
     runner.join(60)
     assert codes == [0] and registry.scan().entries == []
+
+
+def test_walltime_from_squeue_in_a_slurm_job(fleet: StubFleet, registry: Registry,
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The field case through the CLI: the end time comes from `squeue` for SLURM_JOB_ID,
+    the drain starts `--drain-before` ahead of it, and streams already running finish."""
+    end = datetime.now() + timedelta(seconds=75)
+    squeue = tmp_path / "bin" / "squeue"
+    squeue.parent.mkdir()
+    squeue.write_text(f"#!/bin/sh\necho {end.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{squeue.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    pilot = fleet.start("m1", chunk_delay=1.0, extra=("--drain-before", "60", "-v"))
+    entry = fleet.wait_ready(pilot)
+    assert entry.slurm_job_id == "4242" and entry.expires_at is not None
+    outcomes, threads = start_streams(entry, 2)  # ~15 s each; the drain starts at ~15 s
+    wait_until(lambda: (e := registry.get(entry.id)) is not None and e.state == "draining",
+               30, "the walltime drain")
+    assert any(not o.done for o in outcomes)  # still running when the drain began
+    assert finished(outcomes, threads) == 2
+    assert pilot.process.wait(30) == 0
+    assert "walltime ends in" in pilot.log.read_text()
