@@ -22,10 +22,12 @@ from nerschat.errors import UsageError
 
 SCHEMA_VERSION = 1
 KINDS = ("llm", "embedding")
-# unhealthy: the server stopped answering its health probe (the pilot may recover it)
-STATES = ("starting", "ready", "draining", "unhealthy")
+# `pending`: a job `nerschat launch` submitted that has not started its pilot yet; it has no
+# URL, its `slurm_job_id` names the job, and the pilot's own entry (same id) replaces it.
+# `unhealthy`: the server stopped answering its health probe (the pilot may recover it).
+STATES = ("pending", "starting", "ready", "draining", "unhealthy")
 Kind = Literal["llm", "embedding"]
-State = Literal["starting", "ready", "draining", "unhealthy"]
+State = Literal["pending", "starting", "ready", "draining", "unhealthy"]
 
 ENTRY_SUFFIX = ".json"
 STOP_SUFFIX = ".stop"
@@ -112,7 +114,9 @@ class Endpoint:
             raise ValueError(f"field 'kind': {data['kind']!r} is not one of {KINDS}")
         if data["state"] not in STATES:
             raise ValueError(f"field 'state': {data['state']!r} is not one of {STATES}")
-        if not isinstance(data["url"], str) or not data["url"].rstrip("/").endswith("/v1"):
+        if data["state"] == "pending" and data["url"] == "":
+            pass  # a queued job has no server yet
+        elif not isinstance(data["url"], str) or not data["url"].rstrip("/").endswith("/v1"):
             raise ValueError(f"field 'url': {data['url']!r} does not end in /v1")
         for name in ("heartbeat_at", "ttl"):
             if not isinstance(data[name], (int, float)):

@@ -13,8 +13,8 @@ from nerschat.cli.common import console, fail, format_age, open_registry, regist
 from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import RegistryError
 
-STATE_STYLE = {"ready": "green", "starting": "yellow", "draining": "magenta", "stale": "red",
-               "unhealthy": "red"}
+STATE_STYLE = {"pending": "cyan", "ready": "green", "starting": "yellow", "draining": "magenta",
+               "stale": "red", "unhealthy": "red"}
 
 
 @click.command(name="ls")
@@ -121,6 +121,10 @@ def stop(registry_path: str | None, shared: bool, endpoint_ids: tuple[str, ...],
     for endpoint_id in targets:
         registry.request_stop(endpoint_id)
     console.print(f"stop requested for {len(targets)} endpoint(s)")
+    from nerschat.parsl.launch import cancel_pending  # jobs still queued: scancel them
+
+    for job_id in cancel_pending(registry, targets):
+        console.print(f"cancelled queued job {job_id}")
     if not wait_gone:
         return
     deadline = time.monotonic() + timeout

@@ -81,6 +81,9 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
                    "many times per 10 minutes; past that the pilot exits non-zero.")
 @click.option("--api-key-env", default=None, metavar="VAR",
               help="Read the API key from this environment variable [default: a random key].")
+@click.option("--id", "endpoint_id", default=None, metavar="ID",
+              help="Registry entry id to publish under (replaces a `pending` entry that "
+                   "`nerschat launch` wrote) [default: a fresh id].")
 @click.option("-v", "--verbose", is_flag=True)
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @registry_option
@@ -90,9 +93,8 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
           old_options: tuple[str, ...], ttl: float, ready_timeout: float, drain_before: float,
           grace_period: float, stop_timeout: float, health_timeout: float,
           health_failures: int, stall_timeout: float, unhealthy_timeout: float,
-          max_restarts: int,
-          api_key_env: str | None,
-          verbose: bool, extra_args: tuple[str, ...]) -> None:
+          max_restarts: int, api_key_env: str | None, endpoint_id: str | None, verbose: bool,
+          extra_args: tuple[str, ...]) -> None:
     """Start a server and publish it in the registry until stopped.
 
     Arguments after `--` go to the server unchanged (e.g. `-- --enforce-eager`).
@@ -123,6 +125,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
             health_timeout=health_timeout, health_failures=health_failures,
             stall_timeout=stall_timeout,
             unhealthy_timeout=unhealthy_timeout, max_restarts=max_restarts,
+            endpoint_id=endpoint_id,
         )
         pilot = Pilot(config, open_registry(registry_path, shared))
         code = pilot.run(on_ready=lambda e: console.print(
