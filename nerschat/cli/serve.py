@@ -27,8 +27,11 @@ Environment:
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """`("max_num_seqs=64", "latency=0.1")` -> `{"max_num_seqs": "64", "latency": "0.1"}`;
-    dashes in names become underscores. click.BadParameter for a pair without `=`."""
+    """Turn NAME=VALUE pairs into engine options.
+
+    `("max_num_seqs=64", "latency=0.1")` -> `{"max_num_seqs": "64", "latency": "0.1"}`;
+    dashes in names become underscores. click.BadParameter for a pair without `=`.
+    """
     options: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")

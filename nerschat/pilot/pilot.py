@@ -334,8 +334,10 @@ class Pilot:
                 raise
 
     def _restart_or_fail(self, why: str, restarts: list[float]) -> list[float]:
-        """Kill the server for a restart and return the restart times within the window;
-        past `max_restarts` (or with 0), remove the entry and raise PilotError with `why`."""
+        """Kill the server for a restart; return the restart times within the window.
+
+        Past `max_restarts` (or with 0), remove the entry and raise PilotError with `why`.
+        """
         cfg = self.config
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < cfg.restart_window]
@@ -453,8 +455,11 @@ class Pilot:
         return None
 
     def _wait_ready(self) -> ReadyOutcome:
-        """Probe health until our own server answers; `stopped` if a stop came first,
-        `port-taken` if the server died because another process holds an auto-picked port."""
+        """Probe health until our own server answers (`ready`).
+
+        `stopped` if a stop came first, `port-taken` if the server died because another
+        process holds an auto-picked port; PilotError otherwise.
+        """
         assert self.launch is not None
         process, cfg = self._process, self.config
         url = self._local_url(self.launch.health_path)
@@ -558,9 +563,12 @@ class Pilot:
         return None
 
     def _beat(self) -> None:
-        """Renew the heartbeat. An entry removed by someone else (a stop or prune that took
-        a late heartbeat for a dead pilot, removing the stop request with it) counts as a
-        stop request, and is not written again."""
+        """Renew the heartbeat.
+
+        An entry removed by someone else (a stop or prune that took a late heartbeat for a
+        dead pilot, removing the stop request with it) counts as a stop request, and is not
+        written again.
+        """
         entry = self._entry
         if self._removed:
             return

@@ -1,6 +1,6 @@
-"""What the pilot asks about its own server: is the port free, is the server ours, is it alive,
-how many requests does it hold.
+"""What the pilot asks about its own server.
 
+Is the port free, is the server on it ours, is it alive, how many requests does it hold.
 Every probe is against 127.0.0.1 on the pilot's own node. Nothing here raises for a bad
 reply: a server that answers nonsense is simply "not ready", "not ours" or "load unknown".
 """
@@ -58,8 +58,10 @@ def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
 
 
 def check_key(client: httpx2.Client, url: str, api_key: str) -> str | None:
-    """None if the server at `url` (an authenticated route) accepts `api_key` and refuses a
-    random one; otherwise a short reason why it is not the server started with that key."""
+    """Check that the server at `url` (an authenticated route) was started with `api_key`.
+
+    None if it accepts `api_key` and refuses a random one; otherwise a short reason.
+    """
     try:
         ours = client.get(url, headers={"Authorization": f"Bearer {api_key}"})
         if ours.status_code != 200:
@@ -142,8 +144,10 @@ def parse_load(metrics: str) -> int | None:
 
 
 def parse_progress(metrics: str) -> float | None:
-    """A number that grows while the server makes progress (vLLM's token and finished-request
-    counters, summed), or None when the server exports none of them."""
+    """A number that grows while the server makes progress.
+
+    vLLM's token and finished-request counters, summed; None when none is exported.
+    """
     return _sum(_PROGRESS_LINE, metrics)
 
 
@@ -191,13 +195,16 @@ class LivenessMonitor:
         self._thread = threading.Thread(target=self._run, name="nerschat-liveness", daemon=True)
 
     def start(self) -> LivenessMonitor:
+        """Start probing in the background; returns self."""
         self._thread.start()
         return self
 
     def close(self) -> None:
+        """Stop probing (the thread ends after its current probe)."""
         self._closed.set()
 
     def health(self) -> Health:
+        """A snapshot of the consecutive failures so far."""
         with self._lock:
             return Health(self._health.failures, self._health.last_error, self._health.probes)
 

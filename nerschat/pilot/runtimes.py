@@ -40,7 +40,9 @@ class ContainerRuntime(Protocol):
     needs_image: bool
     server_in_session: bool
 
-    def wrap(self, launch: ServerLaunch, image: str | None) -> Command: ...
+    def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The command that runs `launch` in `image`, secrets kept off its argv."""
+        ...
 
 
 class NoContainer:
@@ -51,6 +53,7 @@ class NoContainer:
     server_in_session = True
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The server's own command, secrets in its environment."""
         return Command(list(launch.argv), {**launch.env, **launch.secret_env})
 
 
@@ -65,6 +68,7 @@ class Shifter:
         self.modules = modules
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The runtime's command around the server's."""
         argv = ["shifter", f"--image={image}"]
         if self.modules:
             argv.append(f"--module={','.join(self.modules)}")
@@ -82,6 +86,7 @@ class PodmanHpc:
     server_in_session = False  # conmon, not our command, is the container's parent
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The runtime's command around the server's."""
         argv = ["podman-hpc", "run", "--rm", "--gpu", "--net", "host", "--ipc", "host"]
         argv += ["-e", "CUDA_VISIBLE_DEVICES"]
         for key in sorted({**launch.env, **launch.secret_env}):
@@ -102,6 +107,7 @@ class Apptainer:
     server_in_session = True
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """`apptainer exec --nv` of the image (a docker:// URI unless a path or URI)."""
         assert image is not None
         source = image if ("://" in image or os.path.exists(image)) else f"docker://{image}"
         env = {**launch.env, **launch.secret_env}

@@ -73,12 +73,18 @@ class EngineRecipe(Protocol):
     """
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The engine's name, as `--engine` takes it."""
+        ...
 
     @property
-    def default_image(self) -> str | None: ...
+    def default_image(self) -> str | None:
+        """The pinned container image (None: the engine runs without one)."""
+        ...
 
-    def launch(self, request: LaunchRequest) -> ServerLaunch: ...
+    def launch(self, request: LaunchRequest) -> ServerLaunch:
+        """The server command for `request`."""
+        ...
 
 
 def option_int(options: dict[str, Any], name: str) -> int | None:
