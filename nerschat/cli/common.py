@@ -19,18 +19,24 @@ console = Console(stderr=True)
 
 def registry_option(func: F) -> F:
     """`--registry DIR` (default: $NERSCHAT_REGISTRY, else ~/.nerschat/registry)."""
-    func = click.option(
-        "--shared", is_flag=True, default=False,
-        help="Group-shared registry (0750/0640) instead of private (0700/0600).",
-    )(func)
     return click.option(
         "--registry", "registry_path", type=click.Path(file_okay=False), default=None,
         help="Registry directory [default: $NERSCHAT_REGISTRY or ~/.nerschat/registry].",
     )(func)
 
 
+def shared_option(func: F) -> F:
+    """`--shared`: for commands that write to the registry (serve, stop)."""
+    return click.option(
+        "--shared", is_flag=True, default=False,
+        help="Files this command writes are group-readable (0640), and a registry directory "
+             "it creates is setgid 2750; an existing directory's mode is never changed.",
+    )(func)
+
+
 def open_registry(registry_path: str | None, shared: bool = False) -> Registry:
-    return Registry(registry_path, shared=shared)
+    """The command's registry (see `Registry.of`)."""
+    return Registry.of(registry_path, shared=shared)
 
 
 def print_error(message: str) -> None:

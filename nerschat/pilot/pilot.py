@@ -293,8 +293,7 @@ class Pilot:
 
     def _beat(self) -> None:
         assert self.endpoint is not None
-        self.endpoint.heartbeat_at = time.time()
-        self.registry.publish(self.endpoint)
+        self.registry.heartbeat(self.endpoint)  # in place unless the entry changed
 
     def _set_state(self, state: str, **changes: Any) -> None:
         assert self.endpoint is not None
