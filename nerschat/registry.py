@@ -119,6 +119,7 @@ def _group(gid: int) -> str:
 # -- field validation -----------------------------------------------------------------
 
 _BAD_CATEGORIES = ("Cc", "Cf", "Cs", "Co")
+_IPV6_HOST = re.compile(r"^https?://\[[0-9A-Fa-f:.]+\]")
 
 
 def _text(name: str, value: object, *, limit: int = 512, markup: bool = False,
@@ -204,7 +205,10 @@ def _validate_fields(data: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"field 'state': {_show(data['state'])} is not one of {STATES}")
     _text("engine", data["engine"], limit=64)
     _text("model", data["model"])
-    _text("url", data["url"], limit=2048)
+    _text("url", data["url"], limit=2048, markup=True)
+    outside_host = _IPV6_HOST.sub("", data["url"], count=1)
+    if "[" in outside_host or "]" in outside_host:
+        raise ValueError(f"field 'url': brackets (terminal markup) in {_show(data['url'])}")
     url_host(data["url"])
     _text("host", data["host"], limit=255)
     key = data.get("api_key")
