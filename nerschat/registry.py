@@ -709,12 +709,14 @@ class Registry:
                 raise ValueError(problem)
             chunks = []
             size = 0
+            want = min(st.st_size, MAX_ENTRY_BYTES) + 1  # one read when the size is right
             while size <= MAX_ENTRY_BYTES:
-                chunk = os.read(fd, MAX_ENTRY_BYTES + 1 - size)
-                if not chunk:
-                    break
+                chunk = os.read(fd, want)
                 chunks.append(chunk)
                 size += len(chunk)
+                if len(chunk) < want:
+                    break
+                want = MAX_ENTRY_BYTES + 1 - size
         finally:
             os.close(fd)
         if size > MAX_ENTRY_BYTES:
