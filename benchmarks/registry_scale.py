@@ -120,14 +120,18 @@ def old_publish(registry: Registry, entry: Endpoint) -> None:
                            json.dumps(entry.to_dict(), indent=1, sort_keys=True).encode())
 
 
-def pilots_main(path: str, mode: str, entries: int, t0: float, plan: dict[str, float],
-                out: mp.Queue) -> None:  # type: ignore[type-arg]
+def pilots_main(path: str, mode: str, entries: int, start: Any, published: Any,
+                plan: dict[str, float], out: mp.Queue) -> None:  # type: ignore[type-arg]
     """All pilots in one process: heartbeats every ttl/3, plus the planned events."""
     registry = Registry(path)
     counts = install_counter(path)
     live = [endpoint(i) for i in range(entries - 2)] + [endpoint(STOPPED), endpoint(CRASHED)]
     for e in live:
         registry.publish(e)
+    published.set()
+    while start.value == 0.0:
+        time.sleep(0.01)
+    t0 = start.value
     counts.clear()
     beats = 0
     beat: Callable[[Endpoint], None] = (
@@ -187,15 +191,21 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
     counts = install_counter(path)
     while time.time() < t0:
         time.sleep(0.01)
-    per_second: list[int] = []
+    marks = {name: plan[name] for name in ("quiet_from", "death", "end")}
+    at_mark: dict[str, int] = {}
+
+    def sample(now: float) -> None:
+        for name, offset in marks.items():
+            if name not in at_mark and now >= t0 + offset:
+                at_mark[name] = metadata(counts)
+
     attempts: list[tuple[float, str, bool]] = []
     refreshes = 0
     if mode == "before":
         next_refresh = t0
         while time.time() < t0 + plan["end"]:
             now = time.time()
-            while len(per_second) < int(now - t0):
-                per_second.append(metadata(counts))
+            sample(now)
             if now >= next_refresh:
                 old_scan(path)
                 refreshes += 1
@@ -210,8 +220,7 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
         next_request = t0
         while time.time() < t0 + plan["end"]:
             now = time.time()
-            while len(per_second) < int(now - t0):
-                per_second.append(metadata(counts))
+            sample(now)
             for _ in range(3):  # the transport's fail-over attempts
                 try:
                     load = pool.acquire()
@@ -227,7 +236,8 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
             next_request += period
             time.sleep(max(0.0, next_request - time.time()))
         refreshes = registry.scans - scans_before
-    out.put({"role": "client", "index": index, "per_second": per_second,
+    at_mark.setdefault("end", metadata(counts))
+    out.put({"role": "client", "index": index, "at_mark": at_mark,
              "counts": dict(counts), "attempts": attempts, "refreshes": refreshes})
 
 
@@ -250,9 +260,13 @@ def run(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "quiet_from": 8.0}
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    t0 = time.time() + 4.0 + args.clients * 0.02
-    pilots = ctx.Process(target=pilots_main, args=(path, mode, args.entries, t0, plan, out))
+    start, published = ctx.Value("d", 0.0), ctx.Event()
+    pilots = ctx.Process(target=pilots_main,
+                         args=(path, mode, args.entries, start, published, plan, out))
     pilots.start()
+    published.wait(600)  # every entry written before the clients start
+    t0 = time.time() + 2.0 + args.clients * 0.02
+    start.value = t0
     clients = [ctx.Process(target=client_main, args=(path, mode, i, t0, plan, args.rate, out))
                for i in range(args.clients)]
     for c in clients:
@@ -274,18 +288,16 @@ def run(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if (tmp / f"strace-{mode}.txt").exists() else None}
 
 
-def per_minute(series: list[int], start: float, end: float) -> float:
-    start_i, end_i = int(start), min(int(end), len(series) - 1)
-    if end_i <= start_i:
-        return float("nan")
-    return (series[end_i] - series[start_i]) / (end_i - start_i) * 60.0
+def per_minute(client: dict[str, Any], plan: dict[str, float], start: str, end: str) -> float:
+    marks = client["at_mark"]
+    return (marks[end] - marks[start]) / (plan[end] - plan[start]) * 60.0
 
 
 def report(result: dict[str, Any], entries: int) -> dict[str, float]:
     plan = result["plan"]
     clients = result["clients"]
-    quiet = [per_minute(c["per_second"], plan["quiet_from"], plan["death"]) for c in clients]
-    whole = [per_minute(c["per_second"], plan["quiet_from"], plan["end"]) for c in clients]
+    quiet = [per_minute(c, plan, "quiet_from", "death") for c in clients]
+    whole = [per_minute(c, plan, "quiet_from", "end") for c in clients]
     total = sum(sum(c["counts"].values()) for c in clients) / len(clients)
     quiet_mean = sum(quiet) / len(quiet)
     print(f"\n== {result['mode']}: {entries} entries, {len(clients)} clients, "
