@@ -200,6 +200,7 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
                 at_mark[name] = metadata(counts)
 
     attempts: list[tuple[float, str, bool]] = []
+    left: dict[str, float] = {}  # seconds after its death an endpoint left this client's pool
     refreshes = 0
     if mode == "before":
         next_refresh = t0
@@ -221,6 +222,11 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
         while time.time() < t0 + plan["end"]:
             now = time.time()
             sample(now)
+            if now >= dead[STOPPED] and len(left) < 2:
+                present = {load.id for load in pool.loads()}
+                for name in (STOPPED, CRASHED):
+                    if name not in present:
+                        left.setdefault(name, now - dead[name])
             for _ in range(3):  # the transport's fail-over attempts
                 try:
                     load = pool.acquire()
@@ -238,7 +244,8 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
         refreshes = registry.scans - scans_before
     at_mark.setdefault("end", metadata(counts))
     out.put({"role": "client", "index": index, "at_mark": at_mark,
-             "counts": dict(counts), "attempts": attempts, "refreshes": refreshes})
+             "counts": dict(counts), "attempts": attempts, "refreshes": refreshes,
+             "left": left})
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -333,9 +340,14 @@ def report_events(result: dict[str, Any]) -> None:
         late = [t for t in after if t > 5.0]
         last = max(after) if after else 0.0
         first_try = [t for t in after if t <= 5.0]
+        gone = [c["left"][name] for c in result["clients"] if name in c["left"]]
+        out_of_pool = (f"out of all {len(gone)} clients' pools after {max(gone):.1f} s"
+                       if len(gone) == len(result["clients"]) else
+                       f"out of {len(gone)} of {len(result['clients'])} clients' pools "
+                       f"by the end (the others cool it down until its ttl, {TTL:.0f} s)")
         print(f"  {what}: {len(after)} failed attempts after its death (each failed over), "
               f"{len(first_try)} within 5 s, {len(late)} later (cool-down probes), the last "
-              f"at +{last:.1f} s")
+              f"at +{last:.1f} s; {out_of_pool}")
     firsts = []
     for c in result["clients"]:
         seen = [t for t, i, ok in c["attempts"] if i == NEW and ok and t >= ready]

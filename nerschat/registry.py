@@ -513,7 +513,7 @@ class Registry:
     @classmethod
     def of(cls, registry: Registry | str | os.PathLike[str] | None = None, *,
            shared: bool | None = None) -> Registry:
-        """The one way to get a Registry: an existing one (as is), a path, or None (default).
+        """The one way to get a Registry: an existing one (as is), a path, or None/"" (default).
 
         `shared=None` keeps an existing Registry's mode (private for a new one).
         """
@@ -521,7 +521,7 @@ class Registry:
             if shared is None or shared == registry.shared:
                 return registry
             return cls(registry.path, shared=shared, allowed_hosts=registry.allowed_hosts)
-        return cls(registry, shared=bool(shared))
+        return cls(registry or None, shared=bool(shared))  # "" means the default, like None
 
     def __repr__(self) -> str:
         return f"Registry({str(self.path)!r}, shared={self.shared})"

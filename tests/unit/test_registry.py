@@ -387,6 +387,7 @@ def test_key_is_not_in_reprs_or_logs(registry: Registry, caplog: pytest.LogCaptu
 def test_registry_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NERSCHAT_REGISTRY", str(tmp_path / "env"))
     assert Registry.of().path == tmp_path / "env"
+    assert Registry.of("").path == tmp_path / "env"
     assert Registry.of(None, shared=True).shared
     reg = Registry(tmp_path / "a", shared=True)
     assert Registry.of(reg) is reg
