@@ -646,8 +646,8 @@ class Registry:
             try:
                 os.utime(self.entry_path(endpoint.id), ns=(ns, ns), follow_symlinks=False)
                 return
-            except FileNotFoundError:
-                pass  # pruned or removed by hand: write it again
+            except OSError:
+                pass  # pruned, removed or replaced by someone else: write it again
         self.publish(endpoint)
 
     def remove(self, endpoint_id: str) -> None:
