@@ -192,12 +192,12 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
     while time.time() < t0:
         time.sleep(0.01)
     marks = {name: plan[name] for name in ("quiet_from", "death", "end")}
-    at_mark: dict[str, int] = {}
+    at_mark: dict[str, tuple[float, int]] = {}  # when (s after t0) and the count so far
 
     def sample(now: float) -> None:
         for name, offset in marks.items():
             if name not in at_mark and now >= t0 + offset:
-                at_mark[name] = metadata(counts)
+                at_mark[name] = (now - t0, metadata(counts))
 
     attempts: list[tuple[float, str, bool]] = []
     left: dict[str, float] = {}  # seconds after its death an endpoint left this client's pool
@@ -242,7 +242,7 @@ def client_main(path: str, mode: str, index: int, t0: float, plan: dict[str, flo
             next_request += period
             time.sleep(max(0.0, next_request - time.time()))
         refreshes = registry.scans - scans_before
-    at_mark.setdefault("end", metadata(counts))
+    at_mark.setdefault("end", (time.time() - t0, metadata(counts)))
     out.put({"role": "client", "index": index, "at_mark": at_mark,
              "counts": dict(counts), "attempts": attempts, "refreshes": refreshes,
              "left": left})
@@ -264,7 +264,7 @@ def run(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     Registry(path).ensure()
     plan = {"end": args.duration, "death": args.duration * 0.6,
             "new_starting": args.duration * 0.7, "new_ready": args.duration * 0.75,
-            "quiet_from": 8.0}
+            "quiet_from": min(15.0, args.duration * 0.25)}
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start, published = ctx.Value("d", 0.0), ctx.Event()
@@ -295,16 +295,17 @@ def run(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if (tmp / f"strace-{mode}.txt").exists() else None}
 
 
-def per_minute(client: dict[str, Any], plan: dict[str, float], start: str, end: str) -> float:
-    marks = client["at_mark"]
-    return (marks[end] - marks[start]) / (plan[end] - plan[start]) * 60.0
+def per_minute(client: dict[str, Any], start: str, end: str) -> float:
+    """Metadata ops per minute between two marks, over the time actually between them."""
+    (t_start, n_start), (t_end, n_end) = client["at_mark"][start], client["at_mark"][end]
+    return (n_end - n_start) / max(t_end - t_start, 1e-9) * 60.0
 
 
 def report(result: dict[str, Any], entries: int) -> dict[str, float]:
     plan = result["plan"]
     clients = result["clients"]
-    quiet = [per_minute(c, plan, "quiet_from", "death") for c in clients]
-    whole = [per_minute(c, plan, "quiet_from", "end") for c in clients]
+    quiet = [per_minute(c, "quiet_from", "death") for c in clients]
+    whole = [per_minute(c, "quiet_from", "end") for c in clients]
     total = sum(sum(c["counts"].values()) for c in clients) / len(clients)
     quiet_mean = sum(quiet) / len(quiet)
     print(f"\n== {result['mode']}: {entries} entries, {len(clients)} clients, "
