@@ -69,6 +69,9 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SETTLE_SECONDS = 1.0
 """A directory listed less than this after its mtime is listed again (coarse mtimes)."""
 RECHECK_GAP = 1.0
+QUIET_AFTER = 10.0
+"""A directory unchanged for this long is checked at most every `QUIET_CHECK_GAP` seconds."""
+QUIET_CHECK_GAP = 3.0
 STALE_RECHECK_FIRST = 5.0
 STALE_RECHECK_MAX = 300.0
 
@@ -804,8 +807,11 @@ class RegistryView:
     """A client process's cached view of a registry: re-reads only what changed.
 
     `refresh()` costs one stat of the directory when nothing was added, removed or
-    replaced (heartbeats renew files in place, which does not change the directory). When
-    the directory changed it lists it once and reads only files with a new inode. Entries
+    replaced (heartbeats renew files in place, which does not change the directory), and
+    nothing at all when the directory was checked less than `QUIET_CHECK_GAP` seconds ago
+    and has not changed for `QUIET_AFTER` seconds (so a client refreshing every 2 s stats a
+    quiet directory every 4 s). When the directory changed it lists it once and reads only
+    files with a new inode. Entries
     named in `recheck` (e.g. the ones a client just failed to reach) get their heartbeat
     re-checked with one stat each, at most every `RECHECK_GAP` seconds; entries seen stale
     or refused are re-checked on their own with a growing back-off (5 s .. 5 min), so a
@@ -820,6 +826,8 @@ class RegistryView:
         self._settled = False
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
+        self._checked = -math.inf  # monotonic time of the last directory stat
+        self._changed = -math.inf  # ... of the last change seen
 
     def __repr__(self) -> str:
         return f"RegistryView({self.registry!r}, {len(self._seen)} files)"
@@ -831,18 +839,26 @@ class RegistryView:
     def refresh(self, recheck: Collection[str] = ()) -> RegistryScan:
         """Bring the view up to date (see the class docstring for the cost)."""
         with self._lock:
+            mono = time.monotonic()
+            quiet = mono - self._changed >= QUIET_AFTER and self._settled
+            due = [s for s in self._seen.values() if s.next_check <= mono]
+            if quiet and not recheck and not due and mono - self._checked < QUIET_CHECK_GAP:
+                return self._result()
+            self._checked = mono
             checked = self.registry.check()
             if checked is None:
                 self._seen.clear()
                 self._signature = None
                 return RegistryScan([], [])
             st, trust = checked
-            now, mono = time.time(), time.monotonic()
+            now = time.time()
             signature = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_uid,
                          st.st_gid, st.st_mode)
             fresh: set[str] = set()
             if signature != self._signature or not self._settled:
                 fresh = self._relist(trust, now, mono)
+                if signature != self._signature:
+                    self._changed = mono
                 self._signature = signature
                 self._settled = now - st.st_mtime_ns / 1e9 >= SETTLE_SECONDS
             wanted = {f"{i}{ENTRY_SUFFIX}" for i in recheck}

@@ -166,3 +166,25 @@ def test_scan_reads_afresh(registry: Registry, fs_calls: Counter[str]) -> None:
 def test_view_refresh_on_missing_directory(tmp_path: Path) -> None:
     view = Registry(tmp_path / "none").view()
     assert view.entries() == []
+
+
+def test_a_quiet_directory_is_checked_less_often(registry: Registry, fs_calls: Counter[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(registry_module, "time", clock)
+    fill(registry, 3)
+    time.sleep(registry_module.SETTLE_SECONDS)
+    view = RegistryView(registry)
+    view.refresh()
+    clock.offset += registry_module.QUIET_AFTER
+    view.refresh()
+    fs_calls.clear()
+    for _ in range(10):
+        assert len(view.entries()) == 3
+    assert fs_calls == Counter()  # quiet and checked just now: answered from memory
+    registry.publish(make_endpoint(id="late"))
+    assert len(view.entries()) == 3
+    assert len(view.entries(recheck=["e000"])) == 4  # a failure report checks at once
+    registry.publish(make_endpoint(id="later"))
+    clock.offset += registry_module.QUIET_CHECK_GAP
+    assert len(view.entries()) == 5  # found within QUIET_CHECK_GAP without any failure
