@@ -25,11 +25,13 @@ _EXPORTS = {
     "wait_for_endpoints": "nerschat.client.readiness",
     "load_embeddings": "nerschat.workflows.embed",
     "PilotGroup": "nerschat.parsl.pilots",
+    "launch": "nerschat.parsl.launch",
 }
 
 if TYPE_CHECKING:
     from nerschat.client.connect import aconnect, connect, endpoints
     from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
+    from nerschat.parsl.launch import launch
     from nerschat.parsl.pilots import PilotGroup
     from nerschat.registry import Endpoint, Registry, default_registry_path
     from nerschat.workflows.embed import load_embeddings
@@ -55,6 +57,7 @@ __all__ = [
     "connect",
     "default_registry_path",
     "endpoints",
+    "launch",
     "load_embeddings",
     "wait_for_endpoints",
 ]

@@ -54,15 +54,20 @@ SCHEMA_VERSION = 2
 """Written by this version. 2: the heartbeat is the file's mtime (max with `heartbeat_at`)."""
 READABLE_SCHEMAS = (1, 2)
 KINDS = ("llm", "embedding")
-STATES = ("starting", "ready", "draining")
+# `pending`: a job `nerschat launch` submitted that has not started its pilot yet; it has no
+# URL, its `slurm_job_id` names the job, and the pilot's own entry (same id) replaces it.
+STATES = ("pending", "starting", "ready", "draining")
 Kind = Literal["llm", "embedding"]
-State = Literal["starting", "ready", "draining"]
+State = Literal["pending", "starting", "ready", "draining"]
 
 ENTRY_SUFFIX = ".json"
 STOP_SUFFIX = ".stop"
 MAX_ENTRY_BYTES = 64 * 1024
 """Entries are about 1 KB; a bigger file is a problem and is not read."""
-MAX_TTL = 86400.0
+MAX_TTL = 30 * 86400.0
+"""Pilots use seconds to minutes; a `pending` entry (a queued job) stands for days."""
+MAX_SKEW = 3600.0
+"""A heartbeat ahead of this machine's clock by more than min(ttl, MAX_SKEW) is refused."""
 ALLOWED_HOSTS_ENV = "NERSCHAT_ALLOWED_HOSTS"
 """Comma-separated host patterns (fnmatch, e.g. `nid*,*.chn.perlmutter.nersc.gov`)."""
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -208,17 +213,20 @@ def _validate_fields(data: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"field 'state': {_show(data['state'])} is not one of {STATES}")
     _text("engine", data["engine"], limit=64)
     _text("model", data["model"])
-    _text("url", data["url"], limit=2048, markup=True)
+    pending = data["state"] == "pending"  # a queued job: no server (url "", pid 0) yet
+    _text("url", data["url"], limit=2048, markup=True, empty=pending)
     outside_host = _IPV6_HOST.sub("", data["url"], count=1)
     if "[" in outside_host or "]" in outside_host:
         raise ValueError(f"field 'url': brackets (terminal markup) in {_show(data['url'])}")
-    url_host(data["url"])
+    if data["url"] or not pending:
+        url_host(data["url"])
     _text("host", data["host"], limit=255)
     key = data.get("api_key")
     if key is not None and (not isinstance(key, str) or not key or len(key) > 4096
                             or not all(" " < ch < "\x7f" for ch in key)):
         raise ValueError("field 'api_key': not a string of printable ASCII")
-    _integer("pid", data["pid"])
+    if isinstance(data["pid"], bool) or not isinstance(data["pid"], int) or data["pid"] < 0:
+        raise ValueError(f"field 'pid': not a process id ({_show(data['pid'])})")  # 0: none yet
     _optional_text("slurm_job_id", data.get("slurm_job_id"), limit=64)
     _number("heartbeat_at", data["heartbeat_at"])
     ttl = _number("ttl", data["ttl"], positive=True)
@@ -341,12 +349,12 @@ def allowed_host_patterns(value: str | Sequence[str] | None = None) -> tuple[str
     return tuple(p.strip().lower() for p in items if p.strip())
 
 
-def host_problem(url: str, host: str, patterns: Sequence[str] = ()) -> str | None:
+def host_problem(url: str, patterns: Sequence[str] = ()) -> str | None:
     """Why an entry's URL host is not a cluster host, or None if it is.
 
-    Loopback is always allowed. Otherwise the URL host must be the entry's `host` and match
-    `patterns` (or this machine's name); with no patterns, the default rule allows a
-    single-label name (`nid001234`), this machine's name or domain, and private addresses.
+    Loopback and this machine's names are always allowed; otherwise the URL host must match
+    `patterns`, or with no patterns the default rule: a single-label name (`nid001234`), a
+    name in this machine's domain, or a private address.
     """
     try:
         target = url_host(url)
@@ -354,8 +362,6 @@ def host_problem(url: str, host: str, patterns: Sequence[str] = ()) -> str | Non
         return str(exc)
     if _is_loopback(target):
         return None
-    if target != host.lower().strip("[]"):
-        return f"URL host {_show(target)} is not the entry's host {_show(host)}"
     local = _local_names()
     if target in local:
         return None
@@ -549,6 +555,7 @@ class Registry:
 
     @property
     def log_dir(self) -> Path:
+        """`DIR/logs`: the pilots' server logs."""
         return self.path / "logs"
 
     # -- the directory ----------------------------------------------------------------
@@ -733,12 +740,14 @@ class Registry:
         if problem:
             raise ValueError(problem)
         beat = _heartbeat(written, st)
-        if beat - now > written.ttl:
-            raise ValueError(f"heartbeat {beat - now:.0f} s in the future (more than the ttl "
-                             f"{written.ttl:.0f} s: clock skew?)")
-        problem = host_problem(written.url, written.host, self.allowed_hosts)
-        if problem:
-            raise ValueError(problem)
+        skew = min(written.ttl, MAX_SKEW)
+        if beat - now > skew:
+            raise ValueError(f"heartbeat {beat - now:.0f} s in the future (more than "
+                             f"{skew:.0f} s: clock skew?)")
+        if written.url:  # only a `pending` entry has none
+            problem = host_problem(written.url, self.allowed_hosts)
+            if problem:
+                raise ValueError(problem)
         # A heartbeat slightly ahead (skew within the ttl) counts as now, so it ages normally.
         return replace(written, heartbeat_at=min(beat, now), observed_at=now)
 
@@ -841,8 +850,8 @@ class RegistryView:
         with self._lock:
             mono = time.monotonic()
             quiet = mono - self._changed >= QUIET_AFTER and self._settled
-            due = [s for s in self._seen.values() if s.next_check <= mono]
-            if quiet and not recheck and not due and mono - self._checked < QUIET_CHECK_GAP:
+            waiting = any(s.next_check <= mono for s in self._seen.values())
+            if quiet and not recheck and not waiting and mono - self._checked < QUIET_CHECK_GAP:
                 return self._result()
             self._checked = mono
             checked = self.registry.check()

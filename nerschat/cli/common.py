@@ -52,13 +52,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def one_line(text: str) -> str:
-    """`text` on one printable line: newlines folded, control characters (ANSI escapes) shown
-    as `\\xNN` so nothing read from a file can drive the terminal."""
+    r"""`text` on one printable line, safe for a terminal.
+
+    Newlines are folded; control characters (ANSI escapes) are shown as `\xNN`, so nothing
+    read from a file can drive the terminal.
+    """
     text = " ".join(text.split("\n")).strip()
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def format_age(seconds: float | None) -> str:
+    """Seconds as `42s`, `7m` or `2.5h` (`-` for None)."""
     if seconds is None:
         return "-"
     seconds = max(0.0, seconds)

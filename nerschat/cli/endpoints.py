@@ -28,7 +28,8 @@ from nerschat.cli.common import (
 from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import Endpoint, Registry, RegistryError, RegistryProblem, is_safe_name
 
-STATE_STYLE = {"ready": "green", "starting": "yellow", "draining": "magenta", "stale": "red"}
+STATE_STYLE = {"pending": "cyan", "ready": "green", "starting": "yellow",
+               "draining": "magenta", "stale": "red"}
 
 
 def _cell(value: object) -> Text:
@@ -198,6 +199,10 @@ def stop(registry_path: str | None, shared: bool, endpoint_ids: tuple[str, ...],
         for endpoint_id in targets:
             registry.request_stop(endpoint_id)
         console.print(f"stop requested for {len(targets)} endpoint(s)")
+        from nerschat.parsl.launch import cancel_pending  # jobs still queued: scancel them
+
+        for job_id in cancel_pending(registry, targets):
+            console.print(Text(one_line(f"cancelled queued job {job_id}")), highlight=False)
         if not wait_gone:
             return
         deadline = time.monotonic() + timeout

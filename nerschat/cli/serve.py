@@ -47,6 +47,9 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Seconds between SIGTERM and SIGKILL when stopping the server.")
 @click.option("--api-key-env", default=None, metavar="VAR",
               help="Read the API key from this environment variable [default: a random key].")
+@click.option("--id", "endpoint_id", default=None, metavar="ID",
+              help="Registry entry id to publish under (replaces a `pending` entry that "
+                   "`nerschat launch` wrote) [default: a fresh id].")
 @click.option("-v", "--verbose", is_flag=True)
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @registry_option
@@ -55,7 +58,8 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
           served_name: str | None, port: int | None, host: str | None, gpus: str | None,
           runtime: str, image: str | None, options: tuple[str, ...], ttl: float,
           ready_timeout: float, drain_before: float, grace_period: float,
-          api_key_env: str | None, verbose: bool, extra_args: tuple[str, ...]) -> None:
+          api_key_env: str | None, endpoint_id: str | None, verbose: bool,
+          extra_args: tuple[str, ...]) -> None:
     """Start a server and publish it in the registry until stopped.
 
     Arguments after `--` go to the server unchanged (e.g. `-- --enforce-eager`).
@@ -77,7 +81,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
             port=port, host=host, gpus=tuple(g for g in gpus.split(",") if g) if gpus else None,
             api_key=api_key, runtime=runtime, image=image, extra_args=extra_args,
             options=parse_options(options), ttl=ttl, ready_timeout=ready_timeout,
-            drain_before=drain_before, grace_period=grace_period,
+            drain_before=drain_before, grace_period=grace_period, endpoint_id=endpoint_id,
         )
         pilot = Pilot(config, open_registry(registry_path, shared))
         code = pilot.run(on_ready=lambda e: console.print(

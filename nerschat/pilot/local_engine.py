@@ -52,7 +52,9 @@ LOCAL_MODELS = {
         kind="llm",
         served_name="gemma-3-270m",
         # float32: on CPUs without bf16 instructions (like these) bfloat16 decodes slower.
-        vllm_args=("--max-model-len", "2048", "--dtype", "float32"),
+        # --block-size 32: the CPU backend's default 128-token KV blocks are longer than most
+        # judge prompts, and prefix caching reuses only full blocks (0% hits otherwise).
+        vllm_args=("--max-model-len", "2048", "--dtype", "float32", "--block-size", "32"),
         max_model_len=2048,
         max_num_seqs=32,  # CPU decoding: a small batch already saturates the cores
     ),

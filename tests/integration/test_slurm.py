@@ -116,7 +116,7 @@ def test_judge_workflow_with_pilots_and_clients_in_slurm_jobs(slurm_jobs: list[s
     items = [json.loads(x) for x in
              (REPO / "examples" / "data" / "judge_sample.jsonl").read_text().splitlines()[:60]]
     source.write_text("".join(json.dumps(i) + "\n" for i in items))
-    env = {**os.environ, "NERSCHAT_SLURM_GPUS_PER_NODE": "2", "NERSCHAT_SLURM_WALLTIME": "00:10:00"}
+    env = {**os.environ, "NERSCHAT_GPUS_PER_NODE": "2", "NERSCHAT_WALLTIME": "00:10:00"}
     before = set(squeue_ids())
     result = subprocess.run(
         [sys.executable, str(REPO / "pipelines" / "batch_judge.py"), str(source), "-o",

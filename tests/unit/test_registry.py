@@ -255,7 +255,7 @@ def test_existing_directory_mode_is_never_changed(tmp_path: Path, shared: bool) 
     ("http://10.1.2.3:8000/v1", "10.1.2.3", True),
     ("http://evil.example.com:8000/v1", "evil.example.com", False),
     ("http://8.8.8.8:8000/v1", "8.8.8.8", False),
-    ("http://nid001234:8000/v1", "nid009999", False),  # URL host is not the entry's host
+    ("http://nid001234:8000/v1", "nid009999", True),  # another node of the cluster
     ("http://user:pw@nid1:8000/v1", "nid1", False),
 ])
 def test_url_hosts_outside_the_cluster_are_flagged(registry: Registry, url: str, host: str,
@@ -328,7 +328,7 @@ def test_future_heartbeat_is_suspect(registry: Registry) -> None:
 
 
 BAD_FIELDS: list[tuple[str, object]] = [
-    ("pid", "1"), ("pid", True), ("pid", -4), ("pid", 1.5),
+    ("pid", "1"), ("pid", True), ("pid", -4), ("pid", 1.5), ("pid", None),
     ("url", 42), ("url", "ftp://h/v1"), ("url", "http://127.0.0.1:99999/v1"),
     ("url", "http://127.0.0.1:9/v2"), ("model", ["m"]), ("model", ""),
     ("model", "[bold red]m1[/]"), ("model", "m1\x1b[2J"), ("engine", None),
@@ -420,3 +420,13 @@ def test_pilot_group_passes_path_and_shared(tmp_path: Path,
     rebuilt = Registry.of(pickle.loads(pickle.dumps(path)), shared=pickle.loads(
         pickle.dumps(shared)))
     assert rebuilt.path == tmp_path / "r" and rebuilt.shared is True
+
+
+def test_pending_entry_of_a_queued_job_is_valid(registry: Registry) -> None:
+    """`nerschat launch` writes one before its job starts: no URL, no pid, a long ttl."""
+    registry.publish(make_endpoint(id="m.abc123.0-0", state="pending", url="", pid=0,
+                                   api_key=None, slurm_job_id="42", ttl=14 * 24 * 3600.0))
+    (entry,) = registry.scan().entries
+    assert entry.state == "pending" and not entry.is_usable()
+    _write_entry(registry, "p2.json", state="ready", url="", pid=0)
+    assert [e.id for e in registry.scan().entries] == ["m.abc123.0-0"]  # only pending may

@@ -12,8 +12,9 @@ from nerschat.pilot.engines.base import (
     option_int,
 )
 
-# The A100 (compute capability 8.0) build; Hopper and Ada builds have other tags.
-TEI_IMAGE = "ghcr.io/huggingface/text-embeddings-inference:1.9"
+# The A100 (compute capability 8.0) build, pinned to a patch release; Hopper and Ada
+# builds have other tags.
+TEI_IMAGE = "ghcr.io/huggingface/text-embeddings-inference:1.9.3"
 TEI_OPTIONS = {
     "max_client_batch_size", "max_batch_tokens", "max_concurrent_requests", "auto_truncate",
     "default_prompt_name", "dtype", "hf_cache",

