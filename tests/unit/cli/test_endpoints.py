@@ -88,7 +88,7 @@ def test_refused_directory_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("command", "takes_shared"), [
-    ("serve", True), ("stop", True), ("ls", False), ("wait", False), ("judge", False),
+    ("serve", True), ("stop", True), ("launch", True), ("ls", False), ("wait", False), ("judge", False),
     ("run-batch", False), ("embed", False), ("chat", False),
 ])
 def test_shared_only_where_it_acts(command: str, takes_shared: bool) -> None:
