@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from nerschat.cli.common import console, fail, open_registry, registry_option
+from nerschat.cli.common import console, fail, open_registry, registry_option, shared_option
 from nerschat.errors import NerschatError
 from nerschat.pilot.engines import ENGINES
 from nerschat.pilot.pilot import Pilot, PilotConfig
@@ -90,6 +90,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("-v", "--verbose", is_flag=True)
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @registry_option
+@shared_option
 def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind: str | None,
           served_name: str | None, port: int | None, host: str | None, gpus: str | None,
           runtime: str, image: str | None, options: tuple[str, ...],

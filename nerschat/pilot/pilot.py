@@ -563,7 +563,7 @@ class Pilot:
         return None
 
     def _beat(self) -> None:
-        """Renew the heartbeat.
+        """Renew the heartbeat (in place: the file's mtime, unless the entry changed).
 
         An entry removed by someone else (a stop or prune that took a late heartbeat for a
         dead pilot, removing the stop request with it) counts as a stop request, and is not
@@ -577,8 +577,7 @@ class Pilot:
             self.stop.set("entry removed from the registry (stopped or pruned while a "
                           "heartbeat was late)")
             return
-        entry.heartbeat_at = time.time()
-        self.registry.publish(entry)
+        self.registry.heartbeat(entry)
         self._published = True
 
     def _set_state(self, state: State, **changes: Any) -> None:

@@ -97,7 +97,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
 
 @contextlib.contextmanager
 def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFleet]:
-    fleet = StubFleet(registry if isinstance(registry, Registry) else Registry(registry))
+    fleet = StubFleet(Registry.of(registry))
     try:
         yield fleet
     finally:
