@@ -59,12 +59,12 @@ def llm_models(client: openai.OpenAI) -> list[str]:
               help="Seconds to wait for a ready server.")
 @registry_option
 def chat(model: str | None, system_prompt: str | None, max_tokens: int, temperature: float,
-         timeout: float, registry_path: str | None, shared: bool) -> None:
+         timeout: float, registry_path: str | None, shared: bool = False) -> None:
     """Chat with a registered LLM in the terminal."""
     console = Console()
     try:
         with console.status("waiting for a ready LLM endpoint") as status:
-            wait_for_endpoints(Registry(registry_path), model, None if model else "llm", timeout,
+            wait_for_endpoints(Registry.of(registry_path), model, None if model else "llm", timeout,
                                on_status=lambda s: status.update(f"waiting: {s}"))
     except EndpointTimeout as exc:
         fail(str(exc))

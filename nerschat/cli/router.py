@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from nerschat.cli.common import console, open_registry, registry_option
+from nerschat.cli.common import console, open_registry, registry_option, shared_option
 from nerschat.registry import Registry
 from nerschat.router import Router, RouterConfig, router_key, run_router
 from nerschat.router.entry import key_location, wait_for_router
@@ -31,6 +31,7 @@ def echo_router(registry: Registry, timeout: float) -> None:
 @click.option("--request-timeout", type=click.FloatRange(min=0.1), default=600.0,
               help="Seconds of upstream silence before an attempt fails over.")
 @registry_option
+@shared_option
 def router(registry_path: str | None, shared: bool, host: str, port: int,
            api_key_env: str | None, wait_timeout: float, request_timeout: float) -> None:
     """Serve every ready model of the registry at one URL (OpenAI and TEI routes)."""

@@ -64,10 +64,10 @@ def instructions(registry: Registry, router: Endpoint, login: str, user: str,
 @click.option("--run", "run_it", is_flag=True,
               help="Run the ssh command here instead of printing it (until Ctrl-C).")
 @registry_option
-def tunnel(registry_path: str | None, shared: bool, login: str, user: str,
+def tunnel(registry_path: str | None, login: str, user: str,
            local_port: int | None, run_it: bool) -> None:
     """Print (or run) the ssh port forward to the router and how to use its key."""
-    registry = open_registry(registry_path, shared)
+    registry = open_registry(registry_path)
     routers = live_routers(registry)
     if not routers:
         fail(f"no router running in {registry.path}: start one with 'nerschat router' "

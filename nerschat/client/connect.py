@@ -22,7 +22,7 @@ RegistryLike = Registry | str | os.PathLike[str] | None
 
 
 def as_registry(registry: RegistryLike) -> Registry:
-    return registry if isinstance(registry, Registry) else Registry(registry)
+    return Registry.of(registry)
 
 
 def _check_kind(kind: str | None) -> None:

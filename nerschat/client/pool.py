@@ -109,7 +109,9 @@ class EndpointPool:
             if time.monotonic() - self._refreshed_at < gap:
                 return
             self._refreshed_at = time.monotonic()
-        entries = self.registry.scan().entries
+            failing = [i for i, load in self._loads.items() if load.consecutive_failures]
+        # Cached: one stat when nothing changed; failing endpoints get their heartbeat checked.
+        entries = self.registry.view().entries(recheck=failing if force else ())
         wall = time.time()
         usable = {
             e.id: e for e in entries

@@ -40,7 +40,7 @@ def run_pilot(config: dict[str, Any], registry_path: str, shared: bool = False) 
     from nerschat.pilot.pilot import Pilot
 
     logging.basicConfig(level=logging.INFO)
-    pilot = Pilot(PilotConfig(**config), Registry(registry_path, shared=shared))
+    pilot = Pilot(PilotConfig(**config), Registry.of(registry_path, shared=shared))
     code = pilot.run()
     return {
         "exit_code": code,
@@ -59,7 +59,7 @@ class PilotGroup:
                  **pilot_options: Any):
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
-        self.registry = registry if isinstance(registry, Registry) else Registry(registry)
+        self.registry = Registry.of(registry)
         self.count = count
         self.executor = executor
         self.group = uuid.uuid4().hex[:10]

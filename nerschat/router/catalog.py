@@ -60,7 +60,8 @@ class Catalog:
                 continue
             if entry.is_usable(wall):
                 ready.setdefault(entry.model, []).append(entry)
-            elif entry.state in ("pending", "starting"):  # a queued job or a loading server
+            elif entry.state in ("pending", "starting", "unhealthy"):  # queued, loading, or
+                # not answering its probe for now (its pilot may recover it)
                 starting.add(entry.model)
         self._ready, self._starting = ready, starting
 

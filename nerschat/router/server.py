@@ -118,8 +118,7 @@ class Router:
                 return
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + beat
-                self.entry.heartbeat_at = time.time()
-                await asyncio.to_thread(registry.publish, self.entry)
+                await asyncio.to_thread(registry.heartbeat, self.entry)
 
     def key_location(self) -> str:
         """Where the router's key is, in words (never the key)."""

@@ -45,7 +45,7 @@ class StubFleet:
                 "--model", model, "--kind", kind, "--registry", str(self.registry.path),
                 "--ttl", str(ttl), "--grace-period", "5", *extra]
         for name, value in options.items():
-            argv += ["-o", f"{name}={value}"]
+            argv += ["-E", f"{name}={value}"]
         self.registry.ensure()
         log = self.registry.path / f"pilot-{len(self.pilots)}-{os.getpid()}.out"
         with open(log, "wb") as out:
@@ -97,7 +97,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
 
 @contextlib.contextmanager
 def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFleet]:
-    fleet = StubFleet(registry if isinstance(registry, Registry) else Registry(registry))
+    fleet = StubFleet(Registry.of(registry))
     try:
         yield fleet
     finally:

@@ -56,7 +56,9 @@ class StubState:
     served: int = 0
     running: int = 0
     waiting: int = 0
-    streams_open: int = 0  # streamed answers being written (drops when a client goes away)
+    streaming: int = 0  # answers still being streamed (running, as vLLM counts them)
+    prompt_tokens: int = 0  # words read, as vLLM's vllm:prompt_tokens_total
+    generation_tokens: int = 0  # words answered (streamed ones as they are sent)
     started_at: float = field(default_factory=time.time)
 
 
@@ -112,6 +114,7 @@ class StubServer:
         if settings.fail_after is not None and state.received > settings.fail_after:
             os._exit(3)  # die abruptly: in-flight connections are reset
         if settings.hang_after is not None and state.received > settings.hang_after:
+            state.running += 1  # like a stuck engine: counted as running, never progressing
             await asyncio.Event().wait()
         if settings.error_every and state.received % settings.error_every == 0:
             return _error(settings.error_status, "injected fault", "ServiceUnavailableError")
@@ -163,11 +166,12 @@ class StubServer:
         s = self.state
         labels = f'{{model_name="{self.settings.model}"}}'
         text = (
-            f"vllm:num_requests_running{labels} {s.running}\n"
+            f"vllm:num_requests_running{labels} {s.running + s.streaming}\n"
             f"vllm:num_requests_waiting{labels} {s.waiting}\n"
+            f"vllm:prompt_tokens_total{labels} {s.prompt_tokens}\n"
+            f"vllm:generation_tokens_total{labels} {s.generation_tokens}\n"
             f"nerschat_stub_requests_received_total {s.received}\n"
             f"nerschat_stub_requests_served_total {s.served}\n"
-            f"nerschat_stub_streams_open {s.streams_open}\n"
         )
         return web.Response(text=text)
 
@@ -241,8 +245,10 @@ class StubServer:
             "total_tokens": prompt_tokens + completion_tokens,
         }
         ident = f"chatcmpl-{uuid.uuid4().hex}"
+        self.state.prompt_tokens += prompt_tokens
         if body.get("stream"):
             return await self._stream_chat(request, ident, outputs, body, usage)
+        self.state.generation_tokens += completion_tokens
         result = {
             "id": ident,
             "object": "chat.completion",
@@ -269,6 +275,20 @@ class StubServer:
         body: dict[str, Any],
         usage: dict[str, int],
     ) -> web.StreamResponse:
+        self.state.streaming += 1
+        try:
+            return await self._stream_chunks(request, ident, outputs, body, usage)
+        finally:
+            self.state.streaming -= 1
+
+    async def _stream_chunks(
+        self,
+        request: web.Request,
+        ident: str,
+        outputs: list[tuple[str, str]],
+        body: dict[str, Any],
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         created = int(time.time())
@@ -278,17 +298,14 @@ class StubServer:
                      "model": self.settings.model, "choices": choices, **(extra or {})}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
-        self.state.streams_open += 1
-        try:
-            for i, (text, finish) in enumerate(outputs):
-                await send([{"index": i, "delta": {"role": "assistant", "content": ""}}])
-                for j, word in enumerate(_words(text)):
-                    await send([{"index": i, "delta": {"content": word if j == 0 else " " + word}}])
-                    if self.settings.chunk_delay:
-                        await asyncio.sleep(self.settings.chunk_delay)
-                await send([{"index": i, "delta": {}, "finish_reason": finish}])
-        finally:
-            self.state.streams_open -= 1
+        for i, (text, finish) in enumerate(outputs):
+            await send([{"index": i, "delta": {"role": "assistant", "content": ""}}])
+            for j, word in enumerate(_words(text)):
+                await send([{"index": i, "delta": {"content": word if j == 0 else " " + word}}])
+                self.state.generation_tokens += 1
+                if self.settings.chunk_delay:
+                    await asyncio.sleep(self.settings.chunk_delay)
+            await send([{"index": i, "delta": {}, "finish_reason": finish}])
         if (body.get("stream_options") or {}).get("include_usage"):
             await send([], {"usage": usage})
         await response.write(b"data: [DONE]\n\n")
@@ -309,7 +326,9 @@ class StubServer:
             text, finish = self._generate(text_in, body, i)
             completion_tokens += len(_words(text))
             choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish})
-        prompt_tokens = sum(len(_words(p)) for p in prompts)
+        prompt_tokens: int = sum(len(_words(str(p))) for p in prompts)
+        self.state.prompt_tokens += prompt_tokens
+        self.state.generation_tokens += completion_tokens
         return web.json_response({
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -347,6 +366,7 @@ class StubServer:
                             else vector.tolist())
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         tokens = sum(len(_words(t)) for t in texts)
+        self.state.prompt_tokens += tokens
         return web.json_response({
             "object": "list", "model": self.settings.model, "data": data,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
@@ -382,6 +402,7 @@ class StubServer:
                 vector = vector * 2.0
             vectors.append(vector.tolist())
         await self._work()
+        self.state.prompt_tokens += sum(len(_words(t)) for t in texts)
         return web.json_response(vectors)
 
     async def tei_rerank(self, request: web.Request) -> web.Response:

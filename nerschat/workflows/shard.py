@@ -42,7 +42,7 @@ async def run_shard_async(task: ItemTask, input_path: Path, result_path: Path, *
     if not items:
         return {"items": 0, "errors": 0, "seconds": 0.0, "in_flight": 0}
     client = await asyncio.to_thread(aconnect, model, task.kind if model is None else None,
-                                     Registry(registry) if registry else None, timeout)
+                                     Registry.of(registry), timeout)
     pool = client.nerschat_pool  # type: ignore[attr-defined]
     http = routed_http_client(pool, timeout=timeout)
     width = in_flight or in_flight_for(pool.capacity(), shards)

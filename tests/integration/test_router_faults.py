@@ -37,10 +37,10 @@ def test_client_gone_mid_stream_frees_the_upstream(fleet: StubFleet, registry: R
             assert reply.status_code == 200
             chunks = reply.iter_raw()
             assert next(chunks).startswith(b"data:")
-            assert server_counters(endpoint)["nerschat_stub_streams_open"] == 1
+            assert server_counters(endpoint)["vllm:num_requests_running"] == 1
             assert metric(router, "nerschat_router_in_flight{") == 1
         # The client hung up after one chunk; the server stops long before its 15 s.
-        wait_until(lambda: server_counters(endpoint)["nerschat_stub_streams_open"] == 0, 5,
+        wait_until(lambda: server_counters(endpoint)["vllm:num_requests_running"] == 0, 5,
                    "the server to see its client go")
         wait_until(lambda: metric(router, "nerschat_router_in_flight{") == 0, 5,
                    "the router to release the request")

@@ -13,10 +13,13 @@ STUB_OPTIONS = {
 
 
 class StubRecipe:
-    name = "stub"
-    default_image = None
+    """The stub server: every fault knob of `nerschat.testing.stub_server` is an option."""
+
+    name: str = "stub"
+    default_image: str | None = None
 
     def launch(self, request: LaunchRequest) -> ServerLaunch:
+        """The server command for `request`; EngineError for what this engine cannot do."""
         check_options(self.name, request.options, STUB_OPTIONS)
         kind = request.kind or "llm"
         served = request.served_name or request.model
