@@ -80,14 +80,18 @@ def environment_epilog(names: list[str]) -> str:
 
 
 class LazyGroup(click.Group):
+    """A click group that imports each subcommand's module only when it is used."""
+
     def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, loaded or not, sorted."""
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return one command (None if unknown), its help ending in its env vars."""
         target = self.lazy.get(cmd_name)
         if target is None:
             return super().get_command(ctx, cmd_name)

@@ -71,6 +71,11 @@ class PilotGroup:
                 f"group={self.group!r}, executor={self.executor!r})")
 
     def start(self) -> list[Future[dict[str, Any]]]:
+        """Submit the `count` pilot apps to the pilot executor; returns their futures.
+
+        Each future resolves when its pilot stops, to a dict with `exit_code`,
+        `endpoint_id`, `stop_reason`, `cuda_visible_devices` and `slurm_job_id`.
+        """
         from nerschat.parsl.apps import pilot_app
 
         app = pilot_app(self.executor)
@@ -80,6 +85,7 @@ class PilotGroup:
         return self.futures
 
     def endpoints(self) -> list[Endpoint]:
+        """This group's registry entries, in any state."""
         return [e for e in self.registry.scan().entries if e.extra.get("group") == self.group]
 
     def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
