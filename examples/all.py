@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import nerschat
 
-client = nerschat.connect(timeout=600)
+client = nerschat.connect(wait_timeout=600)
 nerschat.wait_for_endpoints(nerschat.Registry(), kind="llm", timeout=600)
 nerschat.wait_for_endpoints(nerschat.Registry(), kind="embedding", timeout=600)
 llm = nerschat.endpoints(kind="llm")[0].model

@@ -21,6 +21,8 @@ _EXPORTS = {
     "connect": "nerschat.client.connect",
     "aconnect": "nerschat.client.connect",
     "endpoints": "nerschat.client.connect",
+    "pool_of": "nerschat.client.connect",
+    "RoutingSettings": "nerschat.client.routing",
     "EndpointTimeout": "nerschat.client.readiness",
     "wait_for_endpoints": "nerschat.client.readiness",
     "load_embeddings": "nerschat.workflows.embed",
@@ -28,8 +30,9 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from nerschat.client.connect import aconnect, connect, endpoints
+    from nerschat.client.connect import aconnect, connect, endpoints, pool_of
     from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
+    from nerschat.client.routing import RoutingSettings
     from nerschat.parsl.pilots import PilotGroup
     from nerschat.registry import Endpoint, Registry, default_registry_path
     from nerschat.workflows.embed import load_embeddings
@@ -51,10 +54,12 @@ __all__ = [
     "EndpointTimeout",
     "PilotGroup",
     "Registry",
+    "RoutingSettings",
     "aconnect",
     "connect",
     "default_registry_path",
     "endpoints",
     "load_embeddings",
+    "pool_of",
     "wait_for_endpoints",
 ]

@@ -22,9 +22,9 @@ from nerschat.errors import UsageError
 
 SCHEMA_VERSION = 1
 KINDS = ("llm", "embedding")
-STATES = ("starting", "ready", "draining")
+STATES = ("pending", "starting", "ready", "draining")  # pending: submitted, still queued
 Kind = Literal["llm", "embedding"]
-State = Literal["starting", "ready", "draining"]
+State = Literal["pending", "starting", "ready", "draining"]
 
 ENTRY_SUFFIX = ".json"
 STOP_SUFFIX = ".stop"

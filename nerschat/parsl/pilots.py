@@ -137,13 +137,13 @@ def smoke_test(model: str, registry_path: str | None = None, requests: int = 8,
     Returns how many went to each endpoint, so a pipeline can check from a client node
     that every pilot is reachable before it starts real work.
     """
-    from nerschat.client.connect import connect
+    from nerschat.client.connect import connect, pool_of
 
-    client = connect(model, registry=registry_path, timeout=timeout)
+    client = connect(model, registry=registry_path, wait_timeout=timeout)
     for i in range(requests):
         client.chat.completions.create(
             model=model, max_tokens=4, messages=[{"role": "user", "content": f"ping {i}"}])
-    return {load.id: load.sent for load in client.nerschat_pool.loads()}  # type: ignore[attr-defined]
+    return {load.id: load.sent for load in pool_of(client).loads()}
 
 
 @contextlib.contextmanager
