@@ -43,6 +43,10 @@ ERROR_RATE_WEIGHT = 0.1
 OUTLIER_MIN_REQUESTS = 10
 OUTLIER_MIN_RATE = 0.3
 OUTLIER_MARGIN = 0.2
+SLOWDOWN_FACTOR = 10.0
+"""A replica silent for this many times its own usual response time (and past the deadline)
+has stalled, even when no peer is busy."""
+LATENCY_WEIGHT = 0.2
 
 FAILOVER_STATUSES = frozenset({500, 502, 503, 504})
 """Statuses that send a request that did not stream to another replica."""
@@ -74,7 +78,9 @@ class RoutingSettings:
         the OpenAI SDK's own request `timeout`.
     first_byte_timeout: an attempt with no response headers after this long is abandoned and
         failed over when its endpoint has made no progress on any request meanwhile while a
-        peer serving the same model has (a hung or frozen replica). None: never.
+        peer serving the same model has, or it has been silent for 10 times its usual
+        response time (a hung or frozen replica). A request is abandoned this way once; its
+        next attempt waits without this deadline (unless strict). None: never.
     idle_timeout: the same for the gap between two chunks of a streamed (or being read)
         reply; a stream already handed to the caller fails instead of failing over.
     strict_deadlines: abandon at the deadlines even when the endpoint is progressing or has
@@ -84,8 +90,8 @@ class RoutingSettings:
     """
 
     wait_timeout: float = 600.0
-    first_byte_timeout: float | None = 20.0
-    idle_timeout: float | None = 20.0
+    first_byte_timeout: float | None = 15.0
+    idle_timeout: float | None = 15.0
     strict_deadlines: bool = False
     max_attempts: int | None = None
     check_replies: bool = True
@@ -115,6 +121,7 @@ class EndpointLoad:
     error_rate: float = 0.0
     cooldown_until: float = 0.0
     last_progress: float = 0.0
+    latency: float = 0.0
     order: int = 0
     _targets: dict[str, httpx2.URL] = field(default_factory=dict)
 
@@ -265,14 +272,28 @@ class EndpointPool:
             return f"all {len(known)} endpoint(s) for {model or self.model or self.kind} failing"
         return describe_status(self.registry, self.model or model, self.kind, entries)
 
-    def progress(self, load: EndpointLoad) -> None:
-        """The endpoint delivered something (headers or a chunk): it is alive."""
-        load.last_progress = time.monotonic()
+    def progress(self, load: EndpointLoad, sent: float | None = None) -> None:
+        """The endpoint delivered something (headers or a chunk): it is alive.
+
+        With `sent` (monotonic time the request went out), the time to these headers also
+        updates the endpoint's usual response time (a moving average, seconds).
+        """
+        now = load.last_progress = time.monotonic()
+        if sent is not None:
+            took = now - sent
+            load.latency = took if not load.latency else (
+                load.latency * (1 - LATENCY_WEIGHT) + took * LATENCY_WEIGHT)
 
     def stalled(self, load: EndpointLoad, since: float) -> bool:
-        """No progress from `load` since `since` while a peer serving its model made some."""
-        if load.last_progress >= since:
+        """Whether `load`, silent since `since` (monotonic), has stalled.
+
+        True when it has made no progress on any request since then and either a peer
+        serving its model has, or the silence is far beyond its own usual response time.
+        """
+        if load.last_progress > since:
             return False
+        if load.latency and time.monotonic() - since > SLOWDOWN_FACTOR * load.latency:
+            return True
         with self._lock:
             return any(peer is not load and peer.endpoint.model == load.endpoint.model
                        and peer.last_progress > since for peer in self._loads.values())
@@ -407,16 +428,26 @@ class RoutingPolicy:
         return EndpointFailed(f"{load.id}: {reason}")
 
     def abandon(self, load: EndpointLoad, since: float, now: float, limit: float | None) -> bool:
-        """Whether an attempt silent since `since` (monotonic) is to be given up at `now`."""
-        if limit is None or now - since < limit:
-            return False
-        return self.settings.strict_deadlines or self.pool.stalled(load, since)
+        """Whether an attempt waiting since `since` (monotonic) is to be given up at `now`.
 
-    def next_check(self, since: float, limit: float | None) -> float | None:
-        """Seconds from now until the deadline measured from `since` is due, or None."""
+        Not before `limit` seconds of waiting during which the endpoint delivered nothing to
+        any request; then only if it has stalled (see `EndpointPool.stalled`), unless the
+        deadlines are strict.
+        """
+        if limit is None:
+            return False
+        if self.settings.strict_deadlines:
+            return now - since >= limit
+        quiet = max(since, load.last_progress)
+        return now - quiet >= limit and self.pool.stalled(load, quiet)
+
+    def next_check(self, load: EndpointLoad, since: float, limit: float | None) -> float | None:
+        """Seconds from now until `abandon` may first say yes (every 0.5 s once due), or None."""
         if limit is None:
             return None
-        return max(0.05, since + limit - time.monotonic())
+        quiet = since if self.settings.strict_deadlines else max(since, load.last_progress)
+        delay = quiet + limit - time.monotonic()
+        return delay if delay > 0.01 else 0.5
 
     def expects_json(self, request: httpx2.Request) -> bool:
         return (self.settings.check_replies and request.method == "POST"

@@ -72,7 +72,7 @@ class _Attempt:
     """What one request carries from attempt to attempt."""
 
     __slots__ = ("request", "origin", "model", "streamed", "expects_json", "deadline",
-                 "server_errors")
+                 "server_errors", "abandoned")
 
     def __init__(self, policy: RoutingPolicy, request: httpx2.Request):
         content = request.content
@@ -83,6 +83,15 @@ class _Attempt:
         self.expects_json = not self.streamed and policy.expects_json(request)
         self.deadline = time.monotonic() + policy.settings.wait_timeout
         self.server_errors = 0
+        self.abandoned = 0
+
+    def first_byte_limit(self, settings: RoutingSettings) -> float | None:
+        """The first-byte deadline of the next attempt: a request is abandoned for silence
+        once (a long generation may look like a stall; the second replica gets to finish it),
+        unless the deadlines are strict."""
+        if self.abandoned and not settings.strict_deadlines:
+            return None
+        return settings.first_byte_timeout
 
 
 class _FailoverBase:
@@ -215,7 +224,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         load = self._acquire(attempt)
         request = attempt.request
         self.policy.route(request, attempt.origin, load)
-        limit = self.settings.first_byte_timeout
+        limit = attempt.first_byte_limit(self.settings)
         original = request.extensions.get("timeout")
         if limit is not None:
             timeouts = dict(original or {})
@@ -244,6 +253,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
                 else:
                     request.extensions["timeout"] = original
                 return self._send_without_deadline(attempt)
+            attempt.abandoned += 1
             raise self.policy.failed(load, f"no progress for {limit} s ({exc!r})") from exc
         except FAILOVER_ERRORS as exc:
             raise self.policy.failed(load, repr(exc)) from exc
@@ -255,7 +265,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
                 request.extensions.pop("timeout", None)
             else:
                 request.extensions["timeout"] = original
-        self.pool.progress(load)
+        self.pool.progress(load, sent)
         return self._finish(attempt, load, response, raw)
 
     def _send_without_deadline(self, attempt: _Attempt) -> httpx2.Response:
@@ -318,7 +328,7 @@ class _Watchdog:
         self._schedule()
 
     def _schedule(self) -> None:
-        delay = self.policy.next_check(self.since, self.limit)
+        delay = self.policy.next_check(self.load, self.since, self.limit)
         if delay is not None and self._task is not None:
             self._handle = asyncio.get_running_loop().call_later(delay, self._check)
 
@@ -450,11 +460,11 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
         request = attempt.request
         self.policy.route(request, attempt.origin, load)
         settings = self.settings
-        watchdog = _Watchdog(self.policy, load, settings.first_byte_timeout)
+        watchdog = _Watchdog(self.policy, load, attempt.first_byte_limit(settings))
         raw: bytes | None = None
         try:
             response = await self.inner.handle_async_request(request)
-            load.last_progress = time.monotonic()
+            self.pool.progress(load, watchdog.since)
             if not attempt.streamed and "text/event-stream" not in response.headers.get(
                     "content-type", ""):
                 watchdog.touch(settings.idle_timeout)
@@ -466,6 +476,7 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
                 response = self._rebuilt(response, request, raw)
         except asyncio.CancelledError:
             if watchdog.claim():
+                attempt.abandoned += 1
                 raise self.policy.failed(
                     load, f"no progress for {watchdog.limit} s (replica stalled)") from None
             self.pool.release(load, "ok")
