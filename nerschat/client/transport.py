@@ -72,7 +72,7 @@ class _Attempt:
     """What one request carries from attempt to attempt."""
 
     __slots__ = ("request", "origin", "model", "streamed", "expects_json", "deadline",
-                 "server_errors", "abandoned")
+                 "server_errors", "abandoned", "last_error")
 
     def __init__(self, policy: RoutingPolicy, request: httpx2.Request):
         content = request.content
@@ -84,6 +84,7 @@ class _Attempt:
         self.deadline = time.monotonic() + policy.settings.wait_timeout
         self.server_errors = 0
         self.abandoned = 0
+        self.last_error: BaseException | None = None
 
     def first_byte_limit(self, settings: RoutingSettings) -> float | None:
         """The first-byte deadline of the next attempt: a request is abandoned for silence
@@ -113,10 +114,19 @@ class _FailoverBase:
         return lambda state: self.policy.out_of_attempts(state.attempt_number + 1,
                                                          attempt.deadline)
 
-    def _give_up_failed(self, attempt: _Attempt, exc: Exception) -> httpx2.Response:
+    @staticmethod
+    def _remember(attempt: _Attempt) -> Callable[[RetryCallState], None]:
+        def remember(state: RetryCallState) -> None:
+            if state.outcome is not None:
+                attempt.last_error = state.outcome.exception()
+        return remember
+
+    def _give_up_failed(self, attempt: _Attempt, exc: BaseException) -> httpx2.Response:
         return self.policy.give_up(attempt.request, f"fail-over gave up; last error: {exc}")
 
     def _give_up_waiting(self, attempt: _Attempt) -> httpx2.Response:
+        if attempt.last_error is not None:
+            return self._give_up_failed(attempt, attempt.last_error)
         reason = self.pool.describe(attempt.model)
         return self.policy.give_up(
             attempt.request, f"no endpoint within {self.wait_timeout:.0f} s: {reason}")
@@ -197,10 +207,12 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         try:
             try:  # the common case, without building a retry policy
                 return self._send_once(attempt)
-            except EndpointFailed:
+            except EndpointFailed as exc:
+                attempt.last_error = exc
                 if self.policy.out_of_attempts(1, attempt.deadline):
                     raise
             for retry in Retrying(stop=self._stop(attempt), wait=BACKOFF, reraise=True,
+                                  before_sleep=self._remember(attempt),
                                   retry=retry_if_exception_type(EndpointFailed)):
                 with retry:
                     return self._send_once(attempt)
@@ -237,7 +249,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
             if not attempt.streamed and "text/event-stream" not in response.headers.get(
                     "content-type", ""):
                 try:
-                    raw = b"".join(response.iter_raw())
+                    raw = b"".join(response.stream)  # type: ignore[arg-type]
                 finally:
                     response.close()
                 response = self._rebuilt(response, request, raw)
@@ -276,7 +288,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
             raw = None
             if not attempt.streamed:
                 try:
-                    raw = b"".join(response.iter_raw())
+                    raw = b"".join(response.stream)  # type: ignore[arg-type]
                 finally:
                     response.close()
                 response = self._rebuilt(response, attempt.request, raw)
@@ -431,11 +443,13 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
         try:
             try:  # the common case, without building a retry policy
                 return await self._send_once(attempt)
-            except EndpointFailed:
+            except EndpointFailed as exc:
+                attempt.last_error = exc
                 if self.policy.out_of_attempts(1, attempt.deadline):
                     raise
             async for retry in AsyncRetrying(stop=self._stop(attempt), wait=BACKOFF,
                                              reraise=True,
+                                             before_sleep=self._remember(attempt),
                                              retry=retry_if_exception_type(EndpointFailed)):
                 with retry:
                     return await self._send_once(attempt)
@@ -469,7 +483,7 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
                     "content-type", ""):
                 watchdog.touch(settings.idle_timeout)
                 try:
-                    raw = b"".join([chunk async for chunk in response.aiter_raw()])
+                    raw = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
                 finally:
                     with contextlib.suppress(Exception):
                         await response.aclose()
