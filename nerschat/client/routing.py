@@ -261,6 +261,13 @@ class EndpointPool:
             raise NoEndpointAvailable(self.describe(model))
         return load
 
+    def has_alternative(self, load: EndpointLoad, model: str | None = None) -> bool:
+        """Whether another endpoint for `model` is usable right now (not cooling down)."""
+        now = time.monotonic()
+        with self._lock:
+            return any(other is not load and other.cooldown_until <= now
+                       and self._serves(other, model) for other in self._loads.values())
+
     def describe(self, model: str | None = None) -> str:
         """One line on why no endpoint is usable (for give-up messages; may run squeue, cached)."""
         from nerschat.client.readiness import describe_status

@@ -132,12 +132,17 @@ class _FailoverBase:
             attempt.request, f"no endpoint within {self.wait_timeout:.0f} s: {reason}")
 
     def _server_error(self, attempt: _Attempt, load: EndpointLoad, status: int) -> bool:
-        """Whether a 5xx goes to another replica (a 500 seen twice is the request's own)."""
+        """Whether a 5xx goes to another replica.
+
+        A 500 goes elsewhere only while another replica is usable right now (a sole broken
+        replica's 500 is the caller's at once, not after its cool-down), and only once (a 500
+        from two replicas is the request's own).
+        """
         if status not in FAILOVER_STATUSES:
             return False
         if status == 500:
             attempt.server_errors += 1
-            return attempt.server_errors < 2
+            return attempt.server_errors < 2 and self.pool.has_alternative(load, attempt.model)
         return True
 
     def _check_reply(self, attempt: _Attempt, response: httpx2.Response, body: bytes) -> str | None:
@@ -160,11 +165,11 @@ class _FailoverBase:
 class _ReleasingStream(httpx2.SyncByteStream):
     """A streamed reply: marks progress per chunk, records the outcome when closed."""
 
-    def __init__(self, inner: Any, pool: EndpointPool, load: EndpointLoad):
+    def __init__(self, inner: Any, pool: EndpointPool, load: EndpointLoad, status: int):
         self._inner = inner
         self._pool = pool
         self._load: EndpointLoad | None = load
-        self._outcome: Outcome = "ok"
+        self._outcome: Outcome = "error" if status >= 500 else "ok"
 
     def __iter__(self) -> Iterator[bytes]:
         load = self._load
@@ -308,11 +313,14 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
             raise self.policy.failed(load, f"HTTP {status}")
         if raw is not None:
             problem = self._check_reply(attempt, response, raw)
-            if problem is not None:
+            if problem is None:
+                self.pool.release(load, "error" if status >= 500 else "ok")
+            elif self.pool.has_alternative(load, attempt.model):
                 raise self.policy.failed(load, problem)
-            self.pool.release(load, "error" if status >= 500 else "ok")
+            else:  # the caller's parser reports it as this item's error
+                self.pool.release(load, "error")
             return response
-        response.stream = _ReleasingStream(response.stream, self.pool, load)
+        response.stream = _ReleasingStream(response.stream, self.pool, load, status)
         return response
 
     def close(self) -> None:
@@ -380,11 +388,11 @@ class _Watchdog:
 class _AsyncReleasingStream(httpx2.AsyncByteStream):
     """A streamed reply: watched for idle gaps, records the outcome when closed."""
 
-    def __init__(self, inner: Any, policy: RoutingPolicy, load: EndpointLoad):
+    def __init__(self, inner: Any, policy: RoutingPolicy, load: EndpointLoad, status: int):
         self._inner = inner
         self._policy = policy
         self._load: EndpointLoad | None = load
-        self._outcome: Outcome = "ok"
+        self._outcome: Outcome = "error" if status >= 500 else "ok"
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         load = self._load
@@ -508,11 +516,14 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
             raise self.policy.failed(load, f"HTTP {status}")
         if raw is not None:
             problem = self._check_reply(attempt, response, raw)
-            if problem is not None:
+            if problem is None:
+                self.pool.release(load, "error" if status >= 500 else "ok")
+            elif self.pool.has_alternative(load, attempt.model):
                 raise self.policy.failed(load, problem)
-            self.pool.release(load, "error" if status >= 500 else "ok")
+            else:  # the caller's parser reports it as this item's error
+                self.pool.release(load, "error")
             return response
-        response.stream = _AsyncReleasingStream(response.stream, self.policy, load)
+        response.stream = _AsyncReleasingStream(response.stream, self.policy, load, status)
         return response
 
     async def aclose(self) -> None:
