@@ -261,8 +261,9 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
             else:
                 raw = None
         except httpx2.ReadTimeout as exc:
-            if limit is not None and not self.policy.abandon(
-                    load, sent, time.monotonic(), limit):
+            # The read timeout itself says `limit` s passed without a byte on this attempt.
+            if limit is not None and not (self.settings.strict_deadlines or self.pool.stalled(
+                    load, max(sent, load.last_progress))):
                 # The replica is alive, only this request is slow: no nerschat deadline now.
                 self.pool.release(load, "ok")
                 if original is None:

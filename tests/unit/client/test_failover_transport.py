@@ -353,3 +353,25 @@ def test_connect_keeps_the_sdk_timeout_apart_from_the_wait(registry: Registry) -
     assert client.timeout == 7.5
     transport = client._client._transport  # type: ignore[attr-defined]
     assert transport.settings.wait_timeout == 1
+
+
+def test_sync_attempts_carry_the_first_byte_deadline_as_read_timeout(registry: Registry) -> None:
+    publish(registry, "a", "b")
+    reads: list[float] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        reads.append(request.extensions["timeout"]["read"])
+        if host_of(request) == "a":
+            raise httpx2.ReadTimeout("silent", request=request)
+        return httpx2.Response(200, json=CHAT)
+
+    pool = EndpointPool(registry, "m1")
+    pool.refresh()
+    for load in pool.loads():  # b has answered recently, a has not: a stalled
+        load.last_progress = time.monotonic() + (3600 if load.id == "b" else -3600)
+    client = sync_client(pool, handler, first_byte_timeout=2.5)
+    client.timeout = httpx2.Timeout(600.0)
+    assert post(client).status_code == 200
+    # a (tried first) is abandoned; the retry on b runs without the deadline: only once.
+    assert reads == [2.5, 600.0]
+    assert next(load for load in pool.loads() if load.id == "a").failovers == 1
