@@ -83,9 +83,17 @@ class PilotGroup:
         return [e for e in self.registry.scan().entries if e.extra.get("group") == self.group]
 
     def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
-        """Block until all `count` pilots are ready; raise if one fails or time runs out."""
+        """Block until all `count` pilots are ready; raise if one fails or time runs out.
+
+        `timeout` (seconds) is for start-up: it does not run while a pilot job of ours is
+        still queued in SLURM (recorded as `pending` in the registry, or named `nerschat-*`).
+        """
+        from nerschat.client.readiness import our_pending_jobs
+        from nerschat.slurm import PendingJobs
+
         if not self.futures:
             self.start()
+        queued = PendingJobs()
         deadline = time.monotonic() + timeout
         while True:
             ready = [e for e in self.endpoints() if e.is_usable()]
@@ -94,6 +102,9 @@ class PilotGroup:
             for future in self.futures:
                 if future.done():
                     raise PilotLaunchError(self._failure(future))
+            if not self.endpoints() and our_pending_jobs(
+                    self.registry.scan().entries, self.config.model, None, queued.get()):
+                deadline = time.monotonic() + timeout  # start-up begins when the job runs
             if time.monotonic() > deadline:
                 raise PilotLaunchError(
                     f"{len(ready)} of {self.count} {self.config.model} pilots ready after "
