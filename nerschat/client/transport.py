@@ -154,9 +154,9 @@ class _FailoverBase:
     @staticmethod
     def _rebuilt(response: httpx2.Response, request: httpx2.Request,
                  raw: bytes) -> httpx2.Response:
-        return httpx2.Response(response.status_code, headers=response.headers,
-                               stream=httpx2.ByteStream(raw), extensions=response.extensions,
-                               request=request)
+        """The same response with its body, read here, in memory (still raw, undecoded)."""
+        response.stream = httpx2.ByteStream(raw)
+        return response
 
 
 # -- synchronous ------------------------------------------------------------------------
@@ -256,7 +256,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
                 try:
                     raw = b"".join(response.stream)  # type: ignore[arg-type]
                 finally:
-                    response.close()
+                    response.stream.close()  # type: ignore[union-attr]
                 response = self._rebuilt(response, request, raw)
             else:
                 raw = None
@@ -296,7 +296,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
                 try:
                     raw = b"".join(response.stream)  # type: ignore[arg-type]
                 finally:
-                    response.close()
+                    response.stream.close()  # type: ignore[union-attr]
                 response = self._rebuilt(response, attempt.request, raw)
         except FAILOVER_ERRORS as exc:
             raise self.policy.failed(load, repr(exc)) from exc
@@ -495,7 +495,7 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
                     raw = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
                 finally:
                     with contextlib.suppress(Exception):
-                        await response.aclose()
+                        await response.stream.aclose()  # type: ignore[union-attr]
                 response = self._rebuilt(response, request, raw)
         except asyncio.CancelledError:
             if watchdog.claim():
