@@ -55,7 +55,7 @@ MODEL_FIELD = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
 STREAM_FIELD = re.compile(rb'"stream"\s*:\s*true')
 # Paths whose JSON reply must hold this field (a reply without it is the server's fault).
 REPLY_FIELDS = {"/chat/completions": "choices", "/completions": "choices", "/embeddings": "data"}
-SHAPE_CHECK_LIMIT = 1 << 18  # parse replies up to 256 KiB fully; larger ones are only framed
+REPLY_PATHS = tuple(REPLY_FIELDS)
 
 Outcome = Literal["ok", "error", "failed"]
 """`ok`: answered; `error`: a server error handed to the caller; `failed`: failed over."""
@@ -382,21 +382,21 @@ def is_streamed(content: bytes) -> bool:
 
 
 def reply_problem(path: str, body: bytes) -> str | None:
-    """Why a 200 reply to an API request that did not stream is not the API's JSON, or None."""
-    text = body.strip()
-    if not text or text[:1] not in (b"{", b"[") or text[-1:] not in (b"}", b"]"):
-        return f"reply is not JSON ({body[:40]!r})"
-    if len(text) > SHAPE_CHECK_LIMIT:
+    """Why a 200 reply to an API request that did not stream is not the API's JSON, or None.
+
+    Cheap on purpose (the caller parses the reply anyway): the body must be framed as one
+    JSON object and name the field the API's reply must hold (`choices`, `data`). Garbage,
+    an HTML error page, a truncated body or an object of the wrong shape fail; a body broken
+    only in its middle is left to the caller's parser (a per-item error there).
+    """
+    name = next((field for suffix, field in REPLY_FIELDS.items() if path.endswith(suffix)), None)
+    if name is None:
         return None
-    try:
-        decoded = json.loads(text)
-    except ValueError as exc:
-        return f"reply is not JSON ({exc})"
-    for suffix, name in REPLY_FIELDS.items():
-        if path.endswith(suffix):
-            if not isinstance(decoded, dict) or name not in decoded:
-                return f"reply has no {name!r} field"
-            break
+    text = body.strip()
+    if text[:1] != b"{" or text[-1:] != b"}":
+        return f"reply is not a JSON object ({body[:40]!r})"
+    if b'"' + name.encode() + b'"' not in text:
+        return f"reply has no {name!r} field"
     return None
 
 
@@ -457,8 +457,9 @@ class RoutingPolicy:
         return delay if delay > 0.01 else 0.5
 
     def expects_json(self, request: httpx2.Request) -> bool:
+        """Whether the reply is the API's JSON object (POST to chat/completions/embeddings)."""
         return (self.settings.check_replies and request.method == "POST"
-                and "json" in request.headers.get("accept", ""))
+                and request.url.path.endswith(REPLY_PATHS))
 
     def out_of_attempts(self, attempts: int, deadline: float) -> bool:
         cap = self.settings.max_attempts

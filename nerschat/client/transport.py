@@ -146,10 +146,13 @@ class _FailoverBase:
         return True
 
     def _check_reply(self, attempt: _Attempt, response: httpx2.Response, body: bytes) -> str | None:
-        if (response.status_code != 200 or not attempt.expects_json
-                or response.headers.get("content-encoding", "identity") != "identity"):
+        if response.status_code != 200 or not attempt.expects_json:
             return None
-        return reply_problem(attempt.origin.path, body)
+        problem = reply_problem(attempt.origin.path, body)
+        if problem is not None and response.headers.get("content-encoding", "identity") not in (
+                "identity", ""):
+            return None  # compressed: the caller's client decodes and judges it
+        return problem
 
     @staticmethod
     def _rebuilt(response: httpx2.Response, request: httpx2.Request,
@@ -251,8 +254,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         sent = time.monotonic()
         try:
             response = self.inner.handle_request(request)
-            if not attempt.streamed and "text/event-stream" not in response.headers.get(
-                    "content-type", ""):
+            if not attempt.streamed:
                 try:
                     raw = b"".join(response.stream)  # type: ignore[arg-type]
                 finally:
@@ -488,8 +490,7 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
         try:
             response = await self.inner.handle_async_request(request)
             self.pool.progress(load, watchdog.since)
-            if not attempt.streamed and "text/event-stream" not in response.headers.get(
-                    "content-type", ""):
+            if not attempt.streamed:  # read here: checked, and failed over if bad
                 watchdog.touch(settings.idle_timeout)
                 try:
                     raw = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
