@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -65,7 +66,7 @@ def _settings(settings: RoutingSettings | None, wait_timeout: float | None,
         changes["max_attempts"] = attempts
     if not changes:
         return base
-    return RoutingSettings(**{**base.__dict__, **changes})
+    return dataclasses.replace(base, **changes)
 
 
 class _Attempt:
