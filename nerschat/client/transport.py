@@ -199,9 +199,9 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
     """Synchronous transport for `openai.OpenAI`.
 
     Blocking reads cannot be watched from outside, so here the progress deadline is the
-    read timeout of each attempt (`first_byte_timeout`, or the caller's own if shorter);
-    when it expires on a replica that is still making progress, the request is sent once
-    more without it.
+    read timeout of each attempt that does not stream (`first_byte_timeout`, or the
+    caller's own if shorter); when it expires on a replica that is still making progress,
+    the request is sent once more without it. Streams keep the caller's own read timeout.
     """
 
     def __init__(self, pool: EndpointPool, *, wait_timeout: float | None = None,
@@ -245,7 +245,8 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         load = self._acquire(attempt)
         request = attempt.request
         self.policy.route(request, attempt.origin, load)
-        limit = attempt.first_byte_limit(self.settings)
+        # A blocking stream cannot be resumed after a read timeout: streams keep the SDK's.
+        limit = None if attempt.streamed else attempt.first_byte_limit(self.settings)
         original = request.extensions.get("timeout")
         if limit is not None:
             timeouts = dict(original or {})
