@@ -32,7 +32,7 @@ embedder = nerschat.endpoints(kind="embedding")[0].model
 
 
 def with_sdk() -> None:
-    client = nerschat.connect(timeout=600)
+    client = nerschat.connect(wait_timeout=600)
     reply = client.chat.completions.create(
         model=llm, max_tokens=40, messages=[{"role": "user", "content": "Name a gas giant."}])
     print(f"{llm}: {reply.choices[0].message.content}")

@@ -7,7 +7,7 @@ import openai
 from rich.console import Console
 
 from nerschat.cli.common import fail, registry_option
-from nerschat.client.connect import connect
+from nerschat.client.connect import connect, pool_of
 from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import Registry
 
@@ -46,7 +46,7 @@ class ChatSession:
 
 
 def llm_models(client: openai.OpenAI) -> list[str]:
-    registry = client.nerschat_pool.registry  # type: ignore[attr-defined]
+    registry = pool_of(client).registry
     return sorted({e.model for e in registry.endpoints(kind="llm")})
 
 

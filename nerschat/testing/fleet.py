@@ -104,6 +104,19 @@ def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFlee
         fleet.stop_all()
 
 
+def set_faults(endpoint: Endpoint, **faults: object) -> dict[str, object]:
+    """Switch a running stub's faults (`error_every`, `error_status`, `hang`, `slow_factor`,
+    `latency`, ...) through its admin route; returns the knobs now in force."""
+    import httpx2
+
+    root = endpoint.url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    reply = httpx2.post(f"{root}/admin/faults", json=faults, headers=headers, timeout=5)
+    reply.raise_for_status()
+    result: dict[str, object] = reply.json()
+    return result
+
+
 def server_counters(endpoint: Endpoint) -> dict[str, float]:
     """The stub's /metrics as a dict (requests received/served, running, waiting)."""
     import httpx2

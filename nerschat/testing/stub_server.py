@@ -39,6 +39,8 @@ class StubSettings:
     error_every: int | None = None
     error_status: int = 503
     hang_after: int | None = None
+    hang: bool = False
+    slow_factor: float = 1.0
     chunk_delay: float = 0.0
     api: str = "openai"  # "tei": also answer TEI's /info (its /embed is always there)
     dim: int = 384
@@ -99,6 +101,8 @@ class StubServer:
         app.router.add_post("/embed", self.tei_embed)
         app.router.add_get("/info", self.tei_info)
         app.router.add_post("/rerank", self.tei_rerank)
+        app.router.add_get("/admin/faults", self.get_faults)
+        app.router.add_post("/admin/faults", self.set_faults)
         return app
 
     def _authorized(self, request: web.Request) -> bool:
@@ -113,7 +117,8 @@ class StubServer:
         state.received += 1
         if settings.fail_after is not None and state.received > settings.fail_after:
             os._exit(3)  # die abruptly: in-flight connections are reset
-        if settings.hang_after is not None and state.received > settings.hang_after:
+        if settings.hang or (settings.hang_after is not None
+                             and state.received > settings.hang_after):
             state.running += 1  # like a stuck engine: counted as running, never progressing
             await asyncio.Event().wait()
         if settings.error_every and state.received % settings.error_every == 0:
@@ -129,7 +134,7 @@ class StubServer:
             state.running += 1
             try:
                 if self.settings.latency > 0:
-                    await asyncio.sleep(self.settings.latency)
+                    await asyncio.sleep(self.settings.latency * self.settings.slow_factor)
             finally:
                 state.running -= 1
         state.served += 1
@@ -156,6 +161,32 @@ class StubServer:
         if not isinstance(body, web.Response) and self.settings.kind != kind:
             return _error(400, refusal)
         return body
+
+    # -- runtime fault switches (tests and benchmarks) ----------------------------------
+
+    FAULTS = ("error_every", "error_status", "hang", "hang_after", "slow_factor", "latency",
+              "chunk_delay", "fail_after")
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        """`GET /admin/faults`: the current fault knobs."""
+        if not self._authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return web.json_response({name: getattr(self.settings, name) for name in self.FAULTS})
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """`POST /admin/faults {"error_every": 1, "error_status": 500, "slow_factor": 10,
+        "hang": true, ...}`: switch faults on or off while running (null clears a count)."""
+        if not self._authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict) or not set(body) <= set(self.FAULTS):
+            return _error(400, f"expected an object with keys among {', '.join(self.FAULTS)}")
+        for name, value in body.items():
+            setattr(self.settings, name, value)
+        return await self.get_faults(request)
 
     # -- generic endpoints ------------------------------------------------------------
 
@@ -450,6 +481,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--error-every", type=int, help="answer every K-th request with an error")
     parser.add_argument("--error-status", type=int, default=503)
     parser.add_argument("--hang-after", type=int, help="never answer requests after the N-th")
+    parser.add_argument("--slow-factor", type=float, default=1.0,
+                        help="multiply the latency (a degraded replica)")
     parser.add_argument("--chunk-delay", type=float, default=0.0,
                         help="seconds between streamed chunks")
     parser.add_argument("--api", choices=("openai", "tei"), default="openai",
@@ -470,6 +503,7 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model, kind=args.kind, api_key=os.environ.get("VLLM_API_KEY") or None,
         latency=args.latency, capacity=args.capacity, fail_after=args.fail_after,
         error_every=args.error_every, error_status=args.error_status, hang_after=args.hang_after,
+        slow_factor=args.slow_factor,
         chunk_delay=args.chunk_delay, api=args.api,
         dim=args.dim, max_model_len=args.max_model_len,
         max_client_batch_size=args.max_client_batch_size, max_input_length=args.max_input_length,
