@@ -64,7 +64,8 @@ def make_pool(model: str | None, kind: str | None, registry: RegistryLike, *,
               wait_timeout: float | None = None,
               queue_timeout: float | None = None) -> EndpointPool:
     """A pool for `model`/`kind`, after waiting (`wait_timeout` s, `timeout` is its older
-    name) for a first ready endpoint when `wait`."""
+    name) for a first ready endpoint when `wait`.
+    """
     _check_kind(kind)
     reg = as_registry(registry)
     budget = wait_timeout if wait_timeout is not None else timeout

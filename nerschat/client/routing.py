@@ -17,6 +17,7 @@ the workflows all route through an `EndpointPool` and a `RoutingPolicy`; only th
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -32,6 +33,12 @@ import httpx2
 from nerschat.errors import FailureError
 from nerschat.registry import Endpoint, Registry
 
+AFFINITY_HEADER = "X-Nerschat-Affinity"
+"""Request header naming a prefix-affinity key: requests with equal keys (e.g. the reasoning
+and the verdict request of one judged item) go to the same replica while it is usable and not
+much busier than the least-loaded one, so vLLM's prefix cache serves their shared prompt."""
+AFFINITY_SLACK = 4
+"""Requests in flight the affinity replica may have beyond 1.5x the least-loaded one's."""
 MIN_COOLDOWN = 0.5
 """Seconds an endpoint is left alone after its first failure (doubles per failure in a row)."""
 MAX_COOLDOWN = 30.0
@@ -236,22 +243,35 @@ class EndpointPool:
     def _serves(self, load: EndpointLoad, model: str | None) -> bool:
         return model is None or self.model is not None or load.endpoint.model == model
 
-    def try_acquire(self, model: str | None = None) -> EndpointLoad | None:
+    def try_acquire(self, model: str | None = None,
+                    affinity: str | None = None) -> EndpointLoad | None:
         """The least-loaded usable endpoint for `model` (one more in flight), or None.
 
-        Cheap and never blocks on anything but the pool lock (no squeue, no messages).
+        With an `affinity` key, the endpoint that rendezvous hashing of the key picks among
+        the usable ones, unless it has more than 1.5x + `AFFINITY_SLACK` the requests in
+        flight of the least-loaded one (then the least-loaded). Cheap and never blocks on
+        anything but the pool lock (no squeue, no messages).
         """
         self.refresh()
         now = time.monotonic()
         with self._lock:
             best: EndpointLoad | None = None
+            preferred: EndpointLoad | None = None
+            preferred_rank = b""
             for load in self._loads.values():
                 if load.cooldown_until > now or not self._serves(load, model):
                     continue
                 if best is None or (load.outstanding, load.sent) < (best.outstanding, best.sent):
                     best = load
+                if affinity is not None:
+                    rank = affinity_rank(affinity, load.id)
+                    if preferred is None or rank > preferred_rank:
+                        preferred, preferred_rank = load, rank
             if best is None:
                 return None
+            if preferred is not None and (
+                    preferred.outstanding <= 1.5 * best.outstanding + AFFINITY_SLACK):
+                best = preferred
             best.outstanding += 1
             best.sent += 1
             return best
@@ -354,7 +374,8 @@ class EndpointPool:
 
     def stats(self) -> list[dict[str, object]]:
         """Per-endpoint counters for metrics: id, model, requests, errors, failovers,
-        ejections, in_flight, error_rate, cooling (bool)."""
+        ejections, in_flight, error_rate, cooling (bool).
+        """
         now = time.monotonic()
         return [{"id": load.id, "model": load.endpoint.model, "requests": load.sent,
                  "errors": load.errors, "failovers": load.failovers,
@@ -485,3 +506,13 @@ __all__ = [
     "EndpointFailed", "EndpointLoad", "EndpointPool", "NoEndpointAvailable", "RoutingPolicy",
     "RoutingSettings", "is_streamed", "model_of", "reply_problem",
 ]
+
+
+def affinity_rank(key: str, endpoint_id: str) -> bytes:
+    """Rendezvous (highest random weight) hash of an affinity key on one endpoint.
+
+    The endpoint with the highest rank wins; when endpoints come or go only the keys of
+    those endpoints move (Thaler and Ravishankar, "Using name-based mappings to increase
+    hit rates", IEEE/ACM ToN 6(1), 1998).
+    """
+    return hashlib.blake2b(f"{key}\x1f{endpoint_id}".encode(), digest_size=8).digest()

@@ -26,10 +26,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx2
-from tenacity import AsyncRetrying, Retrying, RetryCallState, retry_if_exception_type
-from tenacity import wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
 
 from nerschat.client.routing import (
+    AFFINITY_HEADER,
     FAILOVER_STATUSES,
     EndpointFailed,
     EndpointLoad,
@@ -72,14 +78,15 @@ def _settings(settings: RoutingSettings | None, wait_timeout: float | None,
 class _Attempt:
     """What one request carries from attempt to attempt."""
 
-    __slots__ = ("request", "origin", "model", "streamed", "expects_json", "deadline",
-                 "server_errors", "abandoned", "last_error")
+    __slots__ = ("request", "origin", "model", "affinity", "streamed", "expects_json",
+                 "deadline", "server_errors", "abandoned", "last_error")
 
     def __init__(self, policy: RoutingPolicy, request: httpx2.Request):
         content = request.content
         self.request = request
         self.origin = request.url
         self.model = policy.model(content)
+        self.affinity = request.headers.get(AFFINITY_HEADER)
         self.streamed = is_streamed(content)
         self.expects_json = not self.streamed and policy.expects_json(request)
         self.deadline = time.monotonic() + policy.settings.wait_timeout
@@ -90,7 +97,8 @@ class _Attempt:
     def first_byte_limit(self, settings: RoutingSettings) -> float | None:
         """The first-byte deadline of the next attempt: a request is abandoned for silence
         once (a long generation may look like a stall; the second replica gets to finish it),
-        unless the deadlines are strict."""
+        unless the deadlines are strict.
+        """
         if self.abandoned and not settings.strict_deadlines:
             return None
         return settings.first_byte_timeout
@@ -233,7 +241,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
 
     def _acquire(self, attempt: _Attempt) -> EndpointLoad:
         while True:
-            load = self.pool.try_acquire(attempt.model)
+            load = self.pool.try_acquire(attempt.model, attempt.affinity)
             if load is not None:
                 return load
             if time.monotonic() >= attempt.deadline:
@@ -474,7 +482,7 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
 
     async def _acquire(self, attempt: _Attempt) -> EndpointLoad:
         while True:
-            load = self.pool.try_acquire(attempt.model)
+            load = self.pool.try_acquire(attempt.model, attempt.affinity)
             if load is not None:
                 return load
             if time.monotonic() >= attempt.deadline:

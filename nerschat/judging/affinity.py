@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 
-AFFINITY_HEADER = "X-Nerschat-Affinity"
+from nerschat.client.routing import AFFINITY_HEADER
+
+__all__ = ["AFFINITY_HEADER", "affinity_headers", "affinity_key"]
 
 
 def affinity_key(*parts: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 import nerschat
 from nerschat.client.connect import ROUTED_BASE_URL
-from nerschat.client.routing import EndpointPool, RoutingSettings
+from nerschat.client.routing import EndpointPool, RoutingSettings, affinity_rank
 from nerschat.client.transport import AsyncFailoverTransport, FailoverTransport
 from nerschat.errors import UsageError
 from nerschat.registry import Registry
@@ -375,3 +375,37 @@ def test_sync_attempts_carry_the_first_byte_deadline_as_read_timeout(registry: R
     # a (tried first) is abandoned; the retry on b runs without the deadline: only once.
     assert reads == [2.5, 600.0]
     assert next(load for load in pool.loads() if load.id == "a").failovers == 1
+
+
+def test_requests_with_one_affinity_key_reach_one_replica(registry: Registry) -> None:
+    publish(registry, "a", "b", "c")
+    seen: dict[str, set[str]] = {}
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        key = request.headers["X-Nerschat-Affinity"]
+        seen.setdefault(key, set()).add(host_of(request))
+        return httpx2.Response(200, json=CHAT)
+
+    pool = EndpointPool(registry, "m1")
+    client = sync_client(pool, handler)
+    keys = [f"{n:016x}" for n in range(60)]
+    for _ in range(2):  # e.g. the reasoning request, then the verdict, of each item
+        for key in keys:
+            client.post("/v1/chat/completions", content=body(),
+                        headers={"X-Nerschat-Affinity": key})
+    assert all(len(hosts) == 1 for hosts in seen.values()), "a key was split over replicas"
+    per_replica = Counter(next(iter(hosts)) for hosts in seen.values())
+    assert set(per_replica) == {"a", "b", "c"} and min(per_replica.values()) >= 10
+
+
+def test_affinity_yields_to_a_cooling_replica(registry: Registry) -> None:
+    publish(registry, "a", "b")
+    key = next(f"{n:016x}" for n in range(100)
+               if affinity_rank(f"{n:016x}", "a") > affinity_rank(f"{n:016x}", "b"))
+    pool = EndpointPool(registry, "m1")
+    pool.refresh()
+    a = next(load for load in pool.loads() if load.id == "a")
+    assert pool.try_acquire("m1", key) is a
+    a.cooldown_until = time.monotonic() + 60
+    chosen = pool.try_acquire("m1", key)
+    assert chosen is not None and chosen.id == "b"
