@@ -33,8 +33,8 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from nerschat.client.connect import aconnect, connect, endpoints, pool_of
     from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
-    from nerschat.parsl.launch import launch
     from nerschat.client.routing import RoutingSettings
+    from nerschat.parsl.launch import launch
     from nerschat.parsl.pilots import PilotGroup
     from nerschat.registry import Endpoint, Registry, default_registry_path
     from nerschat.workflows.embed import load_embeddings

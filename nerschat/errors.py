@@ -6,7 +6,8 @@
   ready, a pilot died, a disk filled up. Retrying later may help.
 
 Each error's `str()` is one line a user can act on: what, where (file:line, endpoint id,
-job id) and what to do."""
+job id) and what to do.
+"""
 
 from __future__ import annotations
 

@@ -105,6 +105,7 @@ class PendingJobs:
         self._jobs: list[PendingJob] = []
 
     def get(self) -> list[PendingJob]:
+        """The caller's pending jobs, asking squeue again only when the answer is `max_age` s old."""
         with self._lock:
             if time.monotonic() - self._asked_at >= self.max_age:
                 self._jobs = pending_jobs()

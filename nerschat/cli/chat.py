@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import click
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 
 from nerschat.cli.common import fail, registry_option
@@ -21,14 +24,19 @@ class ChatSession:
         self.client = client
         self.model = model
         self.system_prompt = system_prompt
-        self.history: list[dict[str, str]] = []
+        self.history: list[ChatCompletionMessageParam] = []
         self.reset()
 
     def reset(self) -> None:
+        """Forget the conversation, keeping only the system prompt (if any)."""
         self.history = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
 
-    def stream_reply(self, text: str, max_tokens: int, temperature: float):  # type: ignore[no-untyped-def]
-        """Yield the reply's pieces; the exchange joins the history once complete."""
+    def stream_reply(self, text: str, max_tokens: int, temperature: float) -> Iterator[str]:
+        """Yield the reply's text pieces as they stream in.
+
+        `max_tokens` caps the reply in tokens. The exchange joins the history only once complete;
+        on any error (e.g. `openai.APIError`, re-raised) the user turn is dropped again.
+        """
         self.history.append({"role": "user", "content": text})
         pieces: list[str] = []
         try:
@@ -46,6 +54,7 @@ class ChatSession:
 
 
 def llm_models(client: openai.OpenAI) -> list[str]:
+    """Sorted served-model names of the LLM endpoints in the registry behind `client`."""
     registry = pool_of(client).registry
     return sorted({e.model for e in registry.endpoints(kind="llm")})
 

@@ -38,6 +38,7 @@ _POOLS: weakref.WeakKeyDictionary[Any, EndpointPool] = weakref.WeakKeyDictionary
 
 
 def as_registry(registry: RegistryLike) -> Registry:
+    """A `Registry` from a path, a Registry, or None (the default registry directory)."""
     return Registry.of(registry)
 
 
@@ -47,8 +48,9 @@ def _check_kind(kind: str | None) -> None:
 
 
 def pool_of(client: openai.OpenAI | openai.AsyncOpenAI | httpx2.AsyncClient) -> EndpointPool:
-    """The endpoint pool behind a client made by `connect()`, `aconnect()` or
-    `routed_http_client()`: its `loads()` and `stats()` show per-endpoint counters.
+    """The endpoint pool behind a client made by `connect()`, `aconnect()` or `routed_http_client()`.
+
+    Its `loads()` and `stats()` show per-endpoint counters.
 
     Raises UsageError for a client nerschat did not make.
     """
@@ -63,8 +65,11 @@ def make_pool(model: str | None, kind: str | None, registry: RegistryLike, *,
               on_status: Callable[[str], None] | None = None, refresh_interval: float = 2.0,
               wait_timeout: float | None = None,
               queue_timeout: float | None = None) -> EndpointPool:
-    """A pool for `model`/`kind`, after waiting (`wait_timeout` s, `timeout` is its older
-    name) for a first ready endpoint when `wait`.
+    """A pool for `model`/`kind`, after waiting for a first ready endpoint when `wait`.
+
+    The wait lasts `wait_timeout` seconds (`timeout` is its older name; 600 s if neither is
+    given) and raises `EndpointTimeout` when no endpoint became ready. `refresh_interval` is
+    how often (seconds) the pool re-reads the registry. Raises ValueError for a bad `kind`.
     """
     _check_kind(kind)
     reg = as_registry(registry)

@@ -134,6 +134,7 @@ class EndpointLoad:
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointLoad:
+        """Fresh counters for `endpoint`, with its URL root and Authorization header."""
         root = httpx2.URL(endpoint.url.rstrip("/"))
         authorization = f"Bearer {endpoint.api_key}" if endpoint.api_key else None
         return cls(endpoint, root, authorization)
@@ -145,6 +146,7 @@ class EndpointLoad:
 
     @property
     def id(self) -> str:
+        """The endpoint's registry id."""
         return self.endpoint.id
 
     @property
@@ -364,6 +366,7 @@ class EndpointPool:
     # -- reading ------------------------------------------------------------------------
 
     def loads(self) -> list[EndpointLoad]:
+        """A snapshot of the per-endpoint counters, in registry order."""
         with self._lock:
             return sorted(self._loads.values(), key=lambda load: load.order)
 
@@ -373,8 +376,10 @@ class EndpointPool:
         return sum(load.endpoint.capacity or 1 for load in self.loads())
 
     def stats(self) -> list[dict[str, object]]:
-        """Per-endpoint counters for metrics: id, model, requests, errors, failovers,
-        ejections, in_flight, error_rate, cooling (bool).
+        """Per-endpoint counters for metrics, one dict per endpoint.
+
+        Keys: id, model, requests, errors, failovers, ejections, in_flight, error_rate (0..1,
+        4 decimals), cooling (bool).
         """
         now = time.monotonic()
         return [{"id": load.id, "model": load.endpoint.model, "requests": load.sent,
@@ -432,6 +437,7 @@ class RoutingPolicy:
 
     @property
     def wait_timeout(self) -> float:
+        """Seconds a request waits for a usable endpoint before the caller gets a 503."""
         return self.settings.wait_timeout
 
     def model(self, content: bytes) -> str | None:
@@ -485,6 +491,7 @@ class RoutingPolicy:
                 and request.url.path.endswith(REPLY_PATHS))
 
     def out_of_attempts(self, attempts: int, deadline: float) -> bool:
+        """Whether to stop retrying: `max_attempts` reached or the monotonic `deadline` passed."""
         cap = self.settings.max_attempts
         return (cap is not None and attempts >= cap) or time.monotonic() >= deadline
 

@@ -95,9 +95,10 @@ class _Attempt:
         self.last_error: BaseException | None = None
 
     def first_byte_limit(self, settings: RoutingSettings) -> float | None:
-        """The first-byte deadline of the next attempt: a request is abandoned for silence
-        once (a long generation may look like a stall; the second replica gets to finish it),
-        unless the deadlines are strict.
+        """The first-byte deadline (seconds, None = none) of the next attempt.
+
+        A request is abandoned for silence once (a long generation may look like a stall; the
+        second replica gets to finish it), unless the deadlines are strict.
         """
         if self.abandoned and not settings.strict_deadlines:
             return None
@@ -219,6 +220,11 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         self.inner = inner or httpx2.HTTPTransport(limits=DEFAULT_LIMITS)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request` to a ready replica, failing over to others on errors and stalls.
+
+        Gives up with a 503 reply (`x-should-retry: false`) once the wait budget or the attempt
+        cap is spent; streamed replies release their replica when the stream closes.
+        """
         request.read()
         attempt = _Attempt(self.policy, request)
         try:
@@ -337,6 +343,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         return response
 
     def close(self) -> None:
+        """Close the inner transport's connections."""
         self.inner.close()
 
 
@@ -459,6 +466,7 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
         self.inner = inner or httpx2.AsyncHTTPTransport(limits=DEFAULT_LIMITS)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Async twin of `FailoverTransport.handle_request`, same fail-over and 503 rules."""
         await request.aread()
         attempt = _Attempt(self.policy, request)
         try:
@@ -539,6 +547,7 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
+        """Close the inner transport's connections."""
         await self.inner.aclose()
 
 

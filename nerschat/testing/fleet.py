@@ -41,6 +41,11 @@ class StubFleet:
 
     def start(self, model: str = "m1", kind: str = "llm", *, ttl: float = 5.0,
               extra: tuple[str, ...] = (), **options: object) -> PilotProcess:
+        """Start one stub pilot (`nerschat serve --engine stub`) as a subprocess.
+
+        `ttl` is the registry heartbeat TTL in seconds; `options` become `-E name=value` stub
+        knobs; `extra` is appended to the command line. Output goes to a log in the registry.
+        """
         argv = [sys.executable, "-m", "nerschat.cli.main", "serve", "--engine", "stub",
                 "--model", model, "--kind", kind, "--registry", str(self.registry.path),
                 "--ttl", str(ttl), "--grace-period", "5", *extra]
@@ -56,6 +61,11 @@ class StubFleet:
         return pilot
 
     def wait_ready(self, pilot: PilotProcess, timeout: float = 30.0) -> Endpoint:
+        """The pilot's registry entry once it is ready.
+
+        Raises RuntimeError (with the log's tail) if the pilot exits first, TimeoutError after
+        `timeout` seconds.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for entry in self.registry.scan().entries:
@@ -69,10 +79,12 @@ class StubFleet:
         raise TimeoutError(f"pilot {pilot.process.pid} not ready after {timeout} s")
 
     def start_ready(self, count: int = 1, model: str = "m1", **kwargs: object) -> list[Endpoint]:
+        """Start `count` stub pilots of `model` (`kwargs` as for `start`) and wait for all."""
         started = [self.start(model, **kwargs) for _ in range(count)]  # type: ignore[arg-type]
         return [self.wait_ready(p) for p in started]
 
     def stop_all(self, timeout: float = 15.0) -> None:
+        """SIGTERM every pilot, then kill those still running after `timeout` seconds each."""
         for pilot in self.pilots:
             if pilot.process.poll() is None:
                 pilot.process.send_signal(signal.SIGTERM)
@@ -97,6 +109,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
 
 @contextlib.contextmanager
 def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFleet]:
+    """A `StubFleet` on `registry` whose pilots are all stopped when the block exits."""
     fleet = StubFleet(Registry.of(registry))
     try:
         yield fleet
@@ -105,8 +118,11 @@ def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFlee
 
 
 def set_faults(endpoint: Endpoint, **faults: object) -> dict[str, object]:
-    """Switch a running stub's faults (`error_every`, `error_status`, `hang`, `slow_factor`,
-    `latency`, ...) through its admin route; returns the knobs now in force."""
+    """Switch a running stub's faults through its admin route; returns the knobs now in force.
+
+    Knobs are those of `nerschat/testing/stub_server.py`: `error_every`, `error_status`, `hang`,
+    `slow_factor`, `latency` (seconds), ... Raises `httpx2.HTTPStatusError` if the stub refuses.
+    """
     import httpx2
 
     root = endpoint.url.removesuffix("/v1")
