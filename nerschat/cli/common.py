@@ -34,6 +34,12 @@ def shared_option(func: F) -> F:
     )(func)
 
 
+def seconds_option(flag: str, default: float, help: str,
+                   minimum: float = 0.0) -> Callable[[F], F]:
+    """A `--FLAG SECONDS` option: a float of at least `minimum`, `default` when not given."""
+    return click.option(flag, type=click.FloatRange(min=minimum), default=default, help=help)
+
+
 def open_registry(registry_path: str | None, shared: bool = False) -> Registry:
     """The command's registry (see `Registry.of`)."""
     return Registry.of(registry_path, shared=shared)

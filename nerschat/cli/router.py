@@ -6,7 +6,13 @@ import asyncio
 
 import click
 
-from nerschat.cli.common import console, open_registry, registry_option, shared_option
+from nerschat.cli.common import (
+    console,
+    open_registry,
+    registry_option,
+    seconds_option,
+    shared_option,
+)
 from nerschat.registry import Registry
 from nerschat.router import Router, RouterConfig, router_key, run_router
 from nerschat.router.entry import key_location, wait_for_router
@@ -26,10 +32,10 @@ def echo_router(registry: Registry, timeout: float) -> None:
 @click.option("--api-key-env", default=None, metavar="VAR",
               help="Read the router's key from this environment variable "
                    "[default: generate one and keep it in the router's registry entry].")
-@click.option("--wait-timeout", type=click.FloatRange(min=0), default=300.0,
-              help="Seconds a request waits for a replica of a starting or failing model.")
-@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=600.0,
-              help="Seconds of upstream silence before an attempt fails over.")
+@seconds_option("--wait-timeout", 300.0,
+                help="Seconds a request waits for a replica of a starting or failing model.")
+@seconds_option("--request-timeout", 600.0, minimum=0.1,
+                help="Seconds of upstream silence before an attempt fails over.")
 @registry_option
 @shared_option
 def router(registry_path: str | None, shared: bool, host: str, port: int,

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import click
 
-from nerschat.cli.common import console, fail, open_registry, registry_option, shared_option
+from nerschat.cli.common import (
+    console,
+    fail,
+    open_registry,
+    registry_option,
+    seconds_option,
+    shared_option,
+)
+from nerschat.envkey import key_from_env
 from nerschat.errors import NerschatError
 from nerschat.pilot.engines import ENGINES
 from nerschat.pilot.pilot import Pilot, PilotConfig
@@ -58,27 +65,27 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Engine option, e.g. max_num_seqs=128, latency=0.05 (stub). Repeatable.")
 @click.option("--option", "-o", "old_options", multiple=True, metavar="NAME=VALUE", hidden=True,
               help="Old spelling of --engine-opt.")
-@click.option("--ttl", type=click.FloatRange(min=0.5), default=30.0,
-              help="Seconds without heartbeat after which the entry counts as dead.")
-@click.option("--ready-timeout", type=click.FloatRange(min=1), default=900.0,
-              help="Seconds the server may take to become ready.")
-@click.option("--drain-before", type=click.FloatRange(min=0), default=120.0,
-              help="Start draining this many seconds before the SLURM walltime ends.")
-@click.option("--grace-period", type=click.FloatRange(min=0), default=60.0,
-              help="Seconds a drain (SIGTERM, `nerschat stop`) waits for requests in flight; "
-                   "a walltime drain uses the time left instead.")
-@click.option("--stop-timeout", type=click.FloatRange(min=0), default=15.0,
-              help="Seconds between SIGTERM and SIGKILL when stopping the server.")
-@click.option("--health-timeout", type=click.FloatRange(min=0.1), default=5.0,
-              help="Seconds one liveness probe of the ready server may take.")
+@seconds_option("--ttl", 30.0, minimum=0.5,
+                help="Seconds without heartbeat after which the entry counts as dead.")
+@seconds_option("--ready-timeout", 900.0, minimum=1,
+                help="Seconds the server may take to become ready.")
+@seconds_option("--drain-before", 120.0,
+                help="Start draining this many seconds before the SLURM walltime ends.")
+@seconds_option("--grace-period", 60.0,
+                help="Seconds a drain (SIGTERM, `nerschat stop`) waits for requests in flight; "
+                     "a walltime drain uses the time left instead.")
+@seconds_option("--stop-timeout", 15.0,
+                help="Seconds between SIGTERM and SIGKILL when stopping the server.")
+@seconds_option("--health-timeout", 5.0, minimum=0.1,
+                help="Seconds one liveness probe of the ready server may take.")
 @click.option("--health-failures", type=click.IntRange(min=1), default=3,
               help="Failed probes in a row that mark the entry unhealthy (not routed to).")
-@click.option("--stall-timeout", type=click.FloatRange(min=0), default=120.0,
-              help="A probe also fails when the server holds requests but its token counters "
-                   "did not move for this many seconds (stuck engine; 0: no such check).")
-@click.option("--unhealthy-timeout", type=click.FloatRange(min=0), default=300.0,
-              help="Seconds an unhealthy server may take to recover before the pilot kills "
-                   "it (and restarts it or exits 1, see --max-restarts; 0: never).")
+@seconds_option("--stall-timeout", 120.0,
+                help="A probe also fails when the server holds requests but its token counters "
+                     "did not move for this many seconds (stuck engine; 0: no such check).")
+@seconds_option("--unhealthy-timeout", 300.0,
+                help="Seconds an unhealthy server may take to recover before the pilot kills "
+                     "it (and restarts it or exits 1, see --max-restarts; 0: never).")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0,
               help="Restart a server that dies or stays unhealthy, in place, at most this "
                    "many times per 10 minutes; past that the pilot exits non-zero.")
@@ -113,13 +120,8 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
     if old_options:
         click.echo("warning: -o/--option is deprecated for serve (-o means --output "
                    "elsewhere): use -E/--engine-opt NAME=VALUE", err=True)
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            fail(f"--api-key-env {api_key_env}: that environment variable is empty or unset",
-                 code=2)
     try:
+        api_key = key_from_env(api_key_env) if api_key_env else None
         config = PilotConfig(
             engine=engine, model=model, kind=kind, served_name=served_name,  # type: ignore[arg-type]
             port=port, host=host, gpus=tuple(g for g in gpus.split(",") if g) if gpus else None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nerschat.errors import UsageError
-from nerschat.pilot.engines.base import ServerLaunch
+from nerschat.pilot.engines.base import ServerLaunch, named
 
 
 class ContainerError(UsageError, ValueError):
@@ -125,9 +125,4 @@ RUNTIMES: dict[str, ContainerRuntime] = {
 
 def get_runtime(name: str) -> ContainerRuntime:
     """The runtime called `name`; ContainerError naming the choices otherwise."""
-    try:
-        return RUNTIMES[name]
-    except KeyError:
-        raise ContainerError(
-            f"unknown container runtime {name!r}; choose one of: {', '.join(sorted(RUNTIMES))}"
-        ) from None
+    return named(RUNTIMES, name, "container runtime", ContainerError)

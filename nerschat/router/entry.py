@@ -14,7 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from nerschat.errors import FailureError, UsageError
+from nerschat.envkey import key_from_env
+from nerschat.errors import FailureError
 from nerschat.registry import Endpoint, Registry
 
 ROUTER_KIND = "router"
@@ -41,11 +42,7 @@ def router_key(env_var: str | None) -> RouterKey:
     """The key from `env_var` (which must be set and non-empty), or a new random one."""
     if env_var is None:
         return RouterKey(secrets.token_urlsafe(32))
-    value = os.environ.get(env_var, "")
-    if not value:
-        raise UsageError(f"--api-key-env {env_var}: the variable is not set or empty; "
-                         f"export it or leave the option out to generate a key")
-    return RouterKey(value, env_var)
+    return RouterKey(key_from_env(env_var), env_var)
 
 
 def advertised_host(bind_host: str) -> str:

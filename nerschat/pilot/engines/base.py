@@ -9,7 +9,7 @@ module here and registering it in `nerschat.pilot.engines`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from nerschat.errors import UsageError
 from nerschat.registry import Kind
@@ -85,6 +85,17 @@ class EngineRecipe(Protocol):
     def launch(self, request: LaunchRequest) -> ServerLaunch:
         """The server command for `request`."""
         ...
+
+
+T = TypeVar("T")
+
+
+def named(table: dict[str, T], name: str, what: str, error: type[UsageError]) -> T:
+    """`table[name]`, else `error` saying "unknown WHAT NAME; choose one of: ..."."""
+    try:
+        return table[name]
+    except KeyError:
+        raise error(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(table))}") from None
 
 
 def option_int(options: dict[str, Any], name: str) -> int | None:

