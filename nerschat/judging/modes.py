@@ -26,6 +26,7 @@ reference-guided templates (`reference=True`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -263,6 +264,30 @@ class _Protocol:
             extra_body=dict(self.options.extra_body),
             headers=affinity_headers(self.name, item.id) if self.options.affinity else {})
 
+    async def _decide(self, client: openai.AsyncOpenAI, item: Item, values: dict[str, str],
+                      labels: list[str]) -> tuple[Decision | None, str | None]:
+        """One decision among `labels` for the prompt filled with `values` (see decide)."""
+        return await decide_with_retries(client, self.messages(values), labels,
+                                         self.settings(item), self.options.attempts)
+
+    def _gold_or_reference(self, record: dict[str, Any],
+                           fits: Callable[[Any], bool]) -> tuple[Any, str]:
+        """The raw gold answer and its field: the gold field, else a `reference` that `fits`."""
+        raw = record.get(self.options.gold_field)
+        if raw is None and fits(record.get("reference")):
+            return record["reference"], "reference"
+        return raw, self.options.gold_field
+
+    @staticmethod
+    def _line(item: Item, result: dict[str, Any], answer: Any,
+              usage: dict[str, int]) -> dict[str, Any]:
+        """`result` with `gold`/`correct` (when the item has a gold answer), `usage` (tokens)."""
+        if item.gold is not None:
+            result["gold"] = item.gold
+            result["correct"] = answer == item.gold
+        result.update(usage=usage, error=None)
+        return result
+
     def _failed(self, item: Item, error: str | None, **empty: Any) -> dict[str, Any]:
         return {"id": item.id, "mode": self.mode, **empty, "reasoning": None, "error": error}
 
@@ -312,14 +337,12 @@ class PairwiseTask(_Protocol):
     async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
         """Judge the pair in each order; combine the verdicts (disagreement: a tie)."""
         orders = ["ab", "ba"] if self.options.both_orders else ["ab"]
-        settings = self.settings(item)
         verdicts = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         for order in orders:
             shown = {"a": item.answers[0], "b": item.answers[1]}
             values = {**item.values, "answer_a": shown[order[0]], "answer_b": shown[order[1]]}
-            decision, error = await decide_with_retries(
-                client, self.messages(values), PAIR_LABELS, settings, self.options.attempts)
+            decision, error = await self._decide(client, item, values, PAIR_LABELS)
             if decision is None:
                 return self._failed(item, error, winner=None)
             verdicts.append(pair_verdict(order, decision))
@@ -332,11 +355,7 @@ class PairwiseTask(_Protocol):
             "verdicts": verdicts, "reasoning": verdicts[0]["reasoning"],
             "model_a": item.model_a, "model_b": item.model_b, "group": item.group,
         }
-        if item.gold is not None:
-            result["gold"] = item.gold
-            result["correct"] = winner == item.gold
-        result.update(usage=usage, error=None)
-        return result
+        return self._line(item, result, winner, usage)
 
 
 def pair_verdict(order: str, decision: Decision) -> dict[str, Any]:
@@ -383,10 +402,7 @@ class ScoreTask(_Protocol):
         """Check one input line (FieldError naming the field) and keep what the prompt needs."""
         item_id, values, group = self._base(record)
         values.update(scale_min=self.labels[0], scale_max=self.labels[-1])
-        raw = record.get(self.options.gold_field)
-        source = self.options.gold_field
-        if raw is None and _is_int(record.get("reference")):
-            raw, source = record["reference"], "reference"
+        raw, source = self._gold_or_reference(record, _is_int)
         gold = None
         if raw is not None:
             if not _is_int(raw) or str(raw) not in self.labels:
@@ -397,9 +413,7 @@ class ScoreTask(_Protocol):
 
     async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
         """Reason, choose a score, and weigh the scale by the label probabilities."""
-        decision, error = await decide_with_retries(
-            client, self.messages(item.values), self.labels, self.settings(item),
-            self.options.attempts)
+        decision, error = await self._decide(client, item, item.values, self.labels)
         if decision is None:
             return self._failed(item, error, score=None, expected_score=None)
         score = int(decision.label)
@@ -410,11 +424,7 @@ class ScoreTask(_Protocol):
             "probs": _rounded(decision.probs), "reasoning": decision.reasoning,
             "group": item.group,
         }
-        if item.gold is not None:
-            result["gold"] = item.gold
-            result["correct"] = score == item.gold
-        result.update(usage=decision.usage, error=None)
-        return result
+        return self._line(item, result, score, decision.usage)
 
 
 def _is_int(value: Any) -> bool:
@@ -446,10 +456,7 @@ class ClassifyTask(_Protocol):
         """Check one input line (FieldError naming the field) and keep what the prompt needs."""
         item_id, values, group = self._base(record)
         values.update(label_list=self.label_list, labels=", ".join(self.options.labels))
-        raw = record.get(self.options.gold_field)
-        source = self.options.gold_field
-        if raw is None and record.get("reference") in self.options.labels:
-            raw, source = record["reference"], "reference"
+        raw, source = self._gold_or_reference(record, lambda ref: ref in self.options.labels)
         if raw is not None and raw not in self.options.labels:
             raise FieldError(source, f"must be one of {', '.join(self.options.labels)}, "
                                      f"got {raw!r}")
@@ -457,9 +464,8 @@ class ClassifyTask(_Protocol):
 
     async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
         """Reason, then choose one label; its probability among the labels."""
-        decision, error = await decide_with_retries(
-            client, self.messages(item.values), list(self.options.labels), self.settings(item),
-            self.options.attempts)
+        decision, error = await self._decide(client, item, item.values,
+                                             list(self.options.labels))
         if decision is None:
             return self._failed(item, error, label=None, probability=None)
         probs = _rounded(decision.probs)
@@ -468,11 +474,7 @@ class ClassifyTask(_Protocol):
             "probability": probs.get(decision.label) if probs else None, "probs": probs,
             "reasoning": decision.reasoning, "group": item.group,
         }
-        if item.gold is not None:
-            result["gold"] = item.gold
-            result["correct"] = decision.label == item.gold
-        result.update(usage=decision.usage, error=None)
-        return result
+        return self._line(item, result, decision.label, decision.usage)
 
 
 class BestOfTask:

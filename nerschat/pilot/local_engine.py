@@ -61,26 +61,17 @@ class LocalModel:
         return models_dir() / self.alias
 
 
-LOCAL_MODELS = {
-    "gemma-3-270m": LocalModel(
-        alias="gemma-3-270m",
-        kind="llm",
-        served_name="gemma-3-270m",
-        # float32: on CPUs without bf16 instructions (like these) bfloat16 decodes slower.
-        # --block-size 32: the CPU backend's default 128-token KV blocks are longer than most
-        # judge prompts, and prefix caching reuses only full blocks (0% hits otherwise).
-        vllm_args=("--max-model-len", "2048", "--dtype", "float32", "--block-size", "32"),
-        max_model_len=2048,
-        max_num_seqs=32,  # CPU decoding: a small batch already saturates the cores
-    ),
-    "minilm": LocalModel(
-        alias="minilm",
-        kind="embedding",
-        served_name="all-MiniLM-L6-v2",
-        vllm_args=("--runner", "pooling", "--dtype", "float32", "--max-model-len", "256"),
-        max_model_len=256,
-    ),
-}
+# Fields in order: alias, kind, served name, vLLM arguments, max model length (tokens).
+LOCAL_MODELS = {model.alias: model for model in (
+    # float32: on CPUs without bf16 instructions (like these) bfloat16 decodes slower.
+    # --block-size 32: the CPU backend's default 128-token KV blocks are longer than most
+    # judge prompts, and prefix caching reuses only full blocks (0% hits otherwise).
+    LocalModel("gemma-3-270m", "llm", "gemma-3-270m",
+               ("--max-model-len", "2048", "--dtype", "float32", "--block-size", "32"), 2048,
+               max_num_seqs=32),  # CPU decoding: a small batch already saturates the cores
+    LocalModel("minilm", "embedding", "all-MiniLM-L6-v2",
+               ("--runner", "pooling", "--dtype", "float32", "--max-model-len", "256"), 256),
+)}
 
 
 def is_local_model(model: str) -> bool:

@@ -22,6 +22,8 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
 from importlib import resources
 from typing import Any
 
@@ -47,6 +49,20 @@ def error_response(status: int, message: str, kind: str) -> web.Response:
     """An OpenAI-style error body (`error.message`, `.type`, `.code`)."""
     body = {"error": {"message": f"nerschat router: {message}", "type": kind, "code": status}}
     return web.json_response(body, status=status)
+
+
+Handler = Callable[["RouterApp", web.Request], Awaitable[web.StreamResponse]]
+
+
+def keyed(handler: Handler) -> Handler:
+    """A route that answers 401 unless the request carries the router's key."""
+    @wraps(handler)
+    async def checked(self: RouterApp, request: web.Request) -> web.StreamResponse:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        return await handler(self, request)
+    return checked
 
 
 class RouterApp:
@@ -95,37 +111,29 @@ class RouterApp:
                                    "'nerschat wait --router' says where the key is)",
                               "authentication_error")
 
+    @keyed
     async def prometheus(self, request: web.Request) -> web.Response:
         """`GET /metrics`: Prometheus text format."""
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    @keyed
     async def models(self, request: web.Request) -> web.Response:
         """`GET /v1/models`: the ready models with kind, engine, max length and replicas."""
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         data = [card.to_openai() for card in self.catalog.cards()]
         return web.json_response({"object": "list", "data": data})
 
+    @keyed
     async def model(self, request: web.Request) -> web.Response:
         """`GET /v1/models/<model>`: one ready model's card, or 404."""
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         wanted = request.match_info["model"]
         for card in self.catalog.cards():
             if card.id == wanted:
                 return web.json_response(card.to_openai())
         return error_response(404, f"no ready model {wanted!r}", "NotFoundError")
 
+    @keyed
     async def openai(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/*`: routed by the body's `model`."""
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         body = await request.read()
         model = model_of(body)
         if model is None:
@@ -134,11 +142,9 @@ class RouterApp:
                                   "invalid_request_error")
         return await self._forward(request, request.path, body, model)
 
+    @keyed
     async def tei(self, request: web.Request) -> web.StreamResponse:
         """`POST /embed`, `/rerank`: by a `model` field, or the only embedding model."""
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         body = await request.read()
         model = model_of(body)
         if model is None:
@@ -152,11 +158,9 @@ class RouterApp:
             body = _with_model(body, model)
         return await self._forward(request, request.path, body, model)
 
+    @keyed
     async def tei_prefixed(self, request: web.Request) -> web.StreamResponse:
         """`POST /models/<model>/embed|rerank`: the model named in the path."""
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         model = request.match_info["model"]
         body = await request.read()
         if model_of(body) != model:
