@@ -542,8 +542,9 @@ class Registry:
         return {"path": self.path, "shared": self.shared, "allowed_hosts": self.allowed_hosts}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], shared=state["shared"],  # type: ignore[misc]
-                      allowed_hosts=state["allowed_hosts"])
+        """Rebuild from `__getstate__`'s dict (a fresh, empty cache)."""
+        Registry.__init__(self, state["path"], shared=state["shared"],
+                          allowed_hosts=state["allowed_hosts"])
 
     @property
     def dir_mode(self) -> int:

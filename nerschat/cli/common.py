@@ -40,6 +40,15 @@ def seconds_option(flag: str, default: float, help: str,
     return click.option(flag, type=click.FloatRange(min=minimum), default=default, help=help)
 
 
+def api_key_env_option(default: str) -> Callable[[F], F]:
+    """`--api-key-env VAR`: read the inbound API key from VAR; `default` says what happens without.
+
+    The key itself never goes on the command line (see `nerschat.envkey`).
+    """
+    return click.option("--api-key-env", default=None, metavar="VAR",
+                        help=f"Read the API key from this environment variable [default: {default}].")
+
+
 def open_registry(registry_path: str | None, shared: bool = False) -> Registry:
     """The command's registry (see `Registry.of`)."""
     return Registry.of(registry_path, shared=shared)

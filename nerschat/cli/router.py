@@ -7,6 +7,7 @@ import asyncio
 import click
 
 from nerschat.cli.common import (
+    api_key_env_option,
     console,
     open_registry,
     registry_option,
@@ -29,9 +30,7 @@ def echo_router(registry: Registry, timeout: float) -> None:
 @click.option("--host", default="0.0.0.0", help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Port to listen on (0: a free one; the registry entry has it).")
-@click.option("--api-key-env", default=None, metavar="VAR",
-              help="Read the router's key from this environment variable "
-                   "[default: generate one and keep it in the router's registry entry].")
+@api_key_env_option("generate one and keep it in the router's registry entry")
 @seconds_option("--wait-timeout", 300.0,
                 help="Seconds a request waits for a replica of a starting or failing model.")
 @seconds_option("--request-timeout", 600.0, minimum=0.1,

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from nerschat.cli.common import (
+    api_key_env_option,
     console,
     fail,
     open_registry,
@@ -20,6 +21,7 @@ from nerschat.errors import NerschatError
 from nerschat.pilot.engines import ENGINES
 from nerschat.pilot.pilot import Pilot, PilotConfig
 from nerschat.pilot.runtimes import RUNTIMES
+from nerschat.registry import Kind
 
 ENVIRONMENT = """\b
 Environment:
@@ -89,8 +91,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0,
               help="Restart a server that dies or stays unhealthy, in place, at most this "
                    "many times per 10 minutes; past that the pilot exits non-zero.")
-@click.option("--api-key-env", default=None, metavar="VAR",
-              help="Read the API key from this environment variable [default: a random key].")
+@api_key_env_option("a random key")
 @click.option("--id", "endpoint_id", default=None, metavar="ID",
               help="Registry entry id to publish under (replaces a `pending` entry that "
                    "`nerschat launch` wrote) [default: a fresh id].")
@@ -98,7 +99,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @registry_option
 @shared_option
-def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind: str | None,
+def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind: Kind | None,
           served_name: str | None, port: int | None, host: str | None, gpus: str | None,
           runtime: str, image: str | None, options: tuple[str, ...],
           old_options: tuple[str, ...], ttl: float, ready_timeout: float, drain_before: float,
@@ -123,7 +124,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
     try:
         api_key = key_from_env(api_key_env) if api_key_env else None
         config = PilotConfig(
-            engine=engine, model=model, kind=kind, served_name=served_name,  # type: ignore[arg-type]
+            engine=engine, model=model, kind=kind, served_name=served_name,
             port=port, host=host, gpus=tuple(g for g in gpus.split(",") if g) if gpus else None,
             api_key=api_key, runtime=runtime, image=image, extra_args=extra_args,
             options=parse_options(old_options + options), ttl=ttl, ready_timeout=ready_timeout,

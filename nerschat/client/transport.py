@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from tenacity import (
@@ -271,10 +271,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         try:
             response = self.inner.handle_request(request)
             if not attempt.streamed:
-                try:
-                    raw = b"".join(response.stream)  # type: ignore[arg-type]
-                finally:
-                    response.stream.close()  # type: ignore[union-attr]
+                raw = _read_all(response)
                 response = self._rebuilt(response, request, raw)
             else:
                 raw = None
@@ -311,10 +308,7 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
             response = self.inner.handle_request(attempt.request)
             raw = None
             if not attempt.streamed:
-                try:
-                    raw = b"".join(response.stream)  # type: ignore[arg-type]
-                finally:
-                    response.stream.close()  # type: ignore[union-attr]
+                raw = _read_all(response)
                 response = self._rebuilt(response, attempt.request, raw)
         except FAILOVER_ERRORS as exc:
             raise self.policy.failed(load, repr(exc)) from exc
@@ -510,11 +504,12 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
             self.pool.progress(load, watchdog.since)
             if not attempt.streamed:  # read here: checked, and failed over if bad
                 watchdog.touch(settings.idle_timeout)
+                stream = cast(httpx2.AsyncByteStream, response.stream)  # an async transport's
                 try:
-                    raw = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+                    raw = b"".join([chunk async for chunk in stream])
                 finally:
                     with contextlib.suppress(Exception):
-                        await response.stream.aclose()  # type: ignore[union-attr]
+                        await stream.aclose()
                 response = self._rebuilt(response, request, raw)
         except asyncio.CancelledError:
             if watchdog.claim():
@@ -549,6 +544,15 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close the inner transport's connections."""
         await self.inner.aclose()
+
+
+def _read_all(response: httpx2.Response) -> bytes:
+    """The whole body of a sync transport's reply (its stream is then closed)."""
+    stream = cast(httpx2.SyncByteStream, response.stream)
+    try:
+        return b"".join(stream)
+    finally:
+        stream.close()
 
 
 __all__ = ["AsyncFailoverTransport", "EndpointFailed", "FailoverTransport", "model_of"]

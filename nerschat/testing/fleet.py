@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nerschat.registry import Endpoint, Registry
 
@@ -78,9 +79,9 @@ class StubFleet:
             time.sleep(0.05)
         raise TimeoutError(f"pilot {pilot.process.pid} not ready after {timeout} s")
 
-    def start_ready(self, count: int = 1, model: str = "m1", **kwargs: object) -> list[Endpoint]:
+    def start_ready(self, count: int = 1, model: str = "m1", **kwargs: Any) -> list[Endpoint]:
         """Start `count` stub pilots of `model` (`kwargs` as for `start`) and wait for all."""
-        started = [self.start(model, **kwargs) for _ in range(count)]  # type: ignore[arg-type]
+        started = [self.start(model, **kwargs) for _ in range(count)]
         return [self.wait_ready(p) for p in started]
 
     def stop_all(self, timeout: float = 15.0) -> None:
