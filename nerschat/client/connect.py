@@ -34,6 +34,9 @@ DEFAULTS = RoutingSettings()
 
 RegistryLike = Registry | str | os.PathLike[str] | None
 
+DEFAULT_WAIT_TIMEOUT = 600.0
+"""Seconds `connect()` waits for a ready endpoint when neither `wait_timeout` nor a shorter
+request `timeout` is given."""
 _POOLS: weakref.WeakKeyDictionary[Any, EndpointPool] = weakref.WeakKeyDictionary()
 
 
@@ -60,6 +63,24 @@ def pool_of(client: openai.OpenAI | openai.AsyncOpenAI | httpx2.AsyncClient) -> 
     return pool
 
 
+class RoutedOpenAI(openai.OpenAI):
+    """The `openai.OpenAI` that `connect()` returns: unchanged, plus its endpoint pool."""
+
+    @property
+    def nerschat_pool(self) -> EndpointPool:
+        """The endpoint pool behind this client (same as `pool_of(client)`)."""
+        return pool_of(self)
+
+
+class AsyncRoutedOpenAI(openai.AsyncOpenAI):
+    """The `openai.AsyncOpenAI` that `aconnect()` returns: unchanged, plus its endpoint pool."""
+
+    @property
+    def nerschat_pool(self) -> EndpointPool:
+        """The endpoint pool behind this client (same as `pool_of(client)`)."""
+        return pool_of(self)
+
+
 def make_pool(model: str | None, kind: str | None, registry: RegistryLike, *,
               timeout: float | None = None, wait: bool = True,
               on_status: Callable[[str], None] | None = None, refresh_interval: float = 2.0,
@@ -80,6 +101,16 @@ def make_pool(model: str | None, kind: str | None, registry: RegistryLike, *,
     return EndpointPool(reg, model, kind, refresh_interval=refresh_interval)
 
 
+def default_wait_timeout(wait_timeout: float | None,
+                         timeout: float | httpx2.Timeout | None) -> float:
+    """`wait_timeout` if given, else 600 s capped by a numeric request `timeout` (seconds)."""
+    if wait_timeout is not None:
+        return wait_timeout
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return min(DEFAULT_WAIT_TIMEOUT, float(timeout))
+    return DEFAULT_WAIT_TIMEOUT
+
+
 def routing_settings(wait_timeout: float = 600.0, *,
                      first_byte_timeout: float | None = DEFAULTS.first_byte_timeout,
                      idle_timeout: float | None = DEFAULTS.idle_timeout,
@@ -95,7 +126,7 @@ def connect(
     model: str | None = None,
     kind: str | None = None,
     registry: RegistryLike = None,
-    wait_timeout: float = 600.0,
+    wait_timeout: float | None = None,
     *,
     timeout: float | httpx2.Timeout | None = openai.DEFAULT_TIMEOUT,
     first_byte_timeout: float | None = DEFAULTS.first_byte_timeout,
@@ -108,7 +139,7 @@ def connect(
     failover_attempts: int | None = None,
     refresh_interval: float = 2.0,
     **client_kwargs: Any,
-) -> openai.OpenAI:
+) -> RoutedOpenAI:
     """An `openai.OpenAI` that reaches every ready endpoint of `model` (or `kind`).
 
     With `model=None`, each request goes to an endpoint serving the request's own `model`,
@@ -117,6 +148,8 @@ def connect(
     wait_timeout: seconds to wait for a first ready endpoint (raising `EndpointTimeout` with
         what was seen) and, later, how long a request keeps retrying / waiting when every
         replica is down or failing (then the SDK gets a 503 that it does not retry).
+        Default: 600 s, or the request `timeout` when that is a shorter number (a caller who
+        gives a request 5 s is not kept 10 minutes waiting for a server).
     timeout: the SDK's own request timeout, passed through (default: the SDK's, 600 s).
     first_byte_timeout, idle_timeout: progress deadlines (s) after which an attempt on a
         stalled replica is abandoned and failed over (see `RoutingSettings`); None: never.
@@ -125,6 +158,7 @@ def connect(
         queue time does not count against `wait_timeout`).
     failover_attempts: optional cap on attempts per request (default: the deadline decides).
     """
+    wait_timeout = default_wait_timeout(wait_timeout, timeout)
     pool = make_pool(model, kind, registry, wait_timeout=wait_timeout, wait=wait,
                      on_status=on_status, refresh_interval=refresh_interval,
                      queue_timeout=queue_timeout)
@@ -133,7 +167,7 @@ def connect(
                                 failover_attempts=failover_attempts)
     transport = FailoverTransport(pool, settings=settings)
     http_client = openai.DefaultHttpxClient(transport=transport)
-    client = openai.OpenAI(base_url=ROUTED_BASE_URL, api_key=ROUTED_API_KEY,
+    client = RoutedOpenAI(base_url=ROUTED_BASE_URL, api_key=ROUTED_API_KEY,
                            http_client=http_client, max_retries=max_retries, timeout=timeout,
                            **client_kwargs)
     _POOLS[client] = pool
@@ -144,7 +178,7 @@ def aconnect(
     model: str | None = None,
     kind: str | None = None,
     registry: RegistryLike = None,
-    wait_timeout: float = 600.0,
+    wait_timeout: float | None = None,
     *,
     timeout: float | httpx2.Timeout | None = openai.DEFAULT_TIMEOUT,
     first_byte_timeout: float | None = DEFAULTS.first_byte_timeout,
@@ -157,8 +191,9 @@ def aconnect(
     failover_attempts: int | None = None,
     refresh_interval: float = 2.0,
     **client_kwargs: Any,
-) -> openai.AsyncOpenAI:
+) -> AsyncRoutedOpenAI:
     """The `openai.AsyncOpenAI` twin of `connect()` (same arguments; the readiness wait blocks)."""
+    wait_timeout = default_wait_timeout(wait_timeout, timeout)
     pool = make_pool(model, kind, registry, wait_timeout=wait_timeout, wait=wait,
                      on_status=on_status, refresh_interval=refresh_interval,
                      queue_timeout=queue_timeout)
@@ -167,9 +202,9 @@ def aconnect(
                                 failover_attempts=failover_attempts)
     transport = AsyncFailoverTransport(pool, settings=settings)
     http_client = openai.DefaultAsyncHttpxClient(transport=transport)
-    client = openai.AsyncOpenAI(base_url=ROUTED_BASE_URL, api_key=ROUTED_API_KEY,
-                                http_client=http_client, max_retries=max_retries,
-                                timeout=timeout, **client_kwargs)
+    client = AsyncRoutedOpenAI(base_url=ROUTED_BASE_URL, api_key=ROUTED_API_KEY,
+                               http_client=http_client, max_retries=max_retries,
+                               timeout=timeout, **client_kwargs)
     _POOLS[client] = pool
     return client
 

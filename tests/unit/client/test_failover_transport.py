@@ -15,7 +15,7 @@ import openai
 import pytest
 
 import nerschat
-from nerschat.client.connect import ROUTED_BASE_URL
+from nerschat.client.connect import ROUTED_BASE_URL, default_wait_timeout
 from nerschat.client.routing import EndpointPool, RoutingSettings, affinity_rank
 from nerschat.client.transport import AsyncFailoverTransport, FailoverTransport
 from nerschat.errors import UsageError
@@ -409,3 +409,10 @@ def test_affinity_yields_to_a_cooling_replica(registry: Registry) -> None:
     a.cooldown_until = time.monotonic() + 60
     chosen = pool.try_acquire("m1", key)
     assert chosen is not None and chosen.id == "b"
+
+
+def test_the_wait_defaults_to_600_s_or_a_shorter_request_timeout() -> None:
+    assert default_wait_timeout(None, openai.DEFAULT_TIMEOUT) == 600.0
+    assert default_wait_timeout(None, 5) == 5.0
+    assert default_wait_timeout(None, None) == 600.0
+    assert default_wait_timeout(30.0, 5) == 30.0  # an explicit wait is never capped
