@@ -32,6 +32,7 @@ from nerschat.errors import FailureError
 from nerschat.pilot.engines import LaunchRequest, ServerLaunch, get_engine
 from nerschat.pilot.runtimes import ContainerError, get_runtime
 from nerschat.pilot.walltime import current_job_id, job_end_time
+from nerschat.pilot.describe import describe_engine
 from nerschat.registry import Endpoint, Kind, Registry
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,9 @@ class Pilot:
         try:
             if not self._wait_ready(launch.health_path):
                 return self._shutdown()
-            self._set_state("ready", ready_at=time.time())
+            self._set_state("ready", ready_at=time.time(), **describe_engine(
+                self._health_url("").rstrip("/"), api_key,
+                self.endpoint.url.removesuffix("/v1")))
             if on_ready is not None:
                 on_ready(self.endpoint)
             self._serve()
