@@ -36,7 +36,7 @@ def item_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
 
 
 def embed_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
-    """One embedding shard: `(input, outdir, shard, registry, options, ...)`."""
+    """Embedding shards: `(workdir, outdir, [(shard, digest)], registry, options, timeout, progress)`."""
     from nerschat.workflows.embed import embed_shard
 
     return _app(embed_shard, executor)

@@ -395,6 +395,7 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
                                      max_retries=0)
     pool = client.nerschat_pool  # type: ignore[attr-defined]
     http = routed_http_client(pool, timeout=timeout)
+    pool.refresh(force=True)
     ready = [load.endpoint for load in pool.loads()]
     lengths = [e.max_model_len for e in ready if e.max_model_len]
     clients = Clients(client, http, max_model_len=min(lengths) if lengths else None)
