@@ -3,7 +3,9 @@
 `AdaptiveLimit` follows the latency of finished work (a gradient limit, as in TCP Vegas or
 Netflix's concurrency-limits): while latency stays near the lowest seen, the servers have
 idle slots and the limit doubles; once work queues at the servers, latency grows and the
-limit settles where the queue is `tolerance` times the service time. `drive()` runs a
+limit settles where the latency is about `tolerance` times the service time, that is
+about `tolerance` times what the servers run at once (like a plain client keeping twice the
+capacity in flight). `drive()` runs a
 stream of work under such a limit, so a run never drains between shards.
 """
 
@@ -38,9 +40,7 @@ class AdaptiveLimit:
         average = self._sum / self._count
         self._sum, self._count = 0.0, 0
         if self.min_latency is None or average < self.min_latency:
-            self.min_latency = average
-        else:
-            self.min_latency *= 1.01  # forget slowly: the servers may have become faster
+            self.min_latency = average  # the service time without queueing
         ratio = self.min_latency / max(average, 1e-9)
         if ratio > 0.8:  # no queue yet: grow quickly
             new = self.limit * 2
