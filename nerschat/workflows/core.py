@@ -42,6 +42,7 @@ from nerschat.workflows.pace import AdaptiveLimit, drive
 from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
 
 RESULT_PREFIX = "results-"
+MAX_IN_FLIGHT_BYTES = 8 << 20  # input bytes of the items in flight in one process
 DEFAULT_SHARDS_PARSL = 4
 
 
@@ -369,12 +370,12 @@ def next_run(workdir: Path) -> int:
 # -- running shards ---------------------------------------------------------------------
 
 def _shard_items(task: ItemTask, shard_in: Path, done: set[int]
-                 ) -> Iterator[tuple[int, Any]]:
+                 ) -> Iterator[tuple[int, int, Any]]:
     for number, raw in iter_lines(shard_in):
         h = item_hash(raw)
         if h in done:
             continue  # a retried shard does not redo what it finished
-        yield h, task.parse(decode_line(shard_in, number, raw))
+        yield h, len(raw), task.parse(decode_line(shard_in, number, raw))
 
 
 def initial_limit(endpoints: list[Endpoint]) -> int:
@@ -403,15 +404,15 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
     counts = {"items": 0, "errors": 0}
     writers: dict[Path, IO[bytes]] = {}
 
-    def stream() -> Iterator[tuple[IO[bytes], int, Any]]:
+    def stream() -> Iterator[tuple[IO[bytes], int, int, Any]]:
         for shard_in, results in shards:
             done = done_hashes(results)
             writers[results] = open(results, "ab")  # noqa: SIM115
-            for h, item in _shard_items(task, shard_in, done):
-                yield writers[results], h, item
+            for h, size, item in _shard_items(task, shard_in, done):
+                yield writers[results], h, size, item
 
-    async def handle(unit: tuple[IO[bytes], int, Any]) -> None:
-        out, h, item = unit
+    async def handle(unit: tuple[IO[bytes], int, int, Any]) -> None:
+        out, h, _, item = unit
         try:
             result = await task.process(clients, item)
         except Exception as exc:  # noqa: BLE001 - any failure is this item's error
@@ -426,7 +427,8 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
             raise OutputError(f"{out.name}: cannot write ({exc.strerror or exc})") from None
 
     try:
-        await drive(stream(), handle, limit)
+        await drive(stream(), handle, limit, size=lambda unit: unit[2],
+                    max_size=MAX_IN_FLIGHT_BYTES)
     finally:
         for out in writers.values():
             with contextlib.suppress(OSError):

@@ -154,8 +154,12 @@ class BatchOutcome:
 
     rows: list[np.ndarray | None]
     tokens: int = 0
-    truncated: int = 0
+    truncated_at: set[int] = field(default_factory=set)  # indexes in batch, each counted once
     errors: dict[int, str] = field(default_factory=dict)  # index in batch -> error
+
+    @property
+    def truncated(self) -> int:
+        return len(self.truncated_at)
 
 
 class Embedder:
@@ -240,7 +244,7 @@ class Embedder:
                 rows, tokens = self._decode(retry, 1)
                 outcome.rows[offset] = rows[0]
                 outcome.tokens += tokens
-                outcome.truncated += 1
+                outcome.truncated_at.add(offset)
                 return
             if not _rejected(retry):
                 raise EmbedError(f"HTTP {retry.status_code}: {retry.text[:300]}")
@@ -261,7 +265,7 @@ class Embedder:
                                          "than the model takes (use truncation)")
                     continue
                 text = _cut(text, self.max_text_bytes)
-                outcome.truncated += 1
+                outcome.truncated_at.add(i)
             send.append(i)
             prepared.append(text)
         if prepared:
@@ -271,8 +275,9 @@ class Embedder:
                 outcome.rows[i] = part.rows[j]
                 if j in part.errors:
                     outcome.errors[i] = part.errors[j]
+                if j in part.truncated_at:
+                    outcome.truncated_at.add(i)
             outcome.tokens += part.tokens
-            outcome.truncated += part.truncated
         return outcome
 
 

@@ -54,22 +54,32 @@ class AdaptiveLimit:
 
 
 async def drive(work: Iterable[T], handle: Callable[[T], Awaitable[None]],
-                limit: AdaptiveLimit | int) -> None:
-    """Run `handle` over `work` with at most `limit` at once; `work` is read lazily."""
+                limit: AdaptiveLimit | int, *, size: Callable[[T], int] | None = None,
+                max_size: int = 0) -> None:
+    """Run `handle` over `work` with at most `limit` at once; `work` is read lazily.
+
+    With `size`, units are also held back while the sizes in flight (e.g. bytes of input)
+    would pass `max_size`, so memory stays bounded whatever the limit grows to.
+    """
     fixed = limit if isinstance(limit, int) else None
     adaptive = limit if isinstance(limit, AdaptiveLimit) else None
     finished: asyncio.Queue[BaseException | None] = asyncio.Queue()
     iterator = iter(work)
     active = 0
+    in_flight_size = 0
     exhausted = False
+    held: list[T] = []
 
-    async def one(unit: T) -> None:
+    async def one(unit: T, weight: int) -> None:
+        nonlocal in_flight_size
         started = time.monotonic()
         try:
             await handle(unit)
         except BaseException as exc:  # noqa: BLE001 - handed to the driver, which re-raises
             finished.put_nowait(exc)
             return
+        finally:
+            in_flight_size -= weight
         if adaptive is not None:
             adaptive.observe(time.monotonic() - started)
         finished.put_nowait(None)
@@ -78,13 +88,23 @@ async def drive(work: Iterable[T], handle: Callable[[T], Awaitable[None]],
     try:
         while True:
             width = fixed if fixed is not None else adaptive.current  # type: ignore[union-attr]
-            while not exhausted and active < width:
-                try:
-                    unit = next(iterator)
-                except StopIteration:
-                    exhausted = True
+            while active < width:
+                if held:
+                    unit = held.pop()
+                elif exhausted:
                     break
-                task = asyncio.create_task(one(unit))
+                else:
+                    try:
+                        unit = next(iterator)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                weight = size(unit) if size is not None else 0
+                if active and max_size and in_flight_size + weight > max_size:
+                    held.append(unit)  # wait until enough work in flight has finished
+                    break
+                in_flight_size += weight
+                task = asyncio.create_task(one(unit, weight))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 active += 1
