@@ -44,7 +44,7 @@ from rich.markup import escape
 from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint, Registry
 from nerschat.workflows.atomic import atomic_write, write_json
-from nerschat.workflows.core import _duplicates, check_config
+from nerschat.workflows.core import _duplicates, check_config, initial_limit
 from nerschat.workflows.corpus import Document, iter_corpus
 from nerschat.workflows.inputs import InputError, invalid_line
 from nerschat.workflows.pace import AdaptiveLimit, drive
@@ -364,7 +364,7 @@ async def embed_shards_async(work: Path, outdir: Path, shards: list[tuple[int, s
     embedder = Embedder(http, limits, options, model)
     maximum = MAX_IN_FLIGHT_PER_ENDPOINT * max(1, len(endpoints))
     limit: AdaptiveLimit | int = options.in_flight or AdaptiveLimit(
-        initial=min(maximum, 4 * len(endpoints)), maximum=maximum)
+        initial=min(maximum, initial_limit(endpoints)), maximum=maximum)
     summaries: list[dict[str, Any]] = []
     progress = open(progress_path, "a", encoding="utf-8") if progress_path else None  # noqa: SIM115
 

@@ -170,7 +170,7 @@ def _is_context_error(exc: openai.APIStatusError) -> bool:
 async def _judge_once(client: openai.AsyncOpenAI, model: str, item: JudgeItem, order: list[int],
                       options: JudgeOptions, reasoning_tokens: int) -> dict[str, Any]:
     labels = list(string.ascii_uppercase[: len(order)])
-    messages = build_messages(item, order, options)
+    messages: list[Any] = build_messages(item, order, options)
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     reasoning = ""
     if reasoning_tokens:

@@ -66,9 +66,9 @@ class ItemTask(Protocol):
 class JudgeTask:
     """LLM-as-a-judge over {id, question, answers, ...} items."""
 
-    name = "judge"
-    key = "id"
-    kind = "llm"
+    name: str = "judge"
+    key: str = "id"
+    kind: str | None = "llm"
 
     def __init__(self, options: JudgeOptions | None = None):
         self.options = options or JudgeOptions()
@@ -111,9 +111,9 @@ class JudgeTask:
 class BatchTask:
     """OpenAI batch-file requests, each naming its own model."""
 
-    name = "batch"
-    key = "custom_id"
-    kind = None  # a batch file may mix chat, completion and embedding requests
+    name: str = "batch"
+    key: str = "custom_id"
+    kind: str | None = None  # a batch file may mix chat, completion and embedding requests
 
     @property
     def model(self) -> str | None:
