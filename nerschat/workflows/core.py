@@ -379,8 +379,9 @@ def _shard_items(task: ItemTask, shard_in: Path, done: set[int]
 
 
 def initial_limit(endpoints: list[Endpoint]) -> int:
-    """A starting point for the adaptive limit: twice what the endpoints say they run."""
-    return max(16, min(4096, 2 * sum(e.capacity or 32 for e in endpoints)))
+    """A starting point for the adaptive limit: twice what the endpoints say they run, at
+    most 256 (the limit grows from there while the latency stays flat)."""
+    return max(16, min(256, 2 * sum(e.capacity or 32 for e in endpoints)))
 
 
 async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
