@@ -392,9 +392,10 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
 
     started = time.monotonic()
     model = task.model
+    # No readiness wait of its own: the run waited once; requests wait in the transport.
     client = await asyncio.to_thread(aconnect, model, task.kind if model is None else None,
                                      Registry(registry) if registry else None, timeout,
-                                     max_retries=0)
+                                     wait=False, max_retries=0)
     pool = client.nerschat_pool  # type: ignore[attr-defined]
     http = routed_http_client(pool, timeout=timeout)
     pool.refresh(force=True)
