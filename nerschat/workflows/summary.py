@@ -96,6 +96,9 @@ def batch_summary(report: RunReport) -> Table:
 def failure_line(report: RunReport) -> str | None:
     """A one-line failure message when the output holds nothing but errors, else None."""
     merged = report.merged
+    if not report.total and report.invalid:
+        return (f"no valid items: all {report.invalid} input lines are invalid; see "
+                f"{report.output.with_name(report.output.stem + '.errors.jsonl')}")
     if merged["written"] and merged["errors"] == merged["written"]:
         first = None
         for r in _lines(report.output):
