@@ -155,6 +155,28 @@ def done_hashes(path: Path) -> set[int]:
     return done
 
 
+def _index_blocks(path: Path, block: int = 65536
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(hashes, offsets, ok) of a results file's complete lines, in compact blocks."""
+    h: list[int] = []
+    off: list[int] = []
+    ok: list[bool] = []
+    position = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            parsed = _parse_prefix(line)
+            if parsed is not None:
+                h.append(parsed[0])
+                off.append(position)
+                ok.append(parsed[1])
+                if len(h) >= block:
+                    yield (np.array(h, dtype=np.uint64), np.array(off, dtype=np.int64),
+                           np.array(ok, dtype=bool))
+                    h, off, ok = [], [], []
+            position += len(line)
+    yield np.array(h, dtype=np.uint64), np.array(off, dtype=np.int64), np.array(ok, dtype=bool)
+
+
 @dataclass
 class ResultIndex:
     """Where the best result of each item hash is: a success over an error, else the latest."""
@@ -173,20 +195,11 @@ class ResultIndex:
         offsets: list[np.ndarray] = []
         oks: list[np.ndarray] = []
         for number, path in enumerate(files):
-            h, off, ok = [], [], []
-            position = 0
-            with open(path, "rb") as handle:
-                for line in handle:
-                    parsed = _parse_prefix(line)
-                    if parsed is not None:
-                        h.append(parsed[0])
-                        off.append(position)
-                        ok.append(parsed[1])
-                    position += len(line)
-            hashes.append(np.array(h, dtype=np.uint64))
-            offsets.append(np.array(off, dtype=np.int64))
-            oks.append(np.array(ok, dtype=bool))
-            file_of.append(np.full(len(h), number, dtype=np.uint32))
+            for block_h, block_off, block_ok in _index_blocks(path):
+                hashes.append(block_h)
+                offsets.append(block_off)
+                oks.append(block_ok)
+                file_of.append(np.full(len(block_h), number, dtype=np.uint32))
         if not hashes:
             empty = np.zeros(0, dtype=np.uint64)
             return cls(files, empty, np.zeros(0, np.uint32), np.zeros(0, np.int64),
