@@ -437,3 +437,12 @@ def test_run_batch_memory_follows_work_in_flight_not_input_size(
     size_kb = 400 * len(filler) // 1024
     extra = peak(400) - peak(10)
     assert extra < size_kb / 2, f"peak RSS grew {extra} kB for a {size_kb} kB input"
+
+
+def test_endpoints_advertise_what_clients_need(fleet: StubFleet) -> None:
+    tei = fleet.start_ready(1, "emb", kind="embedding", api="tei", max_client_batch_size=16,
+                            max_input_length=128)[0]
+    llm = fleet.start_ready(1, "m", max_model_len=1024)[0]
+    assert (tei.api, tei.max_batch_size, tei.max_input_tokens) == ("tei", 16, 128)
+    assert tei.metrics_url == tei.url.removesuffix("/v1") + "/metrics"
+    assert (llm.api, llm.max_model_len) == ("openai", 1024)
