@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -65,10 +66,12 @@ def _id_hash(item_id: str) -> int:
 
 
 def parts_dir(output: Path) -> Path:
+    """The work directory of `output` (`OUT.parts/`)."""
     return output.with_name(output.name + ".parts")
 
 
 def errors_path(output: Path) -> Path:
+    """Where invalid input lines of `output`'s run go (`OUT.errors.jsonl`)."""
     return output.with_name(output.stem + ".errors.jsonl")
 
 
@@ -104,6 +107,7 @@ def check_config(workdir: Path, output: Path, config: dict[str, Any]) -> None:
 
 
 def stored_config(workdir: Path) -> dict[str, Any]:
+    """The configuration an earlier run kept in `workdir` ({} if none)."""
     try:
         value = json.loads((workdir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -303,7 +307,7 @@ def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | 
     return (np.concatenate(block_l), np.concatenate(block_h), np.concatenate(block_i), invalid)
 
 
-def _duplicates(id_hashes: np.ndarray) -> np.ndarray:
+def duplicate_indices(id_hashes: np.ndarray) -> np.ndarray:
     """Indices of items whose id already appeared earlier in the input."""
     order = np.argsort(id_hashes, kind="stable")
     sorted_ids = id_hashes[order]
@@ -333,7 +337,7 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_in
     with contextlib.ExitStack() as stack:
         errors_out = stack.enter_context(atomic_write(errors_file)) if skip_invalid else None
         lines, hashes, id_hashes, invalid = _scan(task, input_path, skip_invalid, errors_out)
-        repeats = _duplicates(id_hashes)
+        repeats = duplicate_indices(id_hashes)
         del id_hashes
         if len(repeats):
             first_seen: dict[str, int] = {}
@@ -375,6 +379,7 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_in
 
 
 def next_run(workdir: Path) -> int:
+    """The number of the next run in `workdir` (shard files of earlier runs are kept)."""
     runs = [int(p.name.split("-")[1]) for p in workdir.glob("input-*.jsonl")
             if p.name.split("-")[1].isdigit()] if workdir.is_dir() else []
     return max(runs, default=-1) + 1
@@ -448,8 +453,6 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
         for out in writers.values():
             with contextlib.suppress(OSError):
                 out.flush()
-                import os
-
                 os.fsync(out.fileno())
             out.close()
         await http.aclose()
@@ -519,6 +522,7 @@ class RunReport:
 
 
 def only_model(ready: list[Endpoint]) -> str:
+    """The one model served by `ready`; AmbiguousModel if there are several."""
     models = sorted({e.model for e in ready})
     if len(models) != 1:
         raise AmbiguousModel(f"several models are ready ({', '.join(models)}): pass --model")

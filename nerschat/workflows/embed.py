@@ -44,7 +44,7 @@ from rich.markup import escape
 from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint, Registry
 from nerschat.workflows.atomic import atomic_write, write_json
-from nerschat.workflows.core import _duplicates, check_config, initial_limit
+from nerschat.workflows.core import duplicate_indices, check_config, initial_limit
 from nerschat.workflows.corpus import Document, iter_corpus
 from nerschat.workflows.inputs import InputError, invalid_line
 from nerschat.workflows.pace import AdaptiveLimit, drive
@@ -471,7 +471,7 @@ def _plan(source: str | Path, outdir: Path, work: Path, options: EmbedOptions, *
         hashes.append(np.array(h_buf, np.uint64))
         ids.append(np.array(i_buf, np.uint64))
         all_numbers, all_hashes = np.concatenate(numbers), np.concatenate(hashes)
-        repeats = _duplicates(np.concatenate(ids))
+        repeats = duplicate_indices(np.concatenate(ids))
         if len(repeats):
             bad = set(all_numbers[repeats].tolist())
             first: dict[str, int] = {}
