@@ -19,6 +19,7 @@ unless it starts fresh (`restart=True`, or a new output).
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import hashlib
@@ -269,14 +270,14 @@ class Plan:
 
 def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | None
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Pass 1: validate every line; (line numbers, item hashes, id hashes, invalid count)."""
-    lines: list[int] = []
-    hashes: list[int] = []
-    ids: list[int] = []
+    """Pass 1: validate every line; (line numbers, item hashes, id hashes, invalid count).
+
+    Kept compact (20 bytes per valid item), so memory hardly follows the input size.
+    """
+    lines = array.array("I")
+    hashes = array.array("Q")
+    ids = array.array("Q")
     invalid = 0
-    block_l: list[np.ndarray] = []
-    block_h: list[np.ndarray] = []
-    block_i: list[np.ndarray] = []
     for number, raw in iter_lines(path):
         value = decode_line(path, number, raw)
         try:
@@ -296,24 +297,15 @@ def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | 
         lines.append(number)
         hashes.append(item_hash(raw))
         ids.append(_id_hash(task.item_id(item)))
-        if len(lines) >= 65536:  # compact: 20 bytes per item instead of ~100 in lists
-            block_l.append(np.array(lines, dtype=np.int64))
-            block_h.append(np.array(hashes, dtype=np.uint64))
-            block_i.append(np.array(ids, dtype=np.uint64))
-            lines, hashes, ids = [], [], []
-    block_l.append(np.array(lines, dtype=np.int64))
-    block_h.append(np.array(hashes, dtype=np.uint64))
-    block_i.append(np.array(ids, dtype=np.uint64))
-    return (np.concatenate(block_l), np.concatenate(block_h), np.concatenate(block_i), invalid)
+    return (np.frombuffer(lines, dtype=np.uint32), np.frombuffer(hashes, dtype=np.uint64),
+            np.frombuffer(ids, dtype=np.uint64), invalid)
 
 
-def duplicate_indices(id_hashes: np.ndarray) -> np.ndarray:
-    """Indices of items whose id already appeared earlier in the input."""
-    order = np.argsort(id_hashes, kind="stable")
-    sorted_ids = id_hashes[order]
-    repeat = np.zeros(len(order), dtype=bool)
-    repeat[1:] = sorted_ids[1:] == sorted_ids[:-1]
-    return np.sort(order[repeat])
+def repeated(values: np.ndarray) -> set[int]:
+    """The values occurring more than once; sorts `values` in place (no copy)."""
+    values.sort()
+    same = values[1:] == values[:-1]
+    return set(values[1:][same].tolist())
 
 
 def _raw_lines(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, bytes]]:
@@ -337,26 +329,29 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_in
     with contextlib.ExitStack() as stack:
         errors_out = stack.enter_context(atomic_write(errors_file)) if skip_invalid else None
         lines, hashes, id_hashes, invalid = _scan(task, input_path, skip_invalid, errors_out)
-        repeats = duplicate_indices(id_hashes)
+        repeats = repeated(id_hashes)  # candidates; the ids themselves decide below
         del id_hashes
-        if len(repeats):
+        if repeats:
             first_seen: dict[str, int] = {}
-            bad = set(lines[repeats].tolist())
-            for number, raw in _raw_lines(input_path, np.sort(lines)):
+            bad: list[int] = []
+            for number, raw in _raw_lines(input_path, lines):
                 item_id = task.item_id(task.parse(decode_line(input_path, number, raw)))
-                if number not in bad:
-                    first_seen.setdefault(item_id, number)
+                if _id_hash(item_id) not in repeats:
+                    continue
+                if item_id not in first_seen:
+                    first_seen[item_id] = number
                     continue
                 error = InputError(input_path, number, task.key, f"duplicate id {item_id!r} "
-                                   f"(first on line {first_seen.get(item_id, '?')})")
+                                   f"(first on line {first_seen[item_id]})")
                 if not skip_invalid:
                     raise error
                 invalid += 1
+                bad.append(number)
                 assert errors_out is not None
                 errors_out.write(invalid_line(number, str(error), raw))
-            keep = np.ones(len(lines), dtype=bool)
-            keep[repeats] = False
-            lines, hashes = lines[keep], hashes[keep]
+            if bad:
+                keep = ~np.isin(lines, np.array(bad, dtype=np.uint32))
+                lines, hashes = lines[keep], hashes[keep]
     if not invalid and errors_file.exists():
         errors_file.unlink()
     todo_mask = ~index.done(hashes)

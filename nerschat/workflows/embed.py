@@ -23,6 +23,7 @@ recorded as that document's error.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import hashlib
@@ -44,7 +45,7 @@ from rich.markup import escape
 from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint, Registry
 from nerschat.workflows.atomic import atomic_write, write_json
-from nerschat.workflows.core import duplicate_indices, check_config, initial_limit
+from nerschat.workflows.core import check_config, initial_limit, repeated
 from nerschat.workflows.corpus import Document, iter_corpus
 from nerschat.workflows.inputs import InputError, invalid_line
 from nerschat.workflows.pace import AdaptiveLimit, drive
@@ -443,13 +444,10 @@ class EmbedPlan:
 
 def _plan(source: str | Path, outdir: Path, work: Path, options: EmbedOptions, *,
           shards: int | None, skip_invalid: bool, id_field: str, text_field: str) -> EmbedPlan:
-    numbers: list[np.ndarray] = []
-    hashes: list[np.ndarray] = []
-    ids: list[np.ndarray] = []
-    n_buf: list[int] = []
-    h_buf: list[int] = []
-    i_buf: list[int] = []
+    hashes = array.array("Q")  # 16 bytes per document in all
+    ids = array.array("Q")
     invalid = 0
+    bad: set[int] = set()  # numbers of documents repeating an earlier id
     invalid_path = outdir / "invalid.jsonl"
     with atomic_write(invalid_path) as errors_out:
         for number, raw, entry in iter_corpus(source, id_field=id_field, text_field=text_field):
@@ -459,41 +457,39 @@ def _plan(source: str | Path, outdir: Path, work: Path, options: EmbedOptions, *
                 invalid += 1
                 errors_out.write(invalid_line(number, str(entry), raw))
                 continue
-            n_buf.append(number)
-            h_buf.append(_doc_hash(entry))
-            i_buf.append(_id_hash(entry.id))
-            if len(n_buf) >= 65536:
-                numbers.append(np.array(n_buf, np.int64))
-                hashes.append(np.array(h_buf, np.uint64))
-                ids.append(np.array(i_buf, np.uint64))
-                n_buf, h_buf, i_buf = [], [], []
-        numbers.append(np.array(n_buf, np.int64))
-        hashes.append(np.array(h_buf, np.uint64))
-        ids.append(np.array(i_buf, np.uint64))
-        all_numbers, all_hashes = np.concatenate(numbers), np.concatenate(hashes)
-        repeats = duplicate_indices(np.concatenate(ids))
-        if len(repeats):
-            bad = set(all_numbers[repeats].tolist())
+            hashes.append(_doc_hash(entry))
+            ids.append(_id_hash(entry.id))
+        all_hashes = np.frombuffer(hashes, dtype=np.uint64)
+        repeats = repeated(np.frombuffer(ids, dtype=np.uint64))
+        del ids
+        if repeats:
             first: dict[str, int] = {}
             for number, raw, entry in iter_corpus(source, id_field=id_field,
                                                   text_field=text_field):
-                if not isinstance(entry, Document):
+                if not isinstance(entry, Document) or _id_hash(entry.id) not in repeats:
                     continue
-                if number not in bad:
-                    first.setdefault(entry.id, number)
+                if entry.id not in first:
+                    first[entry.id] = number
                     continue
                 error = InputError(source, number, id_field, f"duplicate id {entry.id!r} "
-                                   f"(first at {first.get(entry.id, '?')})")
+                                   f"(first at {first[entry.id]})")
                 if not skip_invalid:
                     raise error
                 invalid += 1
+                bad.add(number)
                 errors_out.write(invalid_line(number, str(error), raw))
-            keep = np.ones(len(all_numbers), dtype=bool)
-            keep[repeats] = False
-            all_numbers, all_hashes = all_numbers[keep], all_hashes[keep]
+        if bad:
+            keep = np.ones(len(all_hashes), dtype=bool)
+            valid = 0
+            for number, _, entry in iter_corpus(source, id_field=id_field,
+                                                text_field=text_field):
+                if isinstance(entry, Document):
+                    keep[valid] = number not in bad
+                    valid += 1
+            all_hashes = all_hashes[keep]
     if not invalid:
         invalid_path.unlink(missing_ok=True)
-    total = len(all_numbers)
+    total = len(all_hashes)
     if not total:
         raise PlanMismatch(f"{source}: no documents to embed")
     count = min(total, shards or max(1, math.ceil(total / DEFAULT_SHARD_SIZE)))
@@ -523,7 +519,7 @@ def _plan(source: str | Path, outdir: Path, work: Path, options: EmbedOptions, *
     handle = None
     shard = -1
     for number, _, entry in iter_corpus(source, id_field=id_field, text_field=text_field):
-        if position >= total or number != all_numbers[position]:
+        if not isinstance(entry, Document) or number in bad:
             continue
         while position >= bounds[shard + 1]:
             if handle is not None:
@@ -534,7 +530,6 @@ def _plan(source: str | Path, outdir: Path, work: Path, options: EmbedOptions, *
                 handle = open(work / f"input-{shard:05d}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
         position += 1
         if handle is not None:
-            assert isinstance(entry, Document)
             handle.write(json.dumps({"id": entry.id, "text": entry.text}) + "\n")
     if handle is not None:
         handle.close()

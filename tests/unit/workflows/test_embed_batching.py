@@ -126,3 +126,23 @@ def test_limits_are_the_smallest_of_the_replicas() -> None:
     with pytest.raises(Exception, match="prompt names need TEI"):
         Embedder(httpx2.AsyncClient(), ServerLimits.of([entry(api="openai")]),
                  EmbedOptions(prompt_name="query"), "m")
+
+
+def test_plan_reports_duplicate_ids_and_reuses_unchanged_shards(tmp_path: Path) -> None:
+    from nerschat.workflows.embed import _plan
+    from nerschat.workflows.inputs import InputError
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i % 5}" if i == 7 else f"d{i}",
+                                          "text": f"text {i}"}) + "\n" for i in range(10)))
+    out, work = tmp_path / "out", tmp_path / "out" / ".work"
+    out.mkdir()
+    with pytest.raises(InputError, match="c.jsonl:8: field 'id': duplicate id 'd2' \\(first at 3\\)"):
+        _plan(corpus, out, work, EmbedOptions(), shards=3, skip_invalid=False, id_field="id",
+              text_field="text")
+    plan = _plan(corpus, out, work, EmbedOptions(), shards=3, skip_invalid=True, id_field="id",
+                 text_field="text")
+    assert plan.counts == [3, 3, 3] and plan.invalid == 1 and plan.todo == [0, 1, 2]
+    shard_ids = [json.loads(x)["id"] for x in (work / "input-00002.jsonl").read_text().splitlines()]
+    assert shard_ids == ["d6", "d8", "d9"]
+    assert json.loads((out / "invalid.jsonl").read_text())["line"] == 8
