@@ -4,18 +4,38 @@ Two labelled executors, as in the cluster configs, so workflows run unchanged:
 - `pilots`: long-running pilot apps (one worker per server),
 - `clients`: client apps (judge/embed shards).
 
-Copy this file and edit it, or call `make_config(...)` with other values.
+`pilot_provider(request)` runs `nerschat launch --site local` pilots as local background
+processes. Copy this file and edit it, or call `make_config(...)` with other values.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
+from parsl.launchers import SimpleLauncher
 from parsl.providers import LocalProvider
 
-from nerschat.parsl.config import CLIENT_EXECUTOR, PILOT_EXECUTOR, activate_env_command
+from nerschat.parsl.config import (
+    CLIENT_EXECUTOR,
+    PILOT_EXECUTOR,
+    JobRequest,
+    Site,
+    activate_env_command,
+)
+
+
+def site(engine: str) -> Site:
+    """No container: the local engine runs directly (see scripts/setup-local-engine.sh)."""
+    return Site(name="local", runtime="none", hf_home=os.environ.get("HF_HOME") or None,
+                offline=True, cluster=False)
+
+
+def pilot_provider(request: JobRequest) -> LocalProvider:
+    """Pilot jobs as background processes of this machine (they outlive `nerschat launch`)."""
+    return LocalProvider(init_blocks=0, min_blocks=0, max_blocks=1,
+                         worker_init=activate_env_command(), launcher=SimpleLauncher())
 
 
 def make_config(pilot_workers: int = 2, client_workers: int = 2, run_dir: str = "runinfo",
@@ -38,8 +58,3 @@ def make_config(pilot_workers: int = 2, client_workers: int = 2, run_dir: str = 
         run_dir=run_dir,
         strategy_period=1,
     )
-
-
-def pilot_options() -> dict[str, Any]:
-    """No container: the local engine runs directly (see scripts/setup-local-engine.sh)."""
-    return {"runtime": "none"}

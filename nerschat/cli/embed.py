@@ -6,16 +6,12 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from nerschat.cli.common import console
+from nerschat.cli.common import console, registry_option
 from nerschat.errors import FailureError
 from nerschat.workflows.embed import EmbedOptions, run_embed
 
 ENVIRONMENT = """\b
-Environment:
-  NERSCHAT_REGISTRY   registry directory (when --registry is not given)
-  with --config, the variables that Parsl config reads (see docs/parsl-configs.md)
-
-\b
+With --config, also the variables that Parsl config reads (see docs/parsl-configs.md).
 Exit status: 0 done (rejected documents are NaN rows listed in the manifest's "errors"),
 1 when every document failed or the run could not go on, 2 for bad input or options."""
 
@@ -51,8 +47,7 @@ Exit status: 0 done (rejected documents are NaN rows listed in the manifest's "e
 @click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="Seconds to wait for a ready endpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--registry", "registry_path", type=click.Path(file_okay=False), default=None,
-              help="Registry directory [default: $NERSCHAT_REGISTRY or ~/.nerschat/registry].")
+@registry_option
 def embed(source: str, outdir: str, model: str | None, prompt_name: str | None, prefix: str,
           shards: int | None, batch_size: int | None, in_flight: int | None, truncate: bool,
           id_column: str, text_column: str, config_path: str | None, executor: str,

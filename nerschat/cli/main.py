@@ -15,25 +15,83 @@ from nerschat import __version__
 
 COMMANDS = {
     "serve": "nerschat.cli.serve:serve",
+    "launch": "nerschat.cli.launch:launch",
+    "prefetch": "nerschat.cli.launch:prefetch",
     "ls": "nerschat.cli.endpoints:ls",
     "wait": "nerschat.cli.endpoints:wait",
     "stop": "nerschat.cli.endpoints:stop",
     "chat": "nerschat.cli.chat:chat",
     "judge": "nerschat.cli.workflows:judge",
+    "judge-report": "nerschat.cli.judge_report:judge_report",
     "run-batch": "nerschat.cli.workflows:run_batch",
     "embed": "nerschat.cli.embed:embed",
+    "router": "nerschat.cli.router:router",
+    "tunnel": "nerschat.cli.tunnel:tunnel",
 }
 
 
+# The environment variables each command reads, shown at the end of its --help and in
+# `nerschat --version` (one variable per concept).
+ENVIRONMENT = {
+    "NERSCHAT_REGISTRY": "registry directory when --registry is not given "
+                         "[default: ~/.nerschat/registry]",
+    "NERSCHAT_ALLOWED_HOSTS": "host patterns a registry entry's URL may use, e.g. "
+                              "'nid*,*.example.org' [default: loopback, single-label names, "
+                              "this machine's domain, private addresses]",
+    "NERSCHAT_HOME": "where the local CPU engine and its models live [default: ~/.cache/nerschat]",
+    "NERSCHAT_ADVERTISE_HOST": "host name a pilot publishes in its URL [default: the node's name]",
+    "HF_HOME": "Hugging Face cache the engines load weights from",
+    "SLURM_JOB_ID": "set by SLURM: the pilot records its job and reads its walltime end",
+    "NERSCHAT_ACCOUNT": "SLURM account of launched jobs when --account is not given",
+    "NERSCHAT_QOS": "SLURM QOS of launched jobs when --qos is not given",
+    "NERSCHAT_WALLTIME": "walltime (HH:MM:SS) of launched jobs when --walltime is not given",
+    "NERSCHAT_ENV": "perlmutter site: the venv with nerschat that every job activates",
+    "NERSCHAT_PARTITION": "slurm site: partition of launched jobs",
+    "NERSCHAT_GPUS_PER_NODE": "slurm site: GPUs per node (replicas are packed by it)",
+    "NERSCHAT_CORES_PER_NODE": "slurm site: cores per job",
+    "NERSCHAT_LAUNCHER": "slurm site: `single` or `srun`",
+    "NERSCHAT_RUNTIME": "slurm site: container runtime of the pilots [default: none]",
+    "NERSC_HOST": "set by NERSC: `perlmutter` makes --site default to perlmutter",
+    "HF_TOKEN": "Hugging Face token for gated models (read by huggingface_hub, never argv)",
+}
+COMMAND_ENVIRONMENT = {
+    "serve": ["NERSCHAT_REGISTRY", "NERSCHAT_HOME", "NERSCHAT_ADVERTISE_HOST", "HF_HOME",
+              "SLURM_JOB_ID"],
+    "ls": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "wait": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "stop": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "chat": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "judge": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "run-batch": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "embed": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "launch": ["NERSCHAT_REGISTRY", "NERSCHAT_ACCOUNT", "NERSCHAT_QOS", "NERSCHAT_WALLTIME",
+               "NERSCHAT_ENV", "NERSCHAT_PARTITION", "NERSCHAT_GPUS_PER_NODE",
+               "NERSCHAT_CORES_PER_NODE", "NERSCHAT_LAUNCHER", "NERSCHAT_RUNTIME", "HF_HOME",
+               "NERSC_HOST"],
+    "prefetch": ["HF_HOME", "HF_TOKEN", "NERSC_HOST"],
+}
+
+
+def environment_epilog(names: list[str]) -> str:
+    """The 'Environment variables' block appended to a command's --help."""
+    width = max(len(name) for name in names)
+    lines = [f"  {name.ljust(width)}  {ENVIRONMENT[name]}" for name in names]
+    return "\b\nEnvironment variables:\n" + "\n".join(lines)
+
+
 class LazyGroup(click.Group):
+    """A click group that imports each subcommand's module only when it is used."""
+
     def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, loaded or not, sorted."""
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return one command (None if unknown), its help ending in its env vars."""
         target = self.lazy.get(cmd_name)
         if target is None:
             return super().get_command(ctx, cmd_name)
@@ -45,11 +103,17 @@ class LazyGroup(click.Group):
                 return None  # a command not shipped in this version
             raise
         command: click.Command = getattr(module, attr)
+        names = COMMAND_ENVIRONMENT.get(cmd_name)
+        if names and "Environment variables:" not in (command.epilog or ""):
+            epilog = environment_epilog(names)
+            command.epilog = f"{command.epilog}\n\n{epilog}" if command.epilog else epilog
         return command
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="nerschat")
+@click.version_option(
+    __version__, prog_name="nerschat",
+    message="%(prog)s %(version)s\n\n" + environment_epilog(sorted(ENVIRONMENT))[2:])
 def cli() -> None:
     """LLM and embedding servers in SLURM jobs, found through a shared registry."""
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from nerschat.cli.common import console
+from nerschat.cli.common import console, registry_option
 from nerschat.errors import FailureError
 from nerschat.workflows.batch import BATCH_URLS
 from nerschat.workflows.core import RunReport, ShardRunner, run_items
@@ -19,11 +19,7 @@ from nerschat.workflows.tasks import BatchTask, ItemTask, JudgeTask
 F = TypeVar("F", bound=Callable[..., Any])
 
 ENVIRONMENT = """\b
-Environment:
-  NERSCHAT_REGISTRY   registry directory (when --registry is not given)
-  with --config, the variables that Parsl config reads (see docs/parsl-configs.md)
-
-\b
+With --config, also the variables that Parsl config reads (see docs/parsl-configs.md).
 Exit status: 0 done (items that failed carry an `error`), 1 when every item failed or the
 run could not go on, 2 for bad input or options (FILE:LINE: field ...)."""
 
@@ -49,10 +45,7 @@ def execution_options(func: F) -> F:
         click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
                      help="Seconds to wait for a ready endpoint."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
-        click.option("--registry", "registry_path", type=click.Path(file_okay=False),
-                     default=None,
-                     help="Registry directory [default: $NERSCHAT_REGISTRY or "
-                          "~/.nerschat/registry]."),
+        registry_option,
     ]
     for option in reversed(options):
         func = option(func)

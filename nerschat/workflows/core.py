@@ -76,6 +76,44 @@ def errors_path(output: Path) -> Path:
     return output.with_name(output.stem + ".errors.jsonl")
 
 
+# -- what the core asks of a task (tasks written for the first protocol also work) -------
+
+def task_model(task: ItemTask) -> str | None:
+    """The model bound to `task` (None: not resolved yet, or each request names its own)."""
+    model = getattr(task, "model", None)
+    if model is None:
+        model = getattr(getattr(task, "options", None), "model", None)
+    return model if isinstance(model, str) else None
+
+
+def task_config(task: ItemTask) -> dict[str, Any]:
+    """What the task's results depend on besides the items (fingerprinted)."""
+    config = getattr(task, "config", None)
+    if callable(config):
+        return dict(config())
+    spec = task.to_dict()
+    options = spec.get("options") if isinstance(spec.get("options"), dict) else {}
+    return {"task": spec.get("task"), **{k: v for k, v in options.items() if k != "attempts"}}
+
+
+def error_result(task: ItemTask, item: Any, message: str) -> dict[str, Any]:
+    """The output line of an item whose handling failed with `message`."""
+    make = getattr(task, "error_result", None)
+    if callable(make):
+        return dict(make(item, message))
+    return {task.key: task.item_id(item), "error": message}
+
+
+def rebuild_task(spec: dict[str, Any]) -> ItemTask:
+    """A task from its `to_dict()` on a Parsl worker (workflow tasks, then judging modes)."""
+    try:
+        return task_from_dict(spec)
+    except ValueError:
+        from nerschat.judging import task_from_dict as judging_task
+
+        return judging_task(spec)  # type: ignore[no-any-return]
+
+
 # -- configuration fingerprint ----------------------------------------------------------
 
 def _short(value: Any) -> str:
@@ -393,7 +431,8 @@ def _shard_items(task: ItemTask, shard_in: Path, done: set[int]
 
 def initial_limit(endpoints: list[Endpoint]) -> int:
     """A starting point for the adaptive limit: twice what the endpoints say they run, at
-    most 256 (the limit grows from there while the latency stays flat)."""
+    most 256 (the limit grows from there while the latency stays flat).
+    """
     return max(16, min(256, 2 * sum(e.capacity or 32 for e in endpoints)))
 
 
@@ -401,15 +440,15 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
                            registry: str | None, timeout: float = 600.0,
                            in_flight: int | None = None) -> dict[str, Any]:
     """Run the items of `shards` (one stream, pipelined) and append their results."""
-    from nerschat.client.connect import aconnect, routed_http_client
+    from nerschat.client.connect import aconnect, pool_of, routed_http_client
 
     started = time.monotonic()
-    model = task.model
+    model = task_model(task)
     # No readiness wait of its own: the run waited once; requests wait in the transport.
     client = await asyncio.to_thread(aconnect, model, task.kind if model is None else None,
-                                     Registry(registry) if registry else None, timeout,
+                                     Registry.of(registry), timeout,
                                      wait=False, max_retries=0)
-    pool = client.nerschat_pool  # type: ignore[attr-defined]
+    pool = pool_of(client)
     http = routed_http_client(pool, timeout=timeout)
     pool.refresh(force=True)
     ready = [load.endpoint for load in pool.loads()]
@@ -431,7 +470,7 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
         try:
             result = await task.process(clients, item)
         except Exception as exc:  # noqa: BLE001 - any failure is this item's error
-            result = task.error_result(item, f"{type(exc).__name__}: {exc}")
+            result = error_result(task, item, f"{type(exc).__name__}: {exc}")
         ok = result.get("error") is None
         counts["items"] += 1
         counts["errors"] += not ok
@@ -459,7 +498,7 @@ def run_shard(task_spec: dict[str, Any], input_path: str, result_path: str,
               registry: str | None, timeout: float = 600.0,
               in_flight: int | None = None) -> dict[str, Any]:
     """Synchronous entry point of one shard: what the Parsl client app runs on a worker."""
-    return asyncio.run(run_shards_async(task_from_dict(task_spec),
+    return asyncio.run(run_shards_async(rebuild_task(task_spec),
                                         [(Path(input_path), Path(result_path))],
                                         registry=registry, timeout=timeout, in_flight=in_flight))
 
@@ -547,8 +586,8 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
         restart(output_path)
     if model is not None:
         task.bind_model(model)
-    check_config(workdir, output_path, task.config())
-    if task.model is None and task.needs_model():
+    check_config(workdir, output_path, task_config(task))
+    if task_model(task) is None and task.needs_model():
         previous = stored_config(workdir).get("model")
         if isinstance(previous, str):
             task.bind_model(previous)  # checked against what is served below
@@ -562,21 +601,22 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
                       f"{escape(str(errors_path(output_path)))}", highlight=False)
     results: list[dict[str, Any]] = []
     if work.todo:
-        reg = Registry(registry) if registry else Registry()
-        kind = task.kind if task.model is None else None
-        ready = _wait(wait_for_endpoints, reg, task.model, kind, timeout, console, show_progress)
-        if task.model is None and task.needs_model():
+        reg = Registry.of(registry)
+        kind = task.kind if task_model(task) is None else None
+        ready = _wait(wait_for_endpoints, reg, task_model(task), kind, timeout, console,
+                      show_progress)
+        if task_model(task) is None and task.needs_model():
             task.bind_model(only_model(ready))
-        check_config(workdir, output_path, task.config())
-        write_json(workdir / "config.json", task.config())
+        check_config(workdir, output_path, task_config(task))
+        write_json(workdir / "config.json", task_config(task))
         with RunProgress(console, f"{task.name} {input_path.name}", work.todo,
-                         [out for _, out in work.shards], reg, task.model, kind,
+                         [out for _, out in work.shards], reg, task_model(task), kind,
                          enabled=show_progress):
             results = runner.run(task, work.shards, registry=str(reg.path),
                                  in_flight=in_flight, timeout=timeout)
-    elif not (workdir / "config.json").exists() and task.model is not None:
+    elif not (workdir / "config.json").exists() and task_model(task) is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        write_json(workdir / "config.json", task.config())
+        write_json(workdir / "config.json", task_config(task))
     merged = ResultIndex.build(workdir).merge(work.order, output_path)
     return RunReport(total=len(work.order), skipped_done=len(work.order) - work.todo,
                      invalid=work.invalid, processed=work.todo,

@@ -1,5 +1,6 @@
 """Reading a corpus to embed as a stream: JSONL (`id`, `text`), a directory of text files,
-or Parquet. Each document comes with its place (line, file or row) for error messages."""
+or Parquet. Each document comes with its place (line, file or row) for error messages.
+"""
 
 from __future__ import annotations
 

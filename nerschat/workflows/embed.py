@@ -587,7 +587,7 @@ def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = 
         console.print(f"[yellow]{plan.invalid} invalid document(s) skipped[/]; see "
                       f"{escape(str(outdir / 'invalid.jsonl'))}", highlight=False)
     remaining = sum(plan.counts[n] for n in plan.todo)
-    reg = Registry(registry) if registry else Registry()
+    reg = Registry.of(registry)
     if plan.todo:
         from nerschat.client.readiness import wait_for_endpoints
 

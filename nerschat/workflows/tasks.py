@@ -31,28 +31,22 @@ class Clients:
 
 
 class ItemTask(Protocol):
-    """One kind of item work. `parse` raises FieldError for a bad record."""
+    """One kind of item work. `parse` raises FieldError for a bad record.
+
+    Optional (see nerschat.workflows.core): a `model` attribute, `config()` (what results
+    depend on besides the items; default: `to_dict()`'s options) and
+    `error_result(item, message)` (default: `{key: id, "error": message}`).
+    """
 
     name: str
     key: str  # the id field, in input and output lines
     kind: str | None  # which endpoints it needs (None: whatever the requests name)
-
-    @property
-    def model(self) -> str | None: ...
 
     def parse(self, record: dict[str, Any]) -> Any: ...
 
     def item_id(self, item: Any) -> str: ...
 
     async def process(self, clients: Clients, item: Any) -> dict[str, Any]: ...
-
-    def error_result(self, item: Any, message: str) -> dict[str, Any]:
-        """The output line of an item that failed with `message`."""
-        ...
-
-    def config(self) -> dict[str, Any]:
-        """What the results depend on besides the items (fingerprinted for resume)."""
-        ...
 
     def to_dict(self) -> dict[str, Any]: ...
 

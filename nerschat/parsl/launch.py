@@ -1,0 +1,608 @@
+"""Service-mode pilots in one call: plan, check, submit through the site's Parsl provider.
+
+    jobs = launch("vllm", "meta-llama/Llama-3.1-8B-Instruct", replicas=4, site="perlmutter",
+                  account="m1234")
+    jobs[0].job_id; jobs[0].wait_ready(); ...; jobs[0].stop()
+
+The flow, one direction:
+
+1. **plan**: replicas are packed onto nodes by GPU count (4 one-GPU replicas per Perlmutter
+   node, 2 with two GPUs each; a replica needing no GPU gets a job of its own);
+2. **pre-flight** (`nerschat.parsl.preflight`): walltime, GPUs, registry on a shared file
+   system, image pulled, weights cached -- each a one-line error with the fix;
+3. **submit**: the site config's `pilot_provider(JobRequest)` (Parsl's SlurmProvider with
+   its launcher, or LocalProvider for `--site local`) submits a job whose body (rendered
+   from `nerschat/templates/pilot-job.sh`) runs one `nerschat serve --id ID` per replica,
+   each pinned to its GPUs; the jobs outlive the caller;
+4. **pending entries**: each replica gets a registry entry in state `pending` carrying the
+   job id (`slurm_job_id`), which the pilot's own entry (same id) replaces when it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from nerschat.errors import FailureError, UsageError
+from nerschat.parsl.config import (
+    ConfigError,
+    JobRequest,
+    Site,
+    load_config_module,
+    pilot_provider_of,
+    site_of,
+)
+from nerschat.parsl.preflight import (
+    check_gpus,
+    check_image,
+    check_python_env,
+    check_registry_shared,
+    check_walltime,
+    check_weights,
+)
+from nerschat.registry import Endpoint, Kind, Registry
+
+SITES = ("perlmutter", "slurm", "local")
+# A pending entry has no heartbeat: it stands until its pilot replaces it, the job's own
+# clean-up removes it, or a reader finds the job gone from the queue (by `slurm_job_id`).
+PENDING_TTL = 14 * 24 * 3600.0
+DEFAULT_DRAIN_BEFORE = 120.0
+ENGINE_KINDS: dict[str, Kind] = {"vllm": "llm", "tei": "embedding", "stub": "llm"}
+
+
+class LaunchError(FailureError):
+    """The scheduler refused a job (sbatch failed) or a launched pilot failed."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One pilot of a launch: the engine, the model and the GPUs it needs (0: none)."""
+
+    engine: str
+    model: str
+    gpus: int = 0
+    image: str | None = None
+    kind: Kind | None = None
+    served_name: str | None = None
+    options: tuple[str, ...] = ()  # NAME=VALUE engine options, as `nerschat serve -E`
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise UsageError(f"GPUs per replica must be >= 0, got {self.gpus}")
+
+    @property
+    def served(self) -> str:
+        """The name clients ask for."""
+        return self.served_name or self.model
+
+
+def parse_pack(text: str) -> Replica:
+    """`ENGINE:MODEL[:gpus=N]` (the model may itself hold colons, e.g. `local:minilm`)."""
+    engine, sep, rest = text.partition(":")
+    if not sep or not rest:
+        raise UsageError(f"--pack {text!r} is not ENGINE:MODEL[:gpus=N]")
+    gpus = 1 if engine in ("vllm", "tei") else 0
+    match = re.fullmatch(r"(.+):gpus=(\d+)", rest)
+    if match:
+        rest, gpus = match.group(1), int(match.group(2))
+    return Replica(engine=engine, model=rest, gpus=gpus)
+
+
+def pack(replicas: Sequence[Replica], gpus_per_node: int) -> list[list[Replica]]:
+    """Replicas grouped into jobs (one node each), first fit by decreasing GPU count.
+
+    A replica that needs no GPU, or a site with no GPUs per node, gets a job of its own.
+    """
+    jobs: list[list[Replica]] = []
+    free: list[int] = []
+    for replica in sorted(replicas, key=lambda r: -r.gpus):
+        if replica.gpus == 0 or gpus_per_node <= 0:
+            jobs.append([replica])
+            free.append(-1)
+            continue
+        for i, left in enumerate(free):
+            if left >= replica.gpus:
+                jobs[i].append(replica)
+                free[i] -= replica.gpus
+                break
+        else:
+            jobs.append([replica])
+            free.append(gpus_per_node - replica.gpus)
+    return jobs
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.rsplit("/", 1)[-1]).strip("-.")[:40] or "model"
+
+
+def _dq(value: str) -> str:
+    """Double-quoted for bash: `$VARS` expand on the node, nothing else does."""
+    return '"' + re.sub(r'(["\\`])', r"\\\1", value) + '"'
+
+
+@dataclass
+class PlannedJob:
+    """One job of a launch: its replicas, their entry ids and the rendered body."""
+
+    replicas: list[Replica]
+    ids: list[str]
+    body: str = ""
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the job asks for (on its one node)."""
+        return sum(r.gpus for r in self.replicas)
+
+
+def default_site() -> str:
+    """The site to use when none is named.
+
+    `perlmutter` on Perlmutter (NERSC sets `$NERSC_HOST`), else `slurm` where `sbatch` is on
+    PATH, else `local`.
+    """
+    import shutil
+
+    if os.environ.get("NERSC_HOST") == "perlmutter":
+        return "perlmutter"
+    return "slurm" if shutil.which("sbatch") else "local"
+
+
+def resolve_site(site: str | None) -> ModuleType:
+    """Load a site config module; ConfigError naming where it looked if there is none.
+
+    `site` is a name (`parsl_configs/NAME.py` in the working directory or next to the nerschat
+    source) or a path to a config file; None means `default_site()`.
+    """
+    site = site or default_site()
+    if site.endswith(".py") or os.sep in site:
+        return load_config_module(site)
+    candidates = [Path.cwd() / "parsl_configs" / f"{site}.py",
+                  Path(__file__).resolve().parents[2] / "parsl_configs" / f"{site}.py"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_config_module(candidate)
+    raise ConfigError(f"site {site!r}: no parsl_configs/{site}.py in {Path.cwd()} or next to "
+                      "nerschat: pass --site PATH/TO/config.py")
+
+
+def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry, *,
+                ttl: float | None = None, drain_before: float | None = None) -> str:
+    """The job body: exports of the site's environment, one `nerschat serve` per replica."""
+    template = resources.files("nerschat").joinpath("templates/pilot-job.sh").read_text()
+    exports = [f"export {k}={_dq(v)}" for k, v in site.environment().items()]
+    lines: list[str] = []
+    first_gpu = 0
+    for slot, (replica, endpoint_id) in enumerate(zip(job.replicas, job.ids)):
+        argv = ["nerschat", "serve", "--engine", replica.engine, "--model", replica.model,
+                "--registry", str(registry.path.absolute()), "--id", endpoint_id,
+                "--runtime", site.runtime if replica.image else "none"]
+        if registry.shared:
+            argv.append("--shared")
+        if replica.image:
+            argv += ["--image", replica.image]
+        if replica.kind:
+            argv += ["--kind", replica.kind]
+        if replica.served_name:
+            argv += ["--served-name", replica.served_name]
+        for option in replica.options:
+            argv += ["--engine-opt", option]
+        if ttl is not None:
+            argv += ["--ttl", f"{ttl:g}"]
+        if drain_before is not None:
+            argv += ["--drain-before", f"{drain_before:g}"]
+        prefix = ""
+        if site.compile_cache and replica.engine == "vllm":
+            cache = f"{site.compile_cache}/{_slug(replica.model)}/{slot}"
+            prefix = f"VLLM_CACHE_ROOT={_dq(cache)} "
+        command = shlex.join(argv)
+        if replica.gpus:
+            command += f' --gpus "$(gpu_slice {first_gpu} {replica.gpus})"'
+            first_gpu += replica.gpus
+        if replica.extra_args:
+            command += " -- " + shlex.join(replica.extra_args)
+        lines += [f"{prefix}{command} &", "pids+=($!)"]
+    entries = " ".join(shlex.quote(str(path.absolute())) for i in job.ids
+                       for path in (registry.entry_path(i), registry.stop_path(i)))
+    summary = ", ".join(f"{r.engine}:{r.model}" + (f" ({r.gpus} GPU)" if r.gpus else "")
+                        for r in job.replicas)
+    values = {
+        "launch_id": launch_id, "summary": summary, "exports": "\n".join(exports),
+        "gpu_range": " ".join(str(i) for i in range(job.gpus)), "pilots": "\n".join(lines),
+        "entries": entries,
+    }
+    for name, value in values.items():
+        template = template.replace("{{" + name + "}}", value)
+    return template
+
+
+@dataclass
+class LaunchedJob:
+    """A submitted pilot job: its scheduler id and the registry ids of its pilots."""
+
+    job_id: str
+    ids: list[str]
+    registry: Registry
+    slurm: bool
+    script: Path | None = None
+    provider: Any = field(default=None, repr=False)
+
+    def entries(self) -> list[Endpoint]:
+        """The registry entries of this job's pilots that exist now (pending or later)."""
+        return [e for e in (self.registry.get(i) for i in self.ids) if e is not None]
+
+    def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
+        """Block until every pilot of the job is ready; LaunchError naming the job if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = [e for e in self.entries() if e.is_usable()]
+            if len(ready) == len(self.ids):
+                return ready
+            if time.monotonic() > deadline:
+                states = ", ".join(f"{e.id}: {e.status()}" for e in self.entries()) or "no entry"
+                raise LaunchError(f"job {self.job_id} ({self.phase()}): {len(ready)} of "
+                                  f"{len(self.ids)} pilots ready after {timeout:.0f} s "
+                                  f"({states}); see 'nerschat ls'")
+            time.sleep(poll)
+
+    def phase(self) -> str:
+        """The job as SLURM sees it, as one phrase.
+
+        `PENDING (Resources), expected start 2026-...`, `RUNNING`, `not in the queue` (also when
+        SLURM cannot answer), or `local process` for `--site local`.
+        """
+        from nerschat.slurm import squeue
+
+        if not self.slurm:
+            return "local process"
+        line = squeue("-j", self.job_id, "-o", "%T|%r|%S").strip().splitlines()
+        if not line:
+            return "not in the queue"
+        state, reason, start = (line[0].split("|") + ["", ""])[:3]
+        if state != "PENDING":
+            return state
+        text = f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
+        return text + (f", expected start {start}" if start[:1].isdigit() else "")
+
+    def stop(self) -> None:
+        """Ask the pilots to drain; cancel the job if none of them has started yet."""
+        started = [e for e in self.entries() if e.state != "pending"]
+        for endpoint_id in self.ids:
+            self.registry.request_stop(endpoint_id)
+        if not started and self.provider is not None:
+            self.provider.cancel([self.job_id])
+            for endpoint_id in self.ids:
+                self.registry.remove(endpoint_id)
+
+
+@dataclass
+class LaunchPlan:
+    """Everything `submit` needs; `launch` builds and checks one."""
+
+    launch_id: str
+    site: Site
+    module: ModuleType
+    request: JobRequest
+    registry: Registry
+    jobs: list[PlannedJob]
+    providers: dict[JobRequest, Any] = field(default_factory=dict, repr=False)
+
+
+def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Registry | None = None,
+         account: str | None = None, qos: str | None = None, walltime: str | None = None,
+         constraint: str | None = None, check: bool = True, ttl: float | None = None,
+         drain_before: float | None = None) -> LaunchPlan:
+    """Pack the replicas into jobs, run the pre-flight checks, render each job's body.
+
+    Raises
+    ------
+    UsageError
+        (`ConfigError`, `PreflightError`) for anything that would fail after queuing.
+    """
+    if not replicas:
+        raise UsageError("nothing to launch: pass --engine and --model, or --pack")
+    from nerschat.pilot.engines import get_engine
+
+    for replica in replicas:
+        get_engine(replica.engine)  # an unknown engine is a one-line usage error, not a job
+    module = resolve_site(site)
+    registry = registry or Registry()
+    facts = {r.engine: site_of(module, r.engine) for r in replicas}
+    base = merge_sites(list(facts.values()))
+    replicas = [with_image(r, facts[r.engine]) for r in replicas]
+    # A site may cap GPUs per job below a node's (e.g. a shared QOS): `gpus_per_job(qos)`.
+    cap = getattr(module, "gpus_per_job", None)
+    jobs_of = pack(replicas, cap(qos) if callable(cap) else base.gpus_per_node)
+    launch_id = uuid.uuid4().hex[:6]
+    request = JobRequest(account=account, qos=qos, walltime=walltime, constraint=constraint)
+    jobs: list[PlannedJob] = []
+    for n, members in enumerate(jobs_of):
+        ids = [f"{_slug(r.served)}.{launch_id}.{n}-{i}" for i, r in enumerate(members)]
+        jobs.append(PlannedJob(members, ids))
+    if check:
+        for replica in replicas:
+            site_facts = facts[replica.engine]
+            check_gpus(replica.engine, replica.gpus, site_facts)
+            check_image(site_facts.runtime, replica.image)
+            check_weights(replica.engine, replica.model, site_facts)
+        check_registry_shared(registry.path, base)
+        check_python_env(base)
+    for job in jobs:
+        job.body = render_body(launch_id, job, base, registry, ttl=ttl, drain_before=drain_before)
+    result = LaunchPlan(launch_id, base, module, request, registry, jobs)
+    if check:
+        # The provider resolves defaults (walltime, account) from the site config itself.
+        provider = _provider(result, jobs[0])
+        walltime_value = getattr(provider, "walltime", None)
+        if base.cluster and isinstance(walltime_value, str):
+            check_walltime(walltime_value, DEFAULT_DRAIN_BEFORE if drain_before is None
+                           else drain_before)
+    return result
+
+
+def merge_sites(sites: Sequence[Site]) -> Site:
+    """One job's facts when it packs several engines.
+
+    The first site, with the environment and compile cache of all (a vLLM replica packed after
+    a TEI one still gets its caches).
+    """
+    env: dict[str, str] = {}
+    for site in sites:
+        env.update(site.env)
+    compile_cache = next((s.compile_cache for s in sites if s.compile_cache), None)
+    return replace(sites[0], env=env, compile_cache=compile_cache)
+
+
+def with_image(replica: Replica, site: Site) -> Replica:
+    """The replica with its image resolved.
+
+    The user's image, else the engine recipe's pinned one when the site runs containers; none
+    without a container runtime, or for the stub unless the user gave one (then the stub runs
+    in the container like a real engine, which tests use with a fake runtime).
+    """
+    if site.runtime == "none":
+        return replace(replica, image=None)
+    return replace(replica, image=replica.image or default_image(replica.engine))
+
+
+def default_image(engine: str) -> str | None:
+    """The engine recipe's pinned image: the one place images come from."""
+    from nerschat.pilot.engines import get_engine
+
+    image: str | None = get_engine(engine).default_image
+    return image
+
+
+def _provider(launch_plan: LaunchPlan, job: PlannedJob) -> Any:
+    """The site's provider for this job's request.
+
+    One per distinct request: a SlurmProvider runs `sacct` when built, which takes seconds on a
+    busy login node.
+    """
+    images = {r.image for r in job.replicas}
+    request = replace(launch_plan.request, gpus=job.gpus,
+                      image=images.pop() if len(images) == 1 else None)
+    if request not in launch_plan.providers:
+        launch_plan.providers[request] = pilot_provider_of(launch_plan.module, request)
+    return launch_plan.providers[request]
+
+
+def _job_name(job: PlannedJob) -> str:
+    return "nerschat." + _slug(job.replicas[0].served)
+
+
+def _is_slurm(provider: Any) -> bool:
+    from parsl.providers import SlurmProvider
+
+    return isinstance(provider, SlurmProvider)
+
+
+@contextlib.contextmanager
+def _no_submission(provider: Any) -> Iterator[None]:
+    """Let the provider render its script but answer `sbatch` itself, running nothing."""
+    real = provider.execute_wait
+
+    def fake(cmd: str, timeout: int | None = None) -> tuple[int, str, str]:
+        if cmd.startswith("sbatch "):
+            return 0, "Submitted batch job DRYRUN\n", ""
+        return int(real(cmd, timeout)[0]), "", ""
+
+    provider.execute_wait = fake
+    try:
+        yield
+    finally:
+        provider.execute_wait = real
+
+
+def render_scripts(launch_plan: LaunchPlan) -> str:
+    """The job scripts as the site's provider renders them (nothing is submitted)."""
+    parts = []
+    for job in launch_plan.jobs:
+        provider = _provider(launch_plan, job)
+        with tempfile.TemporaryDirectory() as tmp:
+            provider.script_dir = tmp
+            body_path = launch_plan.registry.path.absolute() / "jobs" / f"{job.ids[0]}.sh"
+            command = f"bash {shlex.quote(str(body_path))}"
+            if _is_slurm(provider):
+                with _no_submission(provider):
+                    provider.submit(command, 1, job_name=_job_name(job))
+                (script,) = [p for p in Path(tmp).iterdir() if p.name.startswith("nerschat.")
+                             and p.suffix not in (".stdout", ".stderr")]
+                rendered = script.read_text()
+            else:
+                rendered = (provider.worker_init + "\n"
+                            + provider.launcher(command, 1, 1, tmp))
+        parts.append(f"# ---- job script ({type(provider).__name__}) ----\n{rendered.strip()}\n"
+                     f"# ---- {body_path} ----\n{job.body.strip()}\n")
+    return "\n".join(parts)
+
+
+def submit(launch_plan: LaunchPlan) -> list[LaunchedJob]:
+    """Submit every job of the plan; publish each replica's `pending` entry.
+
+    Raises
+    ------
+    LaunchError
+        the provider could not submit (the scheduler's own message is included); jobs
+        submitted before it stay submitted and are returned by nothing: cancel them with
+        their ids from the message.
+    """
+    from parsl.providers.errors import SubmitException
+
+    registry = launch_plan.registry
+    registry.ensure()
+    jobs_dir = registry.path / "jobs"
+    jobs_dir.mkdir(mode=registry.dir_mode, exist_ok=True)
+    launched: list[LaunchedJob] = []
+    for job in launch_plan.jobs:
+        provider = _provider(launch_plan, job)
+        provider.script_dir = str(jobs_dir.absolute())
+        body_path = jobs_dir.absolute() / f"{job.ids[0]}.sh"
+        body_path.write_text(job.body)
+        os.chmod(body_path, registry.file_mode | 0o100)
+        try:
+            job_id = provider.submit(f"bash {shlex.quote(str(body_path))}", 1,
+                                     job_name=_job_name(job))
+        except SubmitException as exc:
+            done = ", ".join(j.job_id for j in launched)
+            detail = " ".join(str(getattr(exc, "stderr", "") or exc).split())[:300]
+            raise LaunchError(f"{type(provider).__name__} could not submit the pilot job: "
+                              f"{detail}" + (f" (already submitted: {done})" if done else "")
+                              ) from None
+        if not job_id:
+            raise LaunchError(f"{type(provider).__name__} returned no job id")
+        slurm = _is_slurm(provider)
+        output = provider.resources.get(job_id, {}).get("job_stdout_path") or \
+            provider.resources.get(job_id, {}).get("script_path")
+        publish_pending(registry, job, str(job_id) if slurm else None,
+                        launch_plan.site.name, launch_plan.launch_id, output)
+        launched.append(LaunchedJob(str(job_id), list(job.ids), registry, slurm, body_path,
+                                    provider))
+    return launched
+
+
+def publish_pending(registry: Registry, job: PlannedJob, slurm_job_id: str | None, site: str,
+                    launch_id: str, job_output: str | None = None) -> None:
+    """One `pending` entry per replica, unless its pilot already published its own."""
+    now = time.time()
+    host = os.uname().nodename
+    for slot, (replica, endpoint_id) in enumerate(zip(job.replicas, job.ids)):
+        current = registry.get(endpoint_id)
+        if current is not None and current.state != "pending":
+            continue  # the job started faster than we could write
+        registry.publish(Endpoint(
+            id=endpoint_id, kind=replica.kind or ENGINE_KINDS.get(replica.engine, "llm"),
+            engine=replica.engine, model=replica.served, url="", state="pending",
+            api_key=None, pid=0, host=host, slurm_job_id=slurm_job_id, heartbeat_at=now,
+            ttl=PENDING_TTL, started_at=now,
+            extra={"launch": launch_id, "site": site, "slot": slot, "gpus": replica.gpus,
+                   "job_output": job_output},
+        ))
+
+
+def launch(engine: str | None = None, model: str | None = None, replicas: int = 1, *,
+           gpus_per_replica: int | None = None, pack_specs: Sequence[str] = (),
+           site: str | None = None, registry: Registry | str | None = None,
+           image: str | None = None, extra_args: Sequence[str] = (), check: bool = True,
+           **kwargs: Any) -> list[LaunchedJob]:
+    """Submit `replicas` pilots of `engine`/`model` (or the `pack_specs`) and return the jobs.
+
+    `gpus_per_replica` defaults to 1 for vllm/tei on a site with GPUs, else 0. Other keyword
+    arguments (`account`, `qos`, `walltime`, `constraint`, `ttl`, `drain_before`) go to
+    `plan`. The jobs outlive the caller; `LaunchedJob.stop()` drains or cancels them.
+    """
+    reg = registry if isinstance(registry, Registry) else Registry(registry)
+    members = build_replicas(engine, model, replicas, gpus_per_replica, pack_specs,
+                             resolve_site(site), image=image, extra_args=tuple(extra_args))
+    return submit(plan(members, site=site, registry=reg, check=check, **kwargs))
+
+
+def build_replicas(engine: str | None, model: str | None, replicas: int,
+                   gpus_per_replica: int | None, pack_specs: Sequence[str], module: ModuleType,
+                   *, image: str | None = None, extra_args: tuple[str, ...] = (),
+                   kind: Kind | None = None, served_name: str | None = None,
+                   options: tuple[str, ...] = ()) -> list[Replica]:
+    """The replicas asked for: `replicas` copies of engine/model, plus each `--pack` spec."""
+    members = [parse_pack(spec) for spec in pack_specs]
+    if engine or model:
+        if not (engine and model):
+            raise UsageError("pass both --engine and --model (or use --pack)")
+        if replicas < 1:
+            raise UsageError(f"--replicas must be at least 1, got {replicas}")
+        if gpus_per_replica is None:
+            gpus = site_of(module, engine).gpus_per_node
+            gpus_per_replica = 1 if gpus and engine in ("vllm", "tei") else 0
+        members += [Replica(engine, model, gpus_per_replica, image=image, kind=kind,
+                            served_name=served_name, options=options, extra_args=extra_args)
+                    for _ in range(replicas)]
+    return members
+
+
+def cancel_pending(registry: Registry, targets: Sequence[str]) -> list[str]:
+    """Cancel the queued jobs whose every entry is `pending` and among `targets`.
+
+    Their entries are removed; a job with a started pilot is left to drain. Returns the job ids
+    cancelled; LaunchError if `scancel` fails.
+    """
+    import subprocess
+
+    entries = registry.scan().entries
+    wanted = set(targets)
+    by_job: dict[str, list[Endpoint]] = {}
+    for entry in entries:
+        if entry.slurm_job_id:
+            by_job.setdefault(entry.slurm_job_id, []).append(entry)
+    cancel = sorted(job for job, members in by_job.items()
+                    if all(e.state == "pending" and e.id in wanted for e in members))
+    if not cancel:
+        return []
+    try:
+        out = subprocess.run(["scancel", *cancel], capture_output=True, text=True,
+                             timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LaunchError(f"scancel {' '.join(cancel)} failed: {exc}") from None
+    if out.returncode != 0:
+        raise LaunchError(f"scancel {' '.join(cancel)} failed: {out.stderr.strip()}")
+    for job in cancel:
+        for entry in by_job[job]:
+            registry.remove(entry.id)
+    return cancel
+
+
+def forget_gone(registry: Registry) -> list[str]:
+    """Remove `pending` entries whose SLURM job left the queue without starting its pilot.
+
+    (Cancelled by hand, refused by the scheduler.) Returns the ids removed; one `squeue` call;
+    when `squeue` cannot answer nothing is removed.
+    """
+    import subprocess
+
+    pending = [e for e in registry.scan().entries if e.state == "pending" and e.slurm_job_id]
+    if not pending:
+        return []
+    jobs = sorted({e.slurm_job_id for e in pending if e.slurm_job_id})
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(jobs)],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return []  # cannot tell: keep them
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return []
+    queued = set(out.stdout.split())
+    gone = [e.id for e in pending if e.slurm_job_id not in queued]
+    for endpoint_id in gone:
+        current = registry.get(endpoint_id)
+        if current is not None and current.state == "pending":
+            registry.remove(endpoint_id)
+    return gone
