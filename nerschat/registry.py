@@ -278,6 +278,14 @@ class Endpoint:
     capacity: int | None = None
     max_model_len: int | None = None
     log_path: str | None = None
+    # What clients need to batch requests, filled by the pilot from the engine itself
+    # (nerschat.pilot.describe): API dialect ("openai": /v1/*, "tei": /embed), texts per
+    # request, tokens per request, tokens per text, and where the Prometheus metrics are.
+    api: str | None = None
+    max_batch_size: int | None = None
+    max_batch_tokens: int | None = None
+    max_input_tokens: int | None = None
+    metrics_url: str | None = None
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     observed_at: float | None = field(default=None, repr=False, compare=False)

@@ -20,7 +20,7 @@ from nerschat.parsl.config import parsl_session, pilot_options_of
 from nerschat.parsl.pilots import running_pilots
 from nerschat.registry import Registry
 from nerschat.workflows.judge import JudgeOptions
-from nerschat.workflows.orchestrate import ShardRunner, run_items
+from nerschat.workflows.core import ShardRunner, run_items
 from nerschat.workflows.summary import judge_summary
 from nerschat.workflows.tasks import JudgeTask
 
@@ -34,7 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="local:gemma-3-270m")
     parser.add_argument("--pilots", type=int, default=1, help="servers to start")
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=256, help="reasoning tokens")
+    parser.add_argument("--reasoning-tokens", "--max-tokens", dest="reasoning_tokens", type=int,
+                        default=256, help="tokens of reasoning before the verdict (0: none)")
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument("--registry", default=os.environ.get("NERSCHAT_REGISTRY"))
     parser.add_argument("--ready-timeout", type=float, default=900.0)
@@ -50,8 +51,7 @@ def main() -> None:
         with running_pilots(args.engine, args.model, args.pilots, registry=registry,
                             ready_timeout=args.ready_timeout, console=console,
                             **pilot_options_of(module)) as ready:
-            options = JudgeOptions(model=ready[0].model, reasoning_tokens=args.max_tokens,
-                                   shuffle=args.shuffle)
+            options = JudgeOptions(reasoning_tokens=args.reasoning_tokens, shuffle=args.shuffle)
             report = run_items(JudgeTask(options), args.input, args.output,
                                registry=str(registry.path), model=ready[0].model,
                                shards=args.shards, runner=ShardRunner(parsl_loaded=True),

@@ -18,8 +18,7 @@ from rich.console import Console
 from nerschat.parsl.config import parsl_session, pilot_options_of
 from nerschat.parsl.pilots import running_pilots
 from nerschat.registry import Registry
-from nerschat.workflows.embed import EmbedOptions
-from nerschat.workflows.embed_run import run_embed
+from nerschat.workflows.embed import EmbedOptions, run_embed
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,11 +49,10 @@ def nearest(query: str, model: str, registry: Registry, outdir: Path, k: int = 3
     client = nerschat.connect(model, registry=registry, wait_timeout=60)
     vector = np.asarray(client.embeddings.create(model=model, input=[query]).data[0].embedding,
                         dtype=np.float32)
-    found = nerschat.load_embeddings(outdir)
-    scores = found.vectors @ vector / (np.linalg.norm(found.vectors, axis=1) *
-                                       np.linalg.norm(vector))
-    best = np.argsort(-scores)[:k]
-    return [(float(scores[i]), found.ids[i]) for i in best]
+    ids, vectors = nerschat.load_embeddings(outdir)
+    scores = vectors @ vector / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(vector))
+    best = np.argsort(-np.nan_to_num(scores, nan=-np.inf))[:k]
+    return [(float(scores[i]), ids[i]) for i in best]
 
 
 def main() -> None:

@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from nerschat.cli.common import console, fail, registry_option
-from nerschat.client.readiness import EndpointTimeout
-from nerschat.parsl.config import ConfigError
+from nerschat.cli.common import console, registry_option
+from nerschat.errors import FailureError
 from nerschat.workflows.batch import BATCH_URLS
-from nerschat.workflows.inputs import InputError
+from nerschat.workflows.core import RunReport, ShardRunner, run_items
 from nerschat.workflows.judge import DEFAULT_SYSTEM_PROMPT, JudgeOptions
-from nerschat.workflows.orchestrate import AmbiguousModel, RunReport, ShardRunner, run_items
-from nerschat.workflows.summary import batch_summary, judge_summary
+from nerschat.workflows.summary import batch_summary, failure_line, judge_summary
 from nerschat.workflows.tasks import BatchTask, ItemTask, JudgeTask
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def execution_options(func):  # type: ignore[no-untyped-def]
+ENVIRONMENT = """\b
+With --config, also the variables that Parsl config reads (see docs/parsl-configs.md).
+Exit status: 0 done (items that failed carry an `error`), 1 when every item failed or the
+run could not go on, 2 for bad input or options (FILE:LINE: field ...)."""
+
+
+def execution_options(func: F) -> F:
+    """Options every sharded workflow command shares."""
     options = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
                      help="Parsl config file (e.g. parsl_configs/slurm.py): shards run as apps "
-                          "on its 'clients' executor. Default: in this process."),
+                          "on its executor. Default: in this process."),
+        click.option("--executor", default="clients", show_default=True,
+                     help="Executor label of the Parsl config that runs the shards."),
         click.option("--shards", type=click.IntRange(min=1), default=None,
                      help="Number of shards [default: 1 in-process, 4 with --config]."),
         click.option("--in-flight", type=click.IntRange(min=1), default=None,
-                     help="Items in flight per shard [default: the endpoints' capacity / shards]."),
+                     help="Fixed number of items in flight per shard [default: adapted to "
+                          "the endpoints' measured latency]."),
         click.option("--skip-invalid", is_flag=True,
                      help="Write invalid input lines to OUT.errors.jsonl and go on."),
+        click.option("--restart", "restart_run", is_flag=True,
+                     help="Discard earlier results of OUT (needed after changing the "
+                          "configuration)."),
         click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
                      help="Seconds to wait for a ready endpoint."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
@@ -39,34 +53,38 @@ def execution_options(func):  # type: ignore[no-untyped-def]
 
 
 def _run(task: ItemTask, input_path: str, output: str, *, model: str | None,
-         registry_path: str | None, config_path: str | None, shards: int | None,
-         in_flight: int | None, skip_invalid: bool, timeout: float, no_progress: bool,
-         shared: bool = False) -> RunReport:
-    del shared  # clients only read the registry
-    try:
-        return run_items(
-            task, input_path, output, registry=registry_path, model=model,
-            shards=shards or (4 if config_path else 1), in_flight=in_flight,
-            skip_invalid=skip_invalid, runner=ShardRunner(config_path), timeout=timeout,
-            console=console, show_progress=not no_progress)
-    except InputError as exc:
-        fail(f"{exc} (nothing was lost; fix the line or use --skip-invalid)", code=2)
-    except (EndpointTimeout, ConfigError, AmbiguousModel) as exc:
-        fail(str(exc))
-    raise AssertionError("unreachable")
+         registry_path: str | None, config_path: str | None, executor: str,
+         shards: int | None, in_flight: int | None, skip_invalid: bool, restart_run: bool,
+         timeout: float, no_progress: bool) -> RunReport:
+    return run_items(
+        task, input_path, output, registry=registry_path, model=model,
+        shards=shards or (4 if config_path else 1), in_flight=in_flight,
+        skip_invalid=skip_invalid, runner=ShardRunner(config_path, executor=executor),
+        timeout=timeout, console=console, show_progress=not no_progress,
+        restart_run=restart_run)
 
 
-@click.command()
+def _finish(report: RunReport) -> None:
+    failed = failure_line(report)
+    if failed is not None:
+        raise FailureError(failed)
+
+
+@click.command(epilog=ENVIRONMENT)
 @click.argument("input_path", metavar="IN.jsonl", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output JSONL (id, answer, index, reasoning, logprobs, ...).")
-@click.option("--model", default=None, help="Served model name [default: any LLM endpoint].")
+@click.option("--model", default=None, help="Served model name [default: the one LLM served].")
 @click.option("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, show_default=False)
 @click.option("--template", "template_file", type=click.Path(dir_okay=False, exists=True),
               help="Prompt template file: Python format fields from the item, plus {candidates}.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--max-tokens", "reasoning_tokens", type=click.IntRange(min=0), default=256,
-              show_default=True, help="Tokens of reasoning before the verdict (0: none).")
+@click.option("--reasoning-tokens", "reasoning_tokens", type=click.IntRange(min=0), default=256,
+              show_default=True,
+              help="Tokens of reasoning before the verdict (0: none); capped so the final "
+                   "step fits the model's context.")
+@click.option("--max-tokens", "legacy_max_tokens", type=click.IntRange(min=0), default=None,
+              hidden=True)
 @click.option("--shuffle/--no-shuffle", default=False, show_default=True,
               help="Shuffle candidate order per item (seeded) against position bias.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -74,25 +92,30 @@ def _run(task: ItemTask, input_path: str, output: str, *, model: str | None,
               help="Judge each item in the given and reversed order; report agreement.")
 @execution_options
 def judge(input_path: str, output: str, model: str | None, system_prompt: str,
-          template_file: str | None, temperature: float, reasoning_tokens: int, shuffle: bool,
-          seed: int, both_orders: bool, **run_options: object) -> None:
+          template_file: str | None, temperature: float, reasoning_tokens: int,
+          legacy_max_tokens: int | None, shuffle: bool, seed: int, both_orders: bool,
+          **run_options: Any) -> None:
     """Judge candidate answers with an LLM: each line {id, question, answers: [...]}."""
+    if legacy_max_tokens is not None:
+        reasoning_tokens = legacy_max_tokens  # the old name of --reasoning-tokens
     options = JudgeOptions(
         model=model, system_prompt=system_prompt, temperature=temperature,
         reasoning_tokens=reasoning_tokens, shuffle=shuffle, seed=seed, both_orders=both_orders)
     if template_file:
         options.template = Path(template_file).read_text(encoding="utf-8")
-    report = _run(JudgeTask(options), input_path, output, model=model, **run_options)  # type: ignore[arg-type]
+    report = _run(JudgeTask(options), input_path, output, model=model, **run_options)
     console.print(judge_summary(report))
+    _finish(report)
 
 
-@click.command(name="run-batch")
+@click.command(name="run-batch", epilog=ENVIRONMENT)
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help=f"OpenAI batch JSONL (custom_id, method, url in {', '.join(BATCH_URLS)}, body).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output JSONL, the same lines as `vllm run-batch`.")
 @execution_options
-def run_batch(input_path: str, output: str, **run_options: object) -> None:
+def run_batch(input_path: str, output: str, **run_options: Any) -> None:
     """Run an OpenAI batch file over every ready endpoint, resumably."""
-    report = _run(BatchTask(), input_path, output, model=None, **run_options)  # type: ignore[arg-type]
+    report = _run(BatchTask(), input_path, output, model=None, **run_options)
     console.print(batch_summary(report))
+    _finish(report)

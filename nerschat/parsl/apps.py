@@ -4,7 +4,7 @@ Each factory binds a plain function to an executor label, following Parsl's advi
 the logic in plain functions and make apps at run time:
 
     from nerschat.parsl.apps import judge_shard_app
-    futures = [judge_shard_app("cpu")(task_spec, shard_in, shard_out, registry, model)
+    futures = [item_shard_app("cpu")(task_spec, shard_in, shard_out, registry)
                for shard_in, shard_out in shards]
 """
 
@@ -28,15 +28,15 @@ def pilot_app(executor: str = PILOT_EXECUTOR) -> Any:
     return _app(run_pilot, executor)
 
 
-def judge_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
-    """One judge/run-batch shard: `(task_spec, input, results, registry, model, ...)`."""
-    from nerschat.workflows.shard import run_shard
+def item_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
+    """One judge/run-batch shard: `(task_spec, input, results, registry, timeout, in_flight)`."""
+    from nerschat.workflows.core import run_shard
 
     return _app(run_shard, executor)
 
 
 def embed_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
-    """One embedding shard: `(input, outdir, shard, registry, options, ...)`."""
+    """Embedding shards: `(workdir, outdir, [(shard, digest)], registry, options, timeout, progress)`."""
     from nerschat.workflows.embed import embed_shard
 
     return _app(embed_shard, executor)
@@ -47,3 +47,6 @@ def smoke_test_app(executor: str = CLIENT_EXECUTOR) -> Any:
     from nerschat.parsl.pilots import smoke_test
 
     return _app(smoke_test, executor)
+
+
+judge_shard_app = item_shard_app  # the former name (judge and run-batch share one app)

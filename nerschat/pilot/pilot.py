@@ -55,6 +55,7 @@ from typing import Any, Literal
 import httpx2
 
 from nerschat.errors import FailureError, UsageError
+from nerschat.pilot.describe import describe_engine
 from nerschat.pilot.engines import LaunchRequest, ServerLaunch, get_engine
 from nerschat.pilot.probes import (
     LivenessMonitor,
@@ -320,7 +321,8 @@ class Pilot:
             if not self._start_until_ready(port, api_key, host, endpoint_id):
                 return self._shutdown(served=False)
             try:
-                self._set_state("ready", ready_at=time.time())
+                self._set_state("ready", ready_at=time.time(), **describe_engine(
+                    self._local_url(""), api_key, self._entry.url.removesuffix("/v1")))
                 if on_ready is not None and not self._restarts:
                     on_ready(self._entry)
                 failure = self._serve()

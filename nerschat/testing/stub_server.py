@@ -48,6 +48,8 @@ class StubSettings:
     max_client_batch_size: int = 32
     max_input_length: int = 512
     max_batch_tokens: int = 16384
+    capacity_unit: str = "requests"  # "texts": an embedding request holds one slot per text
+    check_context: bool = False  # refuse chat prompts over max_model_len words, like vLLM
 
 
 @dataclass
@@ -87,6 +89,7 @@ class StubServer:
     def __init__(self, settings: StubSettings):
         self.settings = settings
         self.state = StubState(settings, asyncio.Semaphore(settings.capacity))
+        self._slot_lock = asyncio.Lock()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -125,18 +128,30 @@ class StubServer:
             return _error(settings.error_status, "injected fault", "ServiceUnavailableError")
         return None
 
-    async def _work(self) -> None:
-        """Hold one of `capacity` slots for `latency` seconds, like one running sequence."""
+    async def _work(self, texts: int = 1) -> None:
+        """Hold one of `capacity` slots for `latency` seconds, like one running sequence
+        (`texts` slots with capacity_unit="texts", at most the whole capacity)."""
         state = self.state
+        slots = 1
+        if self.settings.capacity_unit == "texts":
+            slots = max(1, min(texts, self.settings.capacity))
         state.waiting += 1
-        async with state.semaphore:
-            state.waiting -= 1
-            state.running += 1
-            try:
-                if self.settings.latency > 0:
-                    await asyncio.sleep(self.settings.latency * self.settings.slow_factor)
-            finally:
-                state.running -= 1
+        if slots > 1:
+            async with self._slot_lock:  # take all slots at once, never part of them
+                for _ in range(slots - 1):
+                    await state.semaphore.acquire()
+        try:
+            async with state.semaphore:
+                state.waiting -= 1
+                state.running += 1
+                try:
+                    if self.settings.latency > 0:
+                        await asyncio.sleep(self.settings.latency * self.settings.slow_factor)
+                finally:
+                    state.running -= 1
+        finally:
+            for _ in range(slots - 1):
+                state.semaphore.release()
         state.served += 1
 
     async def _json(self, request: web.Request) -> dict[str, Any] | web.Response:
@@ -265,6 +280,10 @@ class StubServer:
         prompt = self._prompt_of(messages)
         if body.get("continue_final_message") and messages[-1].get("role") != "assistant":
             return _error(400, "continue_final_message requires a final assistant message")
+        if self.settings.check_context and len(_words(prompt)) > self.settings.max_model_len:
+            return _error(400, f"This model's maximum context length is "
+                               f"{self.settings.max_model_len} tokens. However, your prompt "
+                               f"contains at least {self.settings.max_model_len + 1} input tokens")
         await self._work()
         n = int(body.get("n") or 1)
         outputs = [self._generate(prompt, body, i) for i in range(n)]
@@ -388,7 +407,7 @@ class StubServer:
                 return _error(400, f"This model's maximum context length is "
                                    f"{self.settings.max_model_len} tokens; the input has "
                                    f"{len(_words(text))}")
-        await self._work()
+        await self._work(len(texts))
         as_base64 = body.get("encoding_format") == "base64"
         data = []
         for i, text in enumerate(texts):
@@ -432,7 +451,7 @@ class StubServer:
             if body.get("normalize") is False:
                 vector = vector * 2.0
             vectors.append(vector.tolist())
-        await self._work()
+        await self._work(len(texts))
         self.state.prompt_tokens += sum(len(_words(t)) for t in texts)
         return web.json_response(vectors)
 
@@ -492,6 +511,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-client-batch-size", type=int, default=32)
     parser.add_argument("--max-input-length", type=int, default=512)
     parser.add_argument("--tokens-per-second", type=float, help="accepted for compatibility")
+    parser.add_argument("--capacity-unit", choices=("requests", "texts"), default="requests",
+                        help="'texts': an embedding request holds one capacity slot per text")
+    parser.add_argument("--check-context", type=int, default=0,
+                        help="1: refuse chat prompts longer than --max-model-len words")
     return parser.parse_args(argv)
 
 
@@ -507,6 +530,7 @@ def main(argv: list[str] | None = None) -> None:
         chunk_delay=args.chunk_delay, api=args.api,
         dim=args.dim, max_model_len=args.max_model_len,
         max_client_batch_size=args.max_client_batch_size, max_input_length=args.max_input_length,
+        capacity_unit=args.capacity_unit, check_context=bool(args.check_context),
     )
 
     async def build() -> web.Application:

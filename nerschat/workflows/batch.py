@@ -8,6 +8,8 @@ request_id, body}`, `error`. Unlike `vllm run-batch`, results are appended as th
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -45,15 +47,32 @@ def parse_batch_request(record: dict[str, Any]) -> BatchRequest:
     return BatchRequest(custom_id, method.upper(), url, body)
 
 
-async def run_batch_request(http: httpx2.AsyncClient, request: BatchRequest) -> dict[str, Any]:
-    """One output line; transport failures become `error` (and are retried on a rerun)."""
+ATTEMPTS = 3
+RETRY_DELAY = 0.5  # seconds before the second attempt; doubled after each
+TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
+
+
+async def run_batch_request(http: httpx2.AsyncClient, request: BatchRequest,
+                            attempts: int = ATTEMPTS) -> dict[str, Any]:
+    """One output line; transport failures become `error` (and are retried on a rerun).
+
+    HTTP 429 (rate limited), 5xx and connection errors are retried up to `attempts` times
+    with a back-off; the last answer is recorded.
+    """
     output: dict[str, Any] = {"id": f"vllm-{uuid.uuid4().hex}", "custom_id": request.custom_id,
                               "response": None, "error": None}
-    try:
-        response = await http.post(request.url, json=request.body)
-    except httpx2.HTTPError as exc:
-        output["error"] = f"{type(exc).__name__}: {exc}"
-        return output
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await http.post(request.url, json=request.body)
+        except httpx2.HTTPError as exc:
+            output["error"] = f"{type(exc).__name__}: {exc}"
+            if attempt == attempts:
+                return output
+        else:
+            if response.status_code not in TRANSIENT or attempt == attempts:
+                break
+        await asyncio.sleep(RETRY_DELAY * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
+    output["error"] = None
     try:
         body: Any = response.json()
     except ValueError:
@@ -62,5 +81,6 @@ async def run_batch_request(http: httpx2.AsyncClient, request: BatchRequest) -> 
                           "request_id": f"vllm-batch-{uuid.uuid4().hex}", "body": body}
     if response.status_code >= 400:
         error = body.get("error", body) if isinstance(body, dict) else body
-        output["error"] = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        output["error"] = (str(error.get("message", error)) if isinstance(error, dict)
+                           else str(error)[:500]) or f"HTTP {response.status_code}"
     return output

@@ -1,121 +1,107 @@
-"""Reading a corpus to embed: JSONL (`id`, `text`), a directory of text files, or Parquet."""
+"""Reading a corpus to embed as a stream: JSONL (`id`, `text`), a directory of text files,
+or Parquet. Each document comes with its place (line, file or row) for error messages.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nerschat.workflows.inputs import FieldError, InputError, Invalid, read_records, require_str
+from nerschat.workflows.inputs import FieldError, InputError, decode_line, iter_lines, require_str
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".rst"}
 
 
-@dataclass
-class Corpus:
-    ids: list[str]
-    texts: list[str]
-    invalid: list[Invalid]
+@dataclass(frozen=True)
+class Document:
+    """One document: its place in the input (1-based line, file or row number), id, text."""
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-class _Collector:
-    """Adds documents, enforcing non-empty text and unique ids, with --skip-invalid."""
-
-    def __init__(self, skip_invalid: bool):
-        self.skip_invalid = skip_invalid
-        self.ids: list[str] = []
-        self.texts: list[str] = []
-        self.invalid: list[Invalid] = []
-        self._where: dict[str, str] = {}
-
-    def reject(self, error: InputError, line: int, raw: str) -> None:
-        if not self.skip_invalid:
-            raise error
-        self.invalid.append(Invalid(line, str(error), raw[:2000]))
-
-    def add(self, doc_id: str, text: str, path: Path | str, line: int, where: str,
-            raw: str) -> None:
-        if doc_id in self._where:
-            self.reject(InputError(path, line, "id", f"duplicate id {doc_id!r} (first at "
-                                                     f"{self._where[doc_id]})"), line, raw)
-            return
-        if not text.strip():
-            self.reject(InputError(path, line, "text", "empty text"), line, raw)
-            return
-        self._where[doc_id] = where
-        self.ids.append(doc_id)
-        self.texts.append(text)
-
-    def corpus(self) -> Corpus:
-        return Corpus(self.ids, self.texts, self.invalid)
+    number: int
+    id: str
+    text: str
 
 
-def read_jsonl(path: Path, collector: _Collector, id_field: str, text_field: str) -> None:
-    def parse(record: dict[str, Any]) -> tuple[str, str]:
-        text = require_str(record, text_field, allow_empty=True)
-        if not text.strip():
-            raise FieldError(text_field, "empty text")
-        return require_str(record, id_field), text
-
-    parsed = read_records(path, parse, lambda doc: doc[0], skip_invalid=collector.skip_invalid)
-    collector.invalid.extend(parsed.invalid)
-    for number, (doc_id, text) in enumerate(parsed.items, start=1):
-        collector.add(doc_id, text, path, number, f"item {number}", doc_id)
+# (number, raw text for an errors file, Document or InputError)
+Entry = tuple[int, str, "Document | InputError"]
 
 
-def read_directory(root: Path, collector: _Collector) -> None:
+def _jsonl(path: Path, id_field: str, text_field: str) -> Iterator[Entry]:
+    for number, raw in iter_lines(path):
+        value: Any = decode_line(path, number, raw)
+        shown = raw[:2000].decode("utf-8", "replace")
+        if isinstance(value, InputError):
+            yield number, shown, value
+            continue
+        try:
+            doc_id = require_str(value, id_field)
+            text = require_str(value, text_field, allow_empty=True)
+            if not text.strip():
+                raise FieldError(text_field, "empty text")
+        except FieldError as exc:
+            yield number, shown, InputError(path, number, exc.field, str(exc))
+            continue
+        yield number, shown, Document(number, doc_id, text)
+
+
+def _directory(root: Path) -> Iterator[Entry]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
         raise InputError(root, 0, None, f"no text files ({', '.join(sorted(TEXT_SUFFIXES))})")
-    for path in files:
+    for number, path in enumerate(files, start=1):
         doc_id = str(path.relative_to(root))
-        data = path.read_bytes()
         try:
-            text = data.decode("utf-8")
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
-            collector.reject(InputError(path, 1, None, f"not UTF-8 ({exc.reason} at byte "
-                                                      f"{exc.start})"), 0, doc_id)
+            yield number, doc_id, InputError(path, 1, None, f"not UTF-8 ({exc.reason} at byte "
+                                                            f"{exc.start})")
             continue
-        collector.add(doc_id, text, path, 1, str(path), doc_id)
+        except OSError as exc:
+            yield number, doc_id, InputError(path, 0, None, f"cannot read ({exc.strerror})")
+            continue
+        if not text.strip():
+            yield number, doc_id, InputError(path, 1, None, "empty text")
+            continue
+        yield number, doc_id, Document(number, doc_id, text)
 
 
-def read_parquet(path: Path, collector: _Collector, id_column: str, text_column: str) -> None:
+def _parquet(path: Path, id_column: str, text_column: str) -> Iterator[Entry]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise InputError(path, 0, None, "reading Parquet needs pyarrow: "
                                         "pip install 'nerschat[parquet]'") from None
-    table = pq.read_table(path)
+    handle = pq.ParquetFile(path)
+    names = handle.schema_arrow.names
     for column in (id_column, text_column):
-        if column not in table.column_names:
-            raise InputError(path, 0, column, f"no such column (columns: "
-                                              f"{', '.join(table.column_names)})")
-    ids = table.column(id_column).to_pylist()
-    texts = table.column(text_column).to_pylist()
-    for row, (doc_id, text) in enumerate(zip(ids, texts), start=1):
-        raw = f"row {row}"
-        if doc_id is None:
-            collector.reject(InputError(path, row, id_column, "missing id"), row, raw)
-        elif not isinstance(text, str):
-            collector.reject(InputError(path, row, text_column, "missing text"), row, raw)
-        else:
-            collector.add(str(doc_id), text, path, row, f"row {row}", raw)
+        if column not in names:
+            raise InputError(path, 0, column, f"no such column (columns: {', '.join(names)})")
+    row = 0
+    for batch in handle.iter_batches(columns=[id_column, text_column], batch_size=8192):
+        for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+            row += 1
+            raw = f"row {row}"
+            if not isinstance(doc_id, str) or not doc_id:
+                yield row, raw, InputError(path, row, id_column, "must be a non-empty string, "
+                                                                 f"got {type(doc_id).__name__}")
+            elif not isinstance(text, str) or not text.strip():
+                yield row, raw, InputError(path, row, text_column, "missing or empty text")
+            else:
+                yield row, raw, Document(row, doc_id, text)
 
 
-def read_corpus(source: str | Path, *, id_field: str = "id", text_field: str = "text",
-                skip_invalid: bool = False) -> Corpus:
-    """Documents from JSONL, a directory of text files, or a Parquet file."""
+def iter_corpus(source: str | Path, *, id_field: str = "id", text_field: str = "text"
+                ) -> Iterator[Entry]:
+    """Every document of `source` in order, or the InputError of its line (not raised).
+
+    Raises InputError only for the source as a whole (missing, no text files, no column).
+    """
     path = Path(source)
-    collector = _Collector(skip_invalid)
     if path.is_dir():
-        read_directory(path, collector)
-    elif not path.exists():
+        return _directory(path)
+    if not path.exists():
         raise InputError(path, 0, None, "input not found")
-    elif path.suffix.lower() in (".parquet", ".pq"):
-        read_parquet(path, collector, id_field, text_field)
-    else:
-        read_jsonl(path, collector, id_field, text_field)
-    return collector.corpus()
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return _parquet(path, id_field, text_field)
+    return _jsonl(path, id_field, text_field)

@@ -1,16 +1,19 @@
-"""Reading JSONL inputs with errors that say file, line and field."""
+"""Reading inputs as a stream, with errors that say file, line and field.
+
+Every bad line becomes one `InputError` (`FILE:LINE: field 'x': what is wrong`): bytes that
+are not UTF-8, malformed JSON, text with lone surrogate escapes (`"\\ud83d"`, which cannot be
+written back as UTF-8), fields of the wrong type. Nothing is held beyond the current line.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from nerschat.errors import UsageError
-
-T = TypeVar("T")
 
 
 class InputError(UsageError, ValueError):
@@ -32,85 +35,127 @@ class FieldError(ValueError):
 
 @dataclass
 class Invalid:
+    """One rejected line: its number, the one-line error and (a prefix of) its text."""
+
     line: int
     error: str
     raw: str
 
 
-@dataclass
-class Parsed(Generic[T]):
-    items: list[T]
-    invalid: list[Invalid]
-    records: list[dict[str, Any]]  # the decoded line of each item, for handing on unchanged
+def _surrogate_path(value: Any, path: str = "") -> str | None:
+    """The field path of the first string holding a lone surrogate, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "(value)"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _surrogate_path(key, f"{path}.{key}".lstrip(".")) or _surrogate_path(
+                item, f"{path}.{key}".lstrip("."))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _surrogate_path(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, str, Any]]:
-    """(line number, raw text, decoded value or InputError) for each non-blank line."""
-    with open(path, "rb") as handle:
-        for number, raw_bytes in enumerate(handle, start=1):
-            try:
-                raw = raw_bytes.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield number, raw_bytes.decode("utf-8", "replace"), InputError(
-                    path, number, None, f"not UTF-8 ({exc.reason} at byte {exc.start})")
-                continue
-            if not raw.strip():
-                continue
-            try:
-                yield number, raw, json.loads(raw)
-            except json.JSONDecodeError as exc:
-                yield number, raw, InputError(path, number, None,
-                                              f"malformed JSON: {exc.msg} (column {exc.colno})")
+def decode_line(path: str | Path, number: int, raw_bytes: bytes) -> Any:
+    """The JSON value of one line, or an InputError (returned, not raised)."""
+    try:
+        raw = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InputError(path, number, None, f"not UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return InputError(path, number, None, f"malformed JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return InputError(path, number, None, "JSON nested too deeply")
+    if b"\\ud" in raw_bytes or b"\\uD" in raw_bytes:  # only escapes can make lone surrogates
+        field = _surrogate_path(value)
+        if field is not None:
+            return InputError(path, number, field, "lone surrogate escape (e.g. a truncated "
+                                                   "emoji): not valid Unicode text")
+    if not isinstance(value, dict):
+        return InputError(path, number, None, "a line must be a JSON object")
+    return value
 
 
-def read_records(path: str | Path, parse: Callable[[Any], T], id_of: Callable[[T], str], *,
-                 skip_invalid: bool = False) -> Parsed[T]:
-    """Parse every line; raise the first InputError unless `skip_invalid` collects them."""
+def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes without the line end) of each non-blank line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, 0, None, "input file not found")
-    items: list[T] = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            stripped = raw.rstrip(b"\r\n")
+            if stripped.strip():
+                yield number, stripped
+
+
+def require_str(record: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
+    """`record[name]` as a non-empty string, else FieldError (ids are never converted)."""
+    if name not in record:
+        raise FieldError(name, "missing")
+    value = record[name]
+    if not isinstance(value, str):
+        hint = "; quote it" if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else ""
+        raise FieldError(name, f"must be a string, got {type(value).__name__} "
+                               f"{json.dumps(value)[:40]}{hint}")
+    if not allow_empty and not value.strip():
+        raise FieldError(name, "is empty")
+    return value
+
+
+def invalid_line(number: int, error: str, raw: bytes | str) -> str:
+    """One errors-file line for a rejected input line (ASCII-safe JSON)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return json.dumps({"line": number, "error": error, "raw": text[:2000]}) + "\n"
+
+
+@dataclass
+class Parsed:
+    """Everything `read_records` found: items, rejected lines, and each item's record."""
+
+    items: list[Any]
+    invalid: list[Invalid]
+    records: list[dict[str, Any]]
+
+
+def read_records(path: str | Path, parse: Any, id_of: Any, *,
+                 skip_invalid: bool = False) -> Parsed:
+    """Parse every line into memory (small inputs; the workflows stream instead).
+
+    Raises the first InputError unless `skip_invalid` collects them.
+    """
+    items: list[Any] = []
     records: list[dict[str, Any]] = []
     invalid: list[Invalid] = []
     first_line: dict[str, int] = {}
-    for number, raw, value in iter_json_lines(path):
+    for number, raw in iter_lines(path):
+        value = decode_line(path, number, raw)
         try:
             if isinstance(value, InputError):
                 raise value
-            if not isinstance(value, dict):
-                raise InputError(path, number, None, "a line must be a JSON object")
             try:
                 item = parse(value)
             except FieldError as exc:
                 raise InputError(path, number, exc.field, str(exc)) from None
             item_id = id_of(item)
             if item_id in first_line:
-                raise InputError(path, number, "id",
-                                 f"duplicate id {item_id!r} (first on line {first_line[item_id]})")
+                raise InputError(path, number, "id", f"duplicate id {item_id!r} (first on "
+                                                     f"line {first_line[item_id]})")
             first_line[item_id] = number
             items.append(item)
             records.append(value)
         except InputError as exc:
             if not skip_invalid:
                 raise
-            invalid.append(Invalid(number, str(exc), raw.rstrip("\n")))
+            invalid.append(Invalid(number, str(exc), raw.decode("utf-8", "replace")))
     return Parsed(items, invalid, records)
-
-
-def require_str(record: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
-    if name not in record:
-        raise FieldError(name, "missing")
-    value = record[name]
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and name in ("id", "custom_id"):
-        return str(value)  # numeric ids are common in exported data sets
-    if not isinstance(value, str):
-        raise FieldError(name, f"must be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
-        raise FieldError(name, "is empty")
-    return value
-
-
-def write_invalid(path: Path, invalid: list[Invalid]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for bad in invalid:
-            handle.write(json.dumps({"line": bad.line, "error": bad.error, "raw": bad.raw}) + "\n")

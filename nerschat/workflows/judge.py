@@ -11,6 +11,7 @@ Plain functions, no Parsl: the orchestration wraps them as apps.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import string
@@ -76,17 +77,41 @@ def parse_judge_item(record: dict[str, Any]) -> JudgeItem:
     for i, answer in enumerate(answers):
         if not isinstance(answer, str):
             raise FieldError(f"answers[{i}]", f"must be a string, got {type(answer).__name__}")
+    if "candidates" in record:
+        raise FieldError("candidates", "shadows the template's {candidates} field: rename it")
+    if "reference" in record:
+        reference = record["reference"]
+        if not isinstance(reference, int) or isinstance(reference, bool):
+            raise FieldError("reference", f"must be the index of the right answer, got "
+                                          f"{type(reference).__name__}")
+        if not 0 <= reference < len(answers):
+            raise FieldError("reference", f"{reference} is out of range for {len(answers)} "
+                                          "answers (0-based)")
     fields = {k: v for k, v in record.items() if k not in ("id", "answers")}
     return JudgeItem(item_id, list(answers), fields)
 
 
+def template_fields(template: str) -> list[str]:
+    """Names of the format fields a template uses (besides {candidates})."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    except ValueError as exc:
+        raise FieldError(None, f"prompt template cannot be filled: {exc}") from None
+    return [n.split(".")[0].split("[")[0] for n in names if n != "candidates"]
+
+
 def check_template(item: JudgeItem, template: str) -> None:
-    """Raise FieldError naming a template field the item lacks."""
+    """Raise FieldError naming a template field the item lacks or gives as a non-text."""
+    for name in template_fields(template):
+        if name not in item.fields:
+            raise FieldError(name, "used by the prompt template but missing")
+        value = item.fields[name]
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise FieldError(name, f"used by the prompt template: must be a string or number, "
+                                   f"got {type(value).__name__}")
     try:
         template.format(candidates="", **item.fields)
-    except KeyError as exc:
-        raise FieldError(str(exc.args[0]), "used by the prompt template but missing") from None
-    except (IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise FieldError(None, f"prompt template cannot be filled: {exc}") from None
 
 
@@ -113,22 +138,51 @@ class JudgeAnswerError(FailureError):
     """The model's final answer is not one of the labels (constraint ignored?)."""
 
 
+CHARS_PER_TOKEN = 3  # a conservative (high) estimate of prompt tokens from characters
+FINAL_MARGIN = 32  # tokens for the chat template, the final prefix and the answer
+
+
+class ContextTooLong(FailureError):
+    """The prompt does not fit the model's context (max_model_len)."""
+
+
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """A high estimate of a chat's prompt tokens (no tokenizer on the client)."""
+    return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 8 * len(messages)
+
+
+def reasoning_budget(messages: list[dict[str, str]], wanted: int, max_model_len: int | None
+                     ) -> int:
+    """Reasoning tokens that still leave room for the forced-choice step (0: none)."""
+    if max_model_len is None:
+        return wanted
+    room = max_model_len - estimate_tokens(messages) - len(REASONING_PREFILL) - FINAL_MARGIN
+    return max(0, min(wanted, room // 2))  # the reasoning is sent again in the final step
+
+
+def _is_context_error(exc: openai.APIStatusError) -> bool:
+    text = _message(exc).lower()
+    return exc.status_code in (400, 413, 422) and any(
+        s in text for s in ("context length", "maximum context", "max_model_len", "too long",
+                            "max_tokens", "exceeds"))
+
+
 async def _judge_once(client: openai.AsyncOpenAI, model: str, item: JudgeItem, order: list[int],
-                      options: JudgeOptions) -> dict[str, Any]:
+                      options: JudgeOptions, reasoning_tokens: int) -> dict[str, Any]:
     labels = list(string.ascii_uppercase[: len(order)])
-    messages = build_messages(item, order, options)
+    messages: list[Any] = build_messages(item, order, options)
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     reasoning = ""
-    if options.reasoning_tokens:
+    if reasoning_tokens:
         step1 = await client.chat.completions.create(
             model=model,
             messages=[*messages, {"role": "assistant", "content": REASONING_PREFILL}],
-            max_tokens=options.reasoning_tokens,
+            max_tokens=reasoning_tokens,
             temperature=options.temperature,
             extra_body={"continue_final_message": True, "add_generation_prompt": False,
                         **options.extra_body},
         )
-        reasoning = (step1.choices[0].message.content or "").strip()
+        reasoning = (_first_choice(step1).message.content or "").strip()
         _add_usage(usage, step1.usage)
     prefill = f"{REASONING_PREFILL} {reasoning}".rstrip() + FINAL_PREFIX
     step2 = await client.chat.completions.create(
@@ -142,7 +196,7 @@ async def _judge_once(client: openai.AsyncOpenAI, model: str, item: JudgeItem, o
                     "structured_outputs": {"choice": labels}, **options.extra_body},
     )
     _add_usage(usage, step2.usage)
-    choice = (step2.choices[0].message.content or "").strip()
+    choice = (_first_choice(step2).message.content or "").strip()
     if choice not in labels:
         raise JudgeAnswerError(f"model answered {choice[:40]!r}, not one of {', '.join(labels)}")
     position = labels.index(choice)
@@ -157,10 +211,21 @@ async def _judge_once(client: openai.AsyncOpenAI, model: str, item: JudgeItem, o
     }
 
 
+class BadReply(FailureError):
+    """The server's reply is not a chat completion."""
+
+
+def _first_choice(response: Any) -> Any:
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
+        raise BadReply(f"reply is not a chat completion: {str(response)[:80]!r}")
+    return choices[0]
+
+
 def _add_usage(total: dict[str, int], usage: Any) -> None:
     if usage is not None:
-        total["prompt_tokens"] += usage.prompt_tokens or 0
-        total["completion_tokens"] += usage.completion_tokens or 0
+        total["prompt_tokens"] += getattr(usage, "prompt_tokens", 0) or 0
+        total["completion_tokens"] += getattr(usage, "completion_tokens", 0) or 0
 
 
 def _label_logprobs(response: Any, labels: list[str], order: list[int]) -> dict[str, float] | None:
@@ -179,34 +244,67 @@ def _label_logprobs(response: Any, labels: list[str], order: list[int]) -> dict[
     return result or None
 
 
+RETRY_DELAY = 0.5  # seconds before the second attempt; doubled after each
+
+
 async def _judge_with_retries(client: openai.AsyncOpenAI, model: str, item: JudgeItem,
-                              order: list[int], options: JudgeOptions
+                              order: list[int], options: JudgeOptions,
+                              max_model_len: int | None = None
                               ) -> tuple[dict[str, Any] | None, str | None]:
-    """(verdict, None) or (None, error) after up to `options.attempts` tries."""
+    """(verdict, None) or (None, error) after up to `options.attempts` tries.
+
+    Transient failures (HTTP 429 and 5xx, connection errors, replies that are not a
+    completion, an answer outside the labels) are retried after a back-off; a
+    context-length error is retried with half the reasoning, then none; other 4xx stop.
+    """
     error = None
-    for attempt in range(options.attempts):
+    messages = build_messages(item, order, options)
+    budget = reasoning_budget(messages, options.reasoning_tokens, max_model_len)
+    if max_model_len is not None and estimate_tokens(messages) + FINAL_MARGIN > max_model_len:
+        budget = 0
+    attempt = 0
+    while attempt < options.attempts:
+        attempt += 1
         try:
-            return await _judge_once(client, model, item, order, options), None
+            return await _judge_once(client, model, item, order, options, budget), None
         except JudgeAnswerError as exc:
-            error = f"{exc} (after {attempt + 1} attempt(s))"
+            error = f"{exc} (after {attempt} attempt(s))"
         except openai.APIStatusError as exc:
+            if _is_context_error(exc):
+                limit = f" (max_model_len {max_model_len})" if max_model_len else ""
+                error = (f"prompt too long for the model's context{limit}: "
+                         f"{_message(exc)}")
+                if budget > 0:
+                    budget = budget // 2 if budget > 16 else 0
+                    attempt -= 1  # shrinking the reasoning is not a failed attempt
+                    continue
+                break
             error = f"HTTP {exc.status_code}: {_message(exc)}"
-            if exc.status_code < 500:
+            if exc.status_code < 500 and exc.status_code != 429:
                 break  # a bad request stays bad
-        except openai.APIError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except (openai.APIError, BadReply) as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            error = f"bad reply ({type(exc).__name__}: {str(exc)[:160]})"
+        if attempt < options.attempts:
+            await asyncio.sleep(RETRY_DELAY * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
     return None, error
 
 
-async def judge_item(client: openai.AsyncOpenAI, item: JudgeItem,
-                     options: JudgeOptions) -> dict[str, Any]:
-    """One output line for one item; API and answer errors become a per-item `error`."""
+async def judge_item(client: openai.AsyncOpenAI, item: JudgeItem, options: JudgeOptions,
+                     max_model_len: int | None = None) -> dict[str, Any]:
+    """One output line for one item; API and answer errors become a per-item `error`.
+
+    The model must be bound (`options.model`); `max_model_len` (tokens) caps the reasoning.
+    """
+    if not options.model:
+        raise ValueError("judge_item needs options.model (resolve the model first)")
     order = candidate_order(item, options)
     orders = [order, list(reversed(order))] if options.both_orders else [order]
     verdicts = []
     for shown in orders:
-        verdict, error = await _judge_with_retries(client, options.model or "", item, shown,
-                                                   options)
+        verdict, error = await _judge_with_retries(client, options.model, item, shown,
+                                                   options, max_model_len)
         if verdict is None:
             return {"id": item.id, "answer": None, "index": None, "reasoning": None,
                     "error": error}

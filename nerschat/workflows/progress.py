@@ -1,8 +1,9 @@
-"""Live progress of a sharded run, read from the shard result files and the servers' metrics.
+"""The one live progress display of a sharded run (judge, run-batch, embed).
 
-Reading files rather than callbacks means the same display works for in-process shards and
-for Parsl apps on other nodes. Per-endpoint load comes from each server's Prometheus
-metrics (`vllm:num_requests_running` / `waiting`), which vLLM and the stub both export.
+It reads the shard result files rather than callbacks, so the same display works for
+in-process shards and for Parsl apps on other nodes. Per-endpoint load comes from each
+server's Prometheus metrics, with the metric names of its engine (vLLM and the stub:
+`vllm:num_requests_running` / `waiting`; TEI: `te_batch_current_size` / `te_queue_size`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx2
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,7 +29,10 @@ from rich.table import Table
 
 from nerschat.registry import Registry
 
-METRIC_NAMES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+METRIC_NAMES = {
+    "tei": ("te_batch_current_size", "te_queue_size"),
+    "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+}
 
 
 class LineCounter:
@@ -56,7 +61,7 @@ class LineCounter:
             for line in complete.splitlines():
                 if self.weight is None:
                     self.lines += 1
-                    self.errors += b'"error": null' not in line
+                    self.errors += b'"ok":false' in line[:40]
                 else:
                     items, errors, tokens = self.weight(line)
                     self.lines += items
@@ -68,30 +73,35 @@ class LineCounter:
 def endpoint_load(registry: Registry, model: str | None, kind: str | None) -> list[tuple[str, str]]:
     rows = []
     for endpoint in registry.endpoints(model, kind):
-        root = endpoint.url.removesuffix("/v1")
+        names = METRIC_NAMES["tei" if endpoint.engine == "tei" else "vllm"]
+        url = getattr(endpoint, "metrics_url", None) or \
+            f"{endpoint.url.removesuffix('/v1')}/metrics"
         try:
-            text = httpx2.get(f"{root}/metrics", timeout=1.0).text
+            text = httpx2.get(url, timeout=1.0).text
         except httpx2.HTTPError:
             rows.append((endpoint.id, "unreachable"))
             continue
-        values = {name: 0.0 for name in METRIC_NAMES}
+        values = {name: 0.0 for name in names}
         for line in text.splitlines():
-            for name in METRIC_NAMES:
+            for name in names:
                 if line.startswith(name):
-                    values[name] += float(line.rsplit(" ", 1)[1])
-        rows.append((endpoint.id, f"{values[METRIC_NAMES[0]]:.0f} running, "
-                                  f"{values[METRIC_NAMES[1]]:.0f} waiting"))
+                    try:
+                        values[name] += float(line.rsplit(" ", 1)[1])
+                    except ValueError:
+                        pass
+        rows.append((endpoint.id, f"{values[names[0]]:.0f} running, "
+                                  f"{values[names[1]]:.0f} waiting"))
     return rows
 
 
 class RunProgress:
     """A rich progress bar (+ endpoint load table) refreshed from a background thread."""
 
-    def __init__(self, console: Console, description: str, total: int, counter: LineCounter,
-                 registry: Registry, model: str | None, kind: str | None, enabled: bool = True,
-                 unit: str = "items"):
+    def __init__(self, console: Console, description: str, total: int,
+                 files: list[Path] | LineCounter, registry: Registry, model: str | None,
+                 kind: str | None, enabled: bool = True, unit: str = "items"):
         self.console = console
-        self.counter = counter
+        self.counter = files if isinstance(files, LineCounter) else LineCounter(lambda: files)
         self.registry, self.model, self.kind = registry, model, kind
         self.enabled = enabled
         self.progress = Progress(
@@ -101,7 +111,7 @@ class RunProgress:
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=console,
         )
-        self.task = self.progress.add_task(description, total=total, rate=0.0, errors=0,
+        self.task = self.progress.add_task(escape(description), total=total, rate=0.0, errors=0,
                                            tokens="")
         self.load_rows: list[tuple[str, str]] = []
         self._stop = threading.Event()
@@ -111,7 +121,7 @@ class RunProgress:
     def _render(self) -> Group:
         table = Table(box=None, show_header=False, padding=(0, 2))
         for endpoint_id, load in self.load_rows:
-            table.add_row(f"  {endpoint_id}", load)
+            table.add_row(f"  {escape(endpoint_id)}", load)
         return Group(self.progress, table)
 
     def _loop(self, live: Live | None) -> None:
@@ -138,15 +148,16 @@ class RunProgress:
                         transient=False)
             live.__enter__()
         self._live = live
-        self._thread = threading.Thread(target=self._loop, args=(live,), daemon=True)
-        self._thread.start()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, args=(live,), daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.refresh()
         if self._live is not None:
+            self.refresh()
             self._live.update(self._render())
             self._live.__exit__(None, None, None)

@@ -1,4 +1,4 @@
-"""The per-item work of each batch workflow, behind one small interface."""
+"""The per-item work of each workflow (judge, run-batch), behind one small interface."""
 
 from __future__ import annotations
 
@@ -20,13 +20,24 @@ from nerschat.workflows.judge import (
 
 @dataclass
 class Clients:
-    """What a shard talks through (both route over the registry's endpoints)."""
+    """What a shard talks through (both route over the registry's endpoints).
+
+    `max_model_len` is the smallest context length (tokens) the ready endpoints advertise.
+    """
 
     openai: openai.AsyncOpenAI
     http: httpx2.AsyncClient
+    max_model_len: int | None = None
 
 
 class ItemTask(Protocol):
+    """One kind of item work. `parse` raises FieldError for a bad record.
+
+    Optional (see nerschat.workflows.core): a `model` attribute, `config()` (what results
+    depend on besides the items; default: `to_dict()`'s options) and
+    `error_result(item, message)` (default: `{key: id, "error": message}`).
+    """
+
     name: str
     key: str  # the id field, in input and output lines
     kind: str | None  # which endpoints it needs (None: whatever the requests name)
@@ -47,12 +58,18 @@ class ItemTask(Protocol):
 
 
 class JudgeTask:
-    name = "judge"
-    key = "id"
-    kind = "llm"
+    """LLM-as-a-judge over {id, question, answers, ...} items."""
+
+    name: str = "judge"
+    key: str = "id"
+    kind: str | None = "llm"
 
     def __init__(self, options: JudgeOptions | None = None):
         self.options = options or JudgeOptions()
+
+    @property
+    def model(self) -> str | None:
+        return self.options.model
 
     def parse(self, record: dict[str, Any]) -> JudgeItem:
         item = parse_judge_item(record)
@@ -63,22 +80,38 @@ class JudgeTask:
         return item.id
 
     async def process(self, clients: Clients, item: JudgeItem) -> dict[str, Any]:
-        return await judge_item(clients.openai, item, self.options)
+        return await judge_item(clients.openai, item, self.options,
+                                max_model_len=clients.max_model_len)
+
+    def error_result(self, item: JudgeItem, message: str) -> dict[str, Any]:
+        return {"id": item.id, "answer": None, "index": None, "reasoning": None,
+                "error": message}
+
+    def config(self) -> dict[str, Any]:
+        options = asdict(self.options)
+        options.pop("attempts", None)
+        return {"task": self.name, **options}
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.name, "options": asdict(self.options)}
 
     def needs_model(self) -> bool:
-        return self.options.model is None
+        return True
 
     def bind_model(self, model: str) -> None:
         self.options.model = model
 
 
 class BatchTask:
-    name = "batch"
-    key = "custom_id"
-    kind = None  # a batch file may mix chat, completion and embedding requests
+    """OpenAI batch-file requests, each naming its own model."""
+
+    name: str = "batch"
+    key: str = "custom_id"
+    kind: str | None = None  # a batch file may mix chat, completion and embedding requests
+
+    @property
+    def model(self) -> str | None:
+        return None
 
     def parse(self, record: dict[str, Any]) -> BatchRequest:
         return parse_batch_request(record)
@@ -88,6 +121,12 @@ class BatchTask:
 
     async def process(self, clients: Clients, item: BatchRequest) -> dict[str, Any]:
         return await run_batch_request(clients.http, item)
+
+    def error_result(self, item: BatchRequest, message: str) -> dict[str, Any]:
+        return {"id": None, "custom_id": item.custom_id, "response": None, "error": message}
+
+    def config(self) -> dict[str, Any]:
+        return {"task": self.name}  # everything else is in each request body
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.name, "options": {}}

@@ -188,7 +188,10 @@ def test_embed_kill_and_resume_gives_identical_output(fleet: StubFleet, registry
     wait_until(lambda: (resumed / "shard-00001.json").exists(), 120, "two finished shards")
     client.kill()
     client.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in resumed.glob("shard-*.npy")}
+    # A shard is finished once its summary is written (shards finish in any order).
+    finished = {p.with_suffix(".npy").name: p.with_suffix(".npy").stat().st_mtime_ns
+                for p in resumed.glob("shard-*.json")}
+    assert finished
     rerun = subprocess.run([*base, "-o", str(resumed)], capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -221,3 +224,228 @@ def test_embed_prompt_name_needs_tei_and_no_truncate_records_errors(
     assert list(manifest["errors"]) == ["long"]
     vectors = nerschat.load_embeddings(tmp_path / "b").vectors
     assert np.isnan(vectors[1]).all() and not np.isnan(vectors[0]).any()
+
+
+# -- field cases: each class of fault, with the right value asserted -------------------------
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NERSCHAT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def judge_lines(path: Path, count: int, **extra: object) -> None:
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": f"q{i}?",
+                                        "answers": ["yes", "no"], **extra}) + "\n"
+                            for i in range(count)))
+
+
+def test_changed_configuration_is_refused_and_edited_lines_are_redone(
+        fleet: StubFleet, registry: Registry, tmp_path: Path) -> None:
+    fleet.start_ready(1, "m1")
+    fleet.start_ready(1, "m2")
+    source, output = tmp_path / "items.jsonl", tmp_path / "judged.jsonl"
+    judge_lines(source, 5)
+    reg = ["--registry", str(registry.path), "--no-progress"]
+    first = run_cli("judge", str(source), "-o", str(output), "--model", "m1", *reg)
+    assert first.returncode == 0, first.stderr
+    before = output.read_text()
+    changed = run_cli("judge", str(source), "-o", str(output), "--model", "m2", "--both-orders",
+                      *reg)
+    assert changed.returncode == 2
+    assert 'model "m1" -> "m2"' in changed.stderr and "--restart" in changed.stderr
+    assert output.read_text() == before
+    fresh = run_cli("judge", str(source), "-o", str(output), "--model", "m2", "--both-orders",
+                    "--restart", *reg)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "stub-m1" not in output.read_text()
+    assert all("verdicts" in json.loads(x) for x in output.read_text().splitlines())
+
+    batch, results = tmp_path / "batch.jsonl", tmp_path / "results.jsonl"
+    write_batch(batch, 6, model="m1")
+    assert run_cli("run-batch", "-i", str(batch), "-o", str(results), *reg).returncode == 0
+    lines = batch.read_text().splitlines()
+    lines[2] = lines[2].replace('"model": "m1"', '"model": "m2"')
+    batch.write_text("\n".join(lines) + "\n")
+    again = run_cli("run-batch", "-i", str(batch), "-o", str(results), *reg)
+    assert again.returncode == 0, again.stderr
+    models = [json.loads(x)["response"]["body"]["model"] for x in results.read_text().splitlines()]
+    assert models == ["m1", "m1", "m2", "m1", "m1", "m1"]
+    assert "processed this run" in again.stderr and "already done (resumed)" in again.stderr
+
+
+def test_lone_surrogates_are_reported_per_line(fleet: StubFleet, registry: Registry,
+                                               tmp_path: Path) -> None:
+    fleet.start_ready(1, "m1")
+    fleet.start_ready(1, "emb", kind="embedding", api="tei")
+    reg = ["--registry", str(registry.path), "--no-progress"]
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "a", "question": "fine", "answers": ["x", "y"]}\n'
+                     '{"id": "b", "question": "half \\ud83d emoji", "answers": ["x", "y"]}\n')
+    refused = run_cli("judge", str(items), "-o", str(tmp_path / "j.jsonl"), *reg)
+    assert refused.returncode == 2
+    assert f"{items}:2: field 'question': lone surrogate" in refused.stderr.replace("\n", "")
+    skipped = run_cli("judge", str(items), "-o", str(tmp_path / "j.jsonl"), "--skip-invalid",
+                      *reg)
+    assert skipped.returncode == 0, skipped.stderr
+    assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 1
+    assert json.loads((tmp_path / "j.errors.jsonl").read_text())["line"] == 2
+
+    batch = tmp_path / "batch.jsonl"
+    write_batch(batch, 3)
+    batch.write_text(batch.read_text() + json.dumps({
+        "custom_id": "bad", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "m1", "messages": [{"role": "user", "content": "x\udc00"}]}}) + "\n")
+    done = run_cli("run-batch", "-i", str(batch), "-o", str(tmp_path / "b.jsonl"),
+                   "--skip-invalid", *reg)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 3
+    assert "body.messages[0].content" in (tmp_path / "b.errors.jsonl").read_text()
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "d1", "text": "fine"}\n{"id": "d2", "text": "bad \\udc00"}\n')
+    embedded = run_cli("embed", str(corpus), "-o", str(tmp_path / "e"), "--skip-invalid", *reg)
+    assert embedded.returncode == 0, embedded.stderr
+    assert nerschat.load_embeddings(tmp_path / "e").ids == ["d1"]
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_a_run_where_every_item_failed_exits_non_zero(fleet: StubFleet, registry: Registry,
+                                                      tmp_path: Path, status: int) -> None:
+    endpoint = fleet.start_ready(1, "m", error_every=1, error_status=status)[0]
+    source, output = tmp_path / "items.jsonl", tmp_path / "out.jsonl"
+    judge_lines(source, 3)
+    result = run_cli("judge", str(source), "-o", str(output), "--registry", str(registry.path),
+                     "--no-progress", "--reasoning-tokens", "0")
+    assert result.returncode == 1
+    assert "all 3 items failed" in result.stderr and "Traceback" not in result.stderr
+    assert all(json.loads(x)["error"] for x in output.read_text().splitlines())
+    assert received(endpoint) <= 3 * 3 * 3  # judge attempts x fail-over tries, no SDK retries on top
+
+
+def test_judge_survives_a_replica_answering_garbage(fleet: StubFleet, registry: Registry,
+                                                    tmp_path: Path) -> None:
+    import http.server
+    import threading
+    import time
+
+    fleet.start_ready(1, "m")
+
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"id": "x", "choices": [ {not json'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    entry = {"schema": 1, "id": "bad-replica", "kind": "llm", "engine": "vllm", "model": "m",
+             "url": f"http://127.0.0.1:{server.server_address[1]}/v1", "state": "ready",
+             "api_key": None, "pid": os.getpid(), "host": "127.0.0.1", "slurm_job_id": None,
+             "heartbeat_at": time.time() + 3600, "ttl": 3600.0}
+    (registry.path / "bad-replica.json").write_text(json.dumps(entry))
+    try:
+        source, output = tmp_path / "items.jsonl", tmp_path / "out.jsonl"
+        judge_lines(source, 40)
+        result = run_cli("judge", str(source), "-o", str(output), "--registry",
+                         str(registry.path), "--no-progress", "--reasoning-tokens", "0")
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(output.read_text().splitlines()) == 40
+    finally:
+        server.shutdown()
+        (registry.path / "bad-replica.json").unlink(missing_ok=True)
+
+
+def test_embed_oversized_and_rejected_documents_do_not_stop_the_run(
+        fleet: StubFleet, registry: Registry, tmp_path: Path) -> None:
+    fleet.start_ready(1, "emb", kind="embedding", api="tei")
+    reg = ["--registry", str(registry.path), "--no-progress"]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"note{i}.txt").write_text(f"note {i} " * 50)
+    (docs / "big-book.txt").write_text("alpha beta gamma " * 150_000)  # ~2.5 MB
+    done = run_cli("embed", str(docs), "-o", str(tmp_path / "out"), *reg)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["count"] == 6 and manifest["truncated"] == 1 and not manifest["errors"]
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "long-1", "text": "word " * 700}) + "\n" + "".join(
+        json.dumps({"id": f"d{i}", "text": f"short doc {i}"}) + "\n" for i in range(5)))
+    rejected = run_cli("embed", str(corpus), "-o", str(tmp_path / "out2"), "--no-truncate",
+                       "--batch-size", "1", *reg)
+    assert rejected.returncode == 0, rejected.stderr
+    ids, vectors = nerschat.load_embeddings(tmp_path / "out2")
+    manifest = json.loads((tmp_path / "out2" / "manifest.json").read_text())
+    assert list(manifest["errors"]) == ["long-1"] and ids[0] == "long-1"
+    assert np.isnan(vectors[0]).all() and not np.isnan(vectors[1:]).any()
+
+
+def test_judge_budgets_reasoning_to_the_context(fleet: StubFleet, registry: Registry,
+                                                tmp_path: Path) -> None:
+    fleet.start_ready(1, "m", max_model_len=400, check_context=1)
+    source, output = tmp_path / "items.jsonl", tmp_path / "out.jsonl"
+    source.write_text(
+        json.dumps({"id": "near-limit", "question": "a " * 320, "answers": ["x", "y"]}) + "\n"
+        + json.dumps({"id": "over-limit", "question": "a " * 500, "answers": ["x", "y"]}) + "\n"
+        + json.dumps({"id": "small", "question": "q", "answers": ["x", "y"]}) + "\n")
+    result = run_cli("judge", str(source), "-o", str(output), "--registry", str(registry.path),
+                     "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
+    assert lines["near-limit"]["error"] is None
+    assert lines["small"]["error"] is None and lines["small"]["reasoning"]
+    assert "prompt too long for the model's context (max_model_len 400)" in \
+        lines["over-limit"]["error"]
+
+
+RSS_SCRIPT = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_run_batch_memory_follows_work_in_flight_not_input_size(
+        fleet: StubFleet, registry: Registry, tmp_path: Path) -> None:
+    fleet.start_ready(1, "emb", kind="embedding", max_model_len=100_000, dim=256, capacity=16)
+    filler = "test " * 24_000  # ~120 kB per request
+
+    def peak(count: int) -> int:
+        source = tmp_path / f"batch{count}.jsonl"
+        with open(source, "w") as handle:
+            for i in range(count):
+                handle.write(json.dumps({"custom_id": f"e{i}", "method": "POST",
+                                         "url": "/v1/embeddings",
+                                         "body": {"model": "emb", "input": filler + str(i)}})
+                             + "\n")
+        out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, *NERSCHAT, "run-batch", "-i",
+                              str(source), "-o", str(tmp_path / f"out{count}.jsonl"),
+                              "--registry", str(registry.path), "--no-progress"],
+                             capture_output=True, text=True, timeout=600, check=True)
+        return int(out.stdout.split()[-1])
+
+    size_kb = 400 * len(filler) // 1024
+    extra = peak(400) - peak(10)
+    assert extra < size_kb / 2, f"peak RSS grew {extra} kB for a {size_kb} kB input"
+
+
+def test_endpoints_advertise_what_clients_need(fleet: StubFleet) -> None:
+    tei = fleet.start_ready(1, "emb", kind="embedding", api="tei", max_client_batch_size=16,
+                            max_input_length=128)[0]
+    llm = fleet.start_ready(1, "m", max_model_len=1024)[0]
+    assert (tei.api, tei.max_batch_size, tei.max_input_tokens) == ("tei", 16, 128)
+    assert tei.metrics_url == tei.url.removesuffix("/v1") + "/metrics"
+    assert (llm.api, llm.max_model_len) == ("openai", 1024)

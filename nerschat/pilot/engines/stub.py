@@ -10,6 +10,7 @@ from nerschat.pilot.engines.vllm import vllm_launch
 STUB_OPTIONS = {
     "latency", "capacity", "startup_delay", "fail_after", "error_every", "error_status",
     "hang_after", "slow_factor", "chunk_delay", "api", "dim", "max_client_batch_size", "max_input_length", "max_model_len", "tokens_per_second",
+    "capacity_unit", "check_context",
 }
 
 

@@ -1,0 +1,129 @@
+"""run-batch, judge and embed vs a plain AsyncOpenAI generator on the same stubs, in one run.
+
+Stub replicas of known capacity (C slots of L seconds each) stand in for vLLM/TEI. For 1 and
+4 replicas, and for a stub whose capacity counts requests and one whose capacity counts texts
+(an embedding request of n texts holds n slots), this prints the rate of
+- plain: `openai.AsyncOpenAI`, one client per replica, 2C requests in flight per replica,
+- run-batch, judge (two requests per item) and embed (requests of the endpoint's batch size),
+  each with default settings, wall time from the call to the merged output,
+and each ratio to the plain generator (goal >= 0.95).
+
+    python benchmarks/workflows.py [--capacity 32] [--latency 0.5] [--seconds 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+from loadgen import chat_request, corpus_text, embed_request, raw_rate
+from rich.console import Console
+
+from nerschat.registry import Endpoint
+from nerschat.testing.fleet import stub_fleet
+from nerschat.workflows.core import run_items
+from nerschat.workflows.embed import DEFAULT_BATCH, EmbedOptions, run_embed
+from nerschat.workflows.judge import JudgeOptions
+from nerschat.workflows.tasks import BatchTask, JudgeTask
+
+QUIET = Console(stderr=True, quiet=True)
+
+
+def batch_file(path: Path, count: int) -> None:
+    with open(path, "w") as handle:
+        for i in range(count):
+            handle.write(json.dumps({
+                "custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "bench", "max_tokens": 16,
+                         "messages": [{"role": "user", "content": f"item {i}"}]}}) + "\n")
+
+
+def judge_file(path: Path, count: int) -> None:
+    with open(path, "w") as handle:
+        for i in range(count):
+            handle.write(json.dumps({"id": f"q{i}", "question": f"Is {i} even?",
+                                     "answers": ["yes", "no"]}) + "\n")
+
+
+def corpus_file(path: Path, count: int) -> None:
+    with open(path, "w") as handle:
+        for i in range(count):
+            handle.write(json.dumps({"id": f"d{i}", "text": corpus_text(i)}) + "\n")
+
+
+def timed(action: object) -> float:
+    started = time.perf_counter()
+    action()  # type: ignore[operator]
+    return time.perf_counter() - started
+
+
+def measure(llm: list[Endpoint], emb: list[Endpoint], registry: str, tmp: Path,
+            capacity: int, latency: float, seconds: float) -> dict[str, tuple[float, float]]:
+    """{workload: (plain rate, nerschat rate)} in requests/s (embed: texts/s)."""
+    replicas = len(llm)
+    in_flight = 2 * capacity * replicas
+    requests = int(seconds * replicas * capacity / latency)
+    rates: dict[str, tuple[float, float]] = {}
+    plain_chat = asyncio.run(raw_rate(llm, requests, in_flight, chat_request))
+
+    batch_file(tmp / "batch.jsonl", requests)
+    wall = timed(lambda: run_items(BatchTask(), tmp / "batch.jsonl", tmp / "batch.out",
+                                   registry=registry, console=QUIET, show_progress=False))
+    rates["run-batch"] = (plain_chat, requests / wall)
+
+    items = requests // 2
+    judge_file(tmp / "items.jsonl", items)
+    wall = timed(lambda: run_items(JudgeTask(JudgeOptions(reasoning_tokens=16)),
+                                   tmp / "items.jsonl", tmp / "judged.jsonl", registry=registry,
+                                   model="bench", console=QUIET, show_progress=False))
+    rates["judge"] = (plain_chat, 2 * items / wall)
+
+    batch = emb[0].max_batch_size or DEFAULT_BATCH
+    texts = requests * batch
+    plain_embed = asyncio.run(raw_rate(emb, requests, in_flight,
+                                       partial(embed_request, batch=batch))) * batch
+    corpus_file(tmp / "corpus.jsonl", texts)
+    wall = timed(lambda: run_embed(tmp / "corpus.jsonl", tmp / "emb", registry=registry,
+                                   options=EmbedOptions(model="emb"), console=QUIET,
+                                   show_progress=False))
+    rates["embed"] = (plain_embed, texts / wall)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--capacity", type=int, default=32, help="C: slots per stub")
+    parser.add_argument("--latency", type=float, default=0.5, help="L: seconds per slot")
+    parser.add_argument("--seconds", type=float, default=12.0,
+                        help="length of each measurement at the stubs' capacity")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--units", nargs="+", default=["requests", "texts"])
+    args = parser.parse_args()
+    rows = []
+    for unit in args.units:
+        for replicas in args.replicas:
+            with tempfile.TemporaryDirectory() as tmp, stub_fleet(Path(tmp) / "reg") as fleet:
+                knobs = {"latency": args.latency, "capacity": args.capacity,
+                         "capacity_unit": unit}
+                llm = fleet.start_ready(replicas, "bench", **knobs)
+                emb = fleet.start_ready(replicas, "emb", kind="embedding", **knobs)
+                rates = measure(llm, emb, str(fleet.registry.path), Path(tmp), args.capacity,
+                                args.latency, args.seconds)
+                for workload, (plain, ours) in rates.items():
+                    rows.append((unit, replicas, workload, plain, ours))
+    print(f"stubs: C={args.capacity} slots of L={args.latency} s; each run ~{args.seconds:.0f} s "
+          "at capacity; rates in requests/s (embed: texts/s)")
+    print(f"{'capacity counts':>15} {'replicas':>8} {'workload':>9} {'plain':>9} "
+          f"{'nerschat':>9} {'ratio':>6}")
+    for unit, replicas, workload, plain, ours in rows:
+        print(f"{unit:>15} {replicas:>8} {workload:>9} {plain:>9.1f} {ours:>9.1f} "
+              f"{ours / plain:>6.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,634 @@
+"""One sharded, resumable, streaming run: plan → run shards → merge.
+
+    OUT.parts/config.json              the task and its configuration (see `fingerprint`)
+    OUT.parts/input-RRR-SSSS.jsonl     the raw input lines given to shard SSSS of run RRR
+    OUT.parts/results-RRR-SSSS.jsonl   {"h": item hash, "ok": bool, "r": result}, appended
+    OUT                                 the merge: input order, each item once, atomic
+    OUT.errors.jsonl                    invalid input lines, with --skip-invalid
+
+Memory stays bounded by the work in flight: the input is read as a stream (twice: once to
+validate and hash each line, once to copy the lines still to do into shard files); what is
+kept per item is two 8-byte hashes. Results are found again through an index of 8-byte
+hashes and file offsets, so the merge streams too.
+
+Resume cannot return stale answers: each item is known by a hash of its input line, so an
+edited line is redone, and the run's configuration (model, template, prompt, sampling) is
+written to config.json; a rerun with another configuration is refused (`ConfigChanged`)
+unless it starts fresh (`restart=True`, or a new output).
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+
+from nerschat.errors import UsageError
+from nerschat.registry import Endpoint, Registry
+from nerschat.workflows.atomic import OutputError, atomic_write, write_json
+from nerschat.workflows.inputs import FieldError, InputError, decode_line, invalid_line, iter_lines
+from nerschat.workflows.pace import AdaptiveLimit, drive
+from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
+
+RESULT_PREFIX = "results-"
+MAX_IN_FLIGHT_BYTES = 8 << 20  # input bytes of the items in flight in one process
+DEFAULT_SHARDS_PARSL = 4
+
+
+class ConfigChanged(UsageError):
+    """The output holds results of another configuration."""
+
+
+class AmbiguousModel(UsageError, ValueError):
+    """Several models are served and the task needs exactly one."""
+
+
+def item_hash(raw: bytes) -> int:
+    """64-bit content hash of one input line (its id is part of the line)."""
+    return int.from_bytes(hashlib.blake2b(raw.strip(), digest_size=8).digest(), "little")
+
+
+def _id_hash(item_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"),
+                                          digest_size=8).digest(), "little")
+
+
+def parts_dir(output: Path) -> Path:
+    """The work directory of `output` (`OUT.parts/`)."""
+    return output.with_name(output.name + ".parts")
+
+
+def errors_path(output: Path) -> Path:
+    """Where invalid input lines of `output`'s run go (`OUT.errors.jsonl`)."""
+    return output.with_name(output.stem + ".errors.jsonl")
+
+
+# -- what the core asks of a task (tasks written for the first protocol also work) -------
+
+def task_model(task: ItemTask) -> str | None:
+    """The model bound to `task` (None: not resolved yet, or each request names its own)."""
+    model = getattr(task, "model", None)
+    if model is None:
+        model = getattr(getattr(task, "options", None), "model", None)
+    return model if isinstance(model, str) else None
+
+
+def task_config(task: ItemTask) -> dict[str, Any]:
+    """What the task's results depend on besides the items (fingerprinted)."""
+    config = getattr(task, "config", None)
+    if callable(config):
+        return dict(config())
+    spec = task.to_dict()
+    options = spec.get("options") if isinstance(spec.get("options"), dict) else {}
+    return {"task": spec.get("task"), **{k: v for k, v in options.items() if k != "attempts"}}
+
+
+def error_result(task: ItemTask, item: Any, message: str) -> dict[str, Any]:
+    """The output line of an item whose handling failed with `message`."""
+    make = getattr(task, "error_result", None)
+    if callable(make):
+        return dict(make(item, message))
+    return {task.key: task.item_id(item), "error": message}
+
+
+def rebuild_task(spec: dict[str, Any]) -> ItemTask:
+    """A task from its `to_dict()` on a Parsl worker (workflow tasks, then judging modes)."""
+    try:
+        return task_from_dict(spec)
+    except ValueError:
+        from nerschat.judging import task_from_dict as judging_task
+
+        return judging_task(spec)  # type: ignore[no-any-return]
+
+
+# -- configuration fingerprint ----------------------------------------------------------
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_config(workdir: Path, output: Path, config: dict[str, Any]) -> None:
+    """Refuse (ConfigChanged) if `workdir` was made with another configuration.
+
+    A key whose new value is None ("not given", e.g. the model before it is resolved) is
+    not compared.
+    """
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    changed = [f"{key} {_short(stored.get(key))} -> {_short(value)}"
+               for key, value in sorted(config.items())
+               if value is not None and stored.get(key) != value]
+    changed += [f"{key} {_short(value)} -> (none)" for key, value in sorted(stored.items())
+                if key not in config]
+    if changed:
+        raise ConfigChanged(f"{output} holds results of another configuration "
+                            f"({'; '.join(changed)}): pass --restart to discard them, or "
+                            "write to a new output")
+
+
+def stored_config(workdir: Path) -> dict[str, Any]:
+    """The configuration an earlier run kept in `workdir` ({} if none)."""
+    try:
+        value = json.loads((workdir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def restart(output: Path) -> None:
+    """Forget earlier results of `output` (its parts directory, merge and errors file)."""
+    shutil.rmtree(parts_dir(output), ignore_errors=True)
+    for path in (output, errors_path(output)):
+        path.unlink(missing_ok=True)
+
+
+# -- results files ----------------------------------------------------------------------
+
+def result_line(h: int, ok: bool, result: dict[str, Any]) -> bytes:
+    """One results-file line; text that is not valid Unicode is escaped, never fatal."""
+    try:
+        body = json.dumps(result, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        body = json.dumps(result).encode("ascii")
+    return b'{"h":"%016x","ok":%s,"r":' % (h, b"true" if ok else b"false") + body + b"}\n"
+
+
+def _parse_prefix(line: bytes) -> tuple[int, bool] | None:
+    if not line.startswith(b'{"h":"') or not line.endswith(b"}\n"):
+        return None  # a torn last line of a killed writer
+    try:
+        return int(line[6:22], 16), line[29:33] == b"true"
+    except ValueError:
+        return None
+
+
+def _result_body(line: bytes) -> bytes:
+    start = line.index(b',"r":', 22) + 5
+    return line[start:-2]
+
+
+def done_hashes(path: Path) -> set[int]:
+    """Hashes of the items a results file finished successfully (one shard: small)."""
+    done: set[int] = set()
+    if path.exists():
+        with open(path, "rb") as handle:
+            for line in handle:
+                parsed = _parse_prefix(line)
+                if parsed is not None and parsed[1]:
+                    done.add(parsed[0])
+    return done
+
+
+def _index_blocks(path: Path, block: int = 65536
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(hashes, offsets, ok) of a results file's complete lines, in compact blocks."""
+    h: list[int] = []
+    off: list[int] = []
+    ok: list[bool] = []
+    position = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            parsed = _parse_prefix(line)
+            if parsed is not None:
+                h.append(parsed[0])
+                off.append(position)
+                ok.append(parsed[1])
+                if len(h) >= block:
+                    yield (np.array(h, dtype=np.uint64), np.array(off, dtype=np.int64),
+                           np.array(ok, dtype=bool))
+                    h, off, ok = [], [], []
+            position += len(line)
+    yield np.array(h, dtype=np.uint64), np.array(off, dtype=np.int64), np.array(ok, dtype=bool)
+
+
+@dataclass
+class ResultIndex:
+    """Where the best result of each item hash is: a success over an error, else the latest."""
+
+    files: list[Path]
+    hashes: np.ndarray  # uint64, sorted
+    file_of: np.ndarray  # uint32
+    offset: np.ndarray  # int64
+    ok: np.ndarray  # bool
+
+    @classmethod
+    def build(cls, workdir: Path) -> ResultIndex:
+        files = sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl")) if workdir.is_dir() else []
+        hashes: list[np.ndarray] = []
+        file_of: list[np.ndarray] = []
+        offsets: list[np.ndarray] = []
+        oks: list[np.ndarray] = []
+        for number, path in enumerate(files):
+            for block_h, block_off, block_ok in _index_blocks(path):
+                hashes.append(block_h)
+                offsets.append(block_off)
+                oks.append(block_ok)
+                file_of.append(np.full(len(block_h), number, dtype=np.uint32))
+        if not hashes:
+            empty = np.zeros(0, dtype=np.uint64)
+            return cls(files, empty, np.zeros(0, np.uint32), np.zeros(0, np.int64),
+                       np.zeros(0, bool))
+        all_h = np.concatenate(hashes)
+        all_ok = np.concatenate(oks)
+        sequence = np.arange(len(all_h))
+        order = np.lexsort((sequence, all_ok, all_h))  # best of each hash comes last
+        all_h = all_h[order]
+        last = np.ones(len(all_h), dtype=bool)
+        last[:-1] = all_h[:-1] != all_h[1:]
+        keep = order[last]
+        return cls(files, all_h[last], np.concatenate(file_of)[keep],
+                   np.concatenate(offsets)[keep], all_ok[keep])
+
+    def done(self, hashes: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of `hashes` already have a successful result."""
+        if not len(self.hashes):
+            return np.zeros(len(hashes), dtype=bool)
+        pos = np.searchsorted(self.hashes, hashes).clip(0, len(self.hashes) - 1)
+        return (self.hashes[pos] == hashes) & self.ok[pos]
+
+    def merge(self, order: np.ndarray, output: Path, chunk: int = 65536) -> dict[str, int]:
+        """Write the result of each hash in `order` (input order) to `output`, atomically."""
+        counts = {"written": 0, "errors": 0, "missing": 0}
+        handles: dict[int, IO[bytes]] = {}
+        try:
+            with atomic_write(output, "wb") as out:
+                for start in range(0, len(order), chunk):
+                    part = order[start:start + chunk]
+                    if not len(self.hashes):
+                        counts["missing"] += len(part)
+                        continue
+                    pos = np.searchsorted(self.hashes, part).clip(0, len(self.hashes) - 1)
+                    found = self.hashes[pos] == part
+                    counts["missing"] += int((~found).sum())
+                    for p in pos[found]:
+                        number = int(self.file_of[p])
+                        handle = handles.get(number)
+                        if handle is None:
+                            handle = handles[number] = open(self.files[number], "rb")  # noqa: SIM115
+                        handle.seek(int(self.offset[p]))
+                        out.write(_result_body(handle.readline()) + b"\n")
+                        counts["written"] += 1
+                        counts["errors"] += not bool(self.ok[p])
+        finally:
+            for handle in handles.values():
+                handle.close()
+        return counts
+
+
+# -- plan -------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a run must do: hashes of every valid item in input order, and the shard files."""
+
+    order: np.ndarray  # uint64 item hashes, input order
+    todo: int
+    invalid: int
+    shards: list[tuple[Path, Path]] = field(default_factory=list)
+
+
+def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pass 1: validate every line; (line numbers, item hashes, id hashes, invalid count).
+
+    Kept compact (20 bytes per valid item), so memory hardly follows the input size.
+    """
+    lines = array.array("I")
+    hashes = array.array("Q")
+    ids = array.array("Q")
+    invalid = 0
+    for number, raw in iter_lines(path):
+        value = decode_line(path, number, raw)
+        try:
+            if isinstance(value, InputError):
+                raise value
+            try:
+                item = task.parse(value)
+            except FieldError as exc:
+                raise InputError(path, number, exc.field, str(exc)) from None
+        except InputError as exc:
+            if not skip_invalid:
+                raise
+            invalid += 1
+            if errors_out is not None:
+                errors_out.write(invalid_line(number, str(exc), raw))
+            continue
+        lines.append(number)
+        hashes.append(item_hash(raw))
+        ids.append(_id_hash(task.item_id(item)))
+    return (np.frombuffer(lines, dtype=np.uint32), np.frombuffer(hashes, dtype=np.uint64),
+            np.frombuffer(ids, dtype=np.uint64), invalid)
+
+
+def repeated(values: np.ndarray) -> set[int]:
+    """The values occurring more than once; sorts `values` in place (no copy)."""
+    values.sort()
+    same = values[1:] == values[:-1]
+    return set(values[1:][same].tolist())
+
+
+def _raw_lines(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw) of the lines whose numbers are in the sorted array `wanted`."""
+    if not len(wanted):
+        return
+    i = 0
+    for number, raw in iter_lines(path):
+        if number == wanted[i]:
+            yield number, raw
+            i += 1
+            if i == len(wanted):
+                return
+
+
+def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_invalid: bool,
+         index: ResultIndex, run: int) -> Plan:
+    """Validate the whole input, then write the items not yet done into shard files."""
+    workdir = parts_dir(output)
+    errors_file = errors_path(output)
+    with contextlib.ExitStack() as stack:
+        errors_out = stack.enter_context(atomic_write(errors_file)) if skip_invalid else None
+        lines, hashes, id_hashes, invalid = _scan(task, input_path, skip_invalid, errors_out)
+        repeats = repeated(id_hashes)  # candidates; the ids themselves decide below
+        del id_hashes
+        if repeats:
+            first_seen: dict[str, int] = {}
+            bad: list[int] = []
+            for number, raw in _raw_lines(input_path, lines):
+                item_id = task.item_id(task.parse(decode_line(input_path, number, raw)))
+                if _id_hash(item_id) not in repeats:
+                    continue
+                if item_id not in first_seen:
+                    first_seen[item_id] = number
+                    continue
+                error = InputError(input_path, number, task.key, f"duplicate id {item_id!r} "
+                                   f"(first on line {first_seen[item_id]})")
+                if not skip_invalid:
+                    raise error
+                invalid += 1
+                bad.append(number)
+                assert errors_out is not None
+                errors_out.write(invalid_line(number, str(error), raw))
+            if bad:
+                keep = ~np.isin(lines, np.array(bad, dtype=np.uint32))
+                lines, hashes = lines[keep], hashes[keep]
+    if not invalid and errors_file.exists():
+        errors_file.unlink()
+    todo_mask = ~index.done(hashes)
+    todo_lines = lines[todo_mask]
+    result = Plan(order=hashes, todo=int(todo_mask.sum()), invalid=invalid)
+    if not result.todo:
+        return result
+    workdir.mkdir(parents=True, exist_ok=True)
+    count = max(1, min(shards, result.todo))
+    bounds = np.linspace(0, result.todo, count + 1).astype(np.int64)
+    source = _raw_lines(input_path, todo_lines)
+    for number in range(count):
+        stem = f"{run:03d}-{number:04d}"
+        shard_in = workdir / f"input-{stem}.jsonl"
+        with atomic_write(shard_in, "wb") as handle:
+            for _ in range(int(bounds[number + 1] - bounds[number])):
+                handle.write(next(source)[1] + b"\n")
+        result.shards.append((shard_in, workdir / f"{RESULT_PREFIX}{stem}.jsonl"))
+    return result
+
+
+def next_run(workdir: Path) -> int:
+    """The number of the next run in `workdir` (shard files of earlier runs are kept)."""
+    runs = [int(p.name.split("-")[1]) for p in workdir.glob("input-*.jsonl")
+            if p.name.split("-")[1].isdigit()] if workdir.is_dir() else []
+    return max(runs, default=-1) + 1
+
+
+# -- running shards ---------------------------------------------------------------------
+
+def _shard_items(task: ItemTask, shard_in: Path, done: set[int]
+                 ) -> Iterator[tuple[int, int, Any]]:
+    for number, raw in iter_lines(shard_in):
+        h = item_hash(raw)
+        if h in done:
+            continue  # a retried shard does not redo what it finished
+        yield h, len(raw), task.parse(decode_line(shard_in, number, raw))
+
+
+def initial_limit(endpoints: list[Endpoint]) -> int:
+    """A starting point for the adaptive limit: twice what the endpoints say they run, at
+    most 256 (the limit grows from there while the latency stays flat).
+    """
+    return max(16, min(256, 2 * sum(e.capacity or 32 for e in endpoints)))
+
+
+async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
+                           registry: str | None, timeout: float = 600.0,
+                           in_flight: int | None = None) -> dict[str, Any]:
+    """Run the items of `shards` (one stream, pipelined) and append their results."""
+    from nerschat.client.connect import aconnect, pool_of, routed_http_client
+
+    started = time.monotonic()
+    model = task_model(task)
+    # No readiness wait of its own: the run waited once; requests wait in the transport.
+    client = await asyncio.to_thread(aconnect, model, task.kind if model is None else None,
+                                     Registry.of(registry), timeout,
+                                     wait=False, max_retries=0)
+    pool = pool_of(client)
+    http = routed_http_client(pool, timeout=timeout)
+    pool.refresh(force=True)
+    ready = [load.endpoint for load in pool.loads()]
+    lengths = [e.max_model_len for e in ready if e.max_model_len]
+    clients = Clients(client, http, max_model_len=min(lengths) if lengths else None)
+    limit: AdaptiveLimit | int = in_flight or AdaptiveLimit(initial=initial_limit(ready))
+    counts = {"items": 0, "errors": 0}
+    writers: dict[Path, IO[bytes]] = {}
+
+    def stream() -> Iterator[tuple[IO[bytes], int, int, Any]]:
+        for shard_in, results in shards:
+            done = done_hashes(results)
+            writers[results] = open(results, "ab")  # noqa: SIM115
+            for h, size, item in _shard_items(task, shard_in, done):
+                yield writers[results], h, size, item
+
+    async def handle(unit: tuple[IO[bytes], int, int, Any]) -> None:
+        out, h, _, item = unit
+        try:
+            result = await task.process(clients, item)
+        except Exception as exc:  # noqa: BLE001 - any failure is this item's error
+            result = error_result(task, item, f"{type(exc).__name__}: {exc}")
+        ok = result.get("error") is None
+        counts["items"] += 1
+        counts["errors"] += not ok
+        try:
+            out.write(result_line(h, ok, result))
+            out.flush()
+        except OSError as exc:
+            raise OutputError(f"{out.name}: cannot write ({exc.strerror or exc})") from None
+
+    try:
+        await drive(stream(), handle, limit, size=lambda unit: unit[2],
+                    max_size=MAX_IN_FLIGHT_BYTES)
+    finally:
+        for out in writers.values():
+            with contextlib.suppress(OSError):
+                out.flush()
+                os.fsync(out.fileno())
+            out.close()
+        await http.aclose()
+        await client.close()
+    return {**counts, "seconds": round(time.monotonic() - started, 3)}
+
+
+def run_shard(task_spec: dict[str, Any], input_path: str, result_path: str,
+              registry: str | None, timeout: float = 600.0,
+              in_flight: int | None = None) -> dict[str, Any]:
+    """Synchronous entry point of one shard: what the Parsl client app runs on a worker."""
+    return asyncio.run(run_shards_async(rebuild_task(task_spec),
+                                        [(Path(input_path), Path(result_path))],
+                                        registry=registry, timeout=timeout, in_flight=in_flight))
+
+
+class ShardRunner:
+    """Runs planned shards in this process (one pipelined stream), or as Parsl apps.
+
+    With `config_path`, that Parsl config is loaded for the run; with `parsl_loaded=True`, the
+    caller's already loaded config is used (inside a pipeline). Apps go to `executor`.
+    """
+
+    def __init__(self, config_path: str | None = None, executor: str = "clients",
+                 parsl_loaded: bool = False):
+        self.config_path = config_path
+        self.executor = executor
+        self.parsl_loaded = parsl_loaded
+
+    @property
+    def uses_parsl(self) -> bool:
+        return self.parsl_loaded or self.config_path is not None
+
+    def run(self, task: ItemTask, shards: list[tuple[Path, Path]], *, registry: str | None,
+            in_flight: int | None, timeout: float) -> list[dict[str, Any]]:
+        if not self.uses_parsl:
+            return [asyncio.run(run_shards_async(task, shards, registry=registry,
+                                                 timeout=timeout, in_flight=in_flight))]
+        from nerschat.parsl.apps import item_shard_app
+        from nerschat.parsl.config import parsl_session
+
+        with parsl_session(None if self.parsl_loaded else self.config_path):
+            app = item_shard_app(self.executor)
+            futures = [app(task.to_dict(), str(inp), str(out), registry, timeout, in_flight)
+                       for inp, out in shards]
+            return [f.result() for f in futures]
+
+
+# -- the whole run ----------------------------------------------------------------------
+
+@dataclass
+class RunReport:
+    """What a run did; `merged` counts the output lines (written, errors, missing)."""
+
+    total: int
+    skipped_done: int
+    invalid: int
+    processed: int
+    seconds: float
+    merged: dict[str, int]
+    output: Path
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def items_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def only_model(ready: list[Endpoint]) -> str:
+    """The one model served by `ready`; AmbiguousModel if there are several."""
+    models = sorted({e.model for e in ready})
+    if len(models) != 1:
+        raise AmbiguousModel(f"several models are ready ({', '.join(models)}): pass --model")
+    return models[0]
+
+
+def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *,
+              registry: str | None = None, model: str | None = None, shards: int | None = None,
+              in_flight: int | None = None, skip_invalid: bool = False,
+              runner: ShardRunner | None = None, timeout: float = 600.0,
+              console: Console | None = None, show_progress: bool = True,
+              restart_run: bool = False) -> RunReport:
+    """Validate the input, run what is not done yet over the endpoints, merge the output.
+
+    `model` (or the task's own) is resolved once, bound to the task and fingerprinted with
+    the rest of its configuration. Raises InputError (a bad line), ConfigChanged (the output
+    holds another configuration's results), EndpointTimeout (nothing ready in `timeout` s).
+    """
+    from nerschat.client.readiness import wait_for_endpoints
+    from nerschat.workflows.progress import RunProgress
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    console = console or Console(stderr=True)
+    runner = runner or ShardRunner()
+    workdir = parts_dir(output_path)
+    if restart_run:
+        restart(output_path)
+    if model is not None:
+        task.bind_model(model)
+    check_config(workdir, output_path, task_config(task))
+    if task_model(task) is None and task.needs_model():
+        previous = stored_config(workdir).get("model")
+        if isinstance(previous, str):
+            task.bind_model(previous)  # checked against what is served below
+    index = ResultIndex.build(workdir)
+    started = time.monotonic()
+    work = plan(task, input_path, output_path, shards=shards or 1, skip_invalid=skip_invalid,
+                index=index, run=next_run(workdir))
+    del index
+    if work.invalid:
+        console.print(f"[yellow]{work.invalid} invalid line(s) skipped[/]; see "
+                      f"{escape(str(errors_path(output_path)))}", highlight=False)
+    results: list[dict[str, Any]] = []
+    if work.todo:
+        reg = Registry.of(registry)
+        kind = task.kind if task_model(task) is None else None
+        ready = _wait(wait_for_endpoints, reg, task_model(task), kind, timeout, console,
+                      show_progress)
+        if task_model(task) is None and task.needs_model():
+            task.bind_model(only_model(ready))
+        check_config(workdir, output_path, task_config(task))
+        write_json(workdir / "config.json", task_config(task))
+        with RunProgress(console, f"{task.name} {input_path.name}", work.todo,
+                         [out for _, out in work.shards], reg, task_model(task), kind,
+                         enabled=show_progress):
+            results = runner.run(task, work.shards, registry=str(reg.path),
+                                 in_flight=in_flight, timeout=timeout)
+    elif not (workdir / "config.json").exists() and task_model(task) is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_json(workdir / "config.json", task_config(task))
+    merged = ResultIndex.build(workdir).merge(work.order, output_path)
+    return RunReport(total=len(work.order), skipped_done=len(work.order) - work.todo,
+                     invalid=work.invalid, processed=work.todo,
+                     seconds=time.monotonic() - started, merged=merged, output=output_path,
+                     results=results)
+
+
+def _wait(wait: Callable[..., list[Endpoint]], reg: Registry, model: str | None,
+          kind: str | None, timeout: float, console: Console, show_progress: bool
+          ) -> list[Endpoint]:
+    if show_progress and console.is_terminal:
+        with console.status("waiting for a ready endpoint") as status:
+            return wait(reg, model, kind, timeout,
+                        on_status=lambda s: status.update(f"waiting: {escape(s)}"))
+    return wait(reg, model, kind, timeout)

@@ -1,0 +1,95 @@
+"""Resume by content hash and configuration, streaming merge, result lines that never fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nerschat.workflows.core import (
+    ConfigChanged,
+    ResultIndex,
+    check_config,
+    item_hash,
+    parts_dir,
+    plan,
+    result_line,
+)
+from nerschat.workflows.judge import JudgeOptions
+from nerschat.workflows.tasks import JudgeTask
+
+
+def write_items(path: Path, questions: list[str]) -> list[bytes]:
+    lines = [json.dumps({"id": f"q{i}", "question": q, "answers": ["x", "y"]})
+             for i, q in enumerate(questions)]
+    path.write_text("".join(line + "\n" for line in lines))
+    return [line.encode() for line in lines]
+
+
+def finish(workdir: Path, name: str, results: list[tuple[bytes, bool, dict]]) -> None:  # type: ignore[type-arg]
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / name, "ab") as handle:
+        for raw, ok, result in results:
+            handle.write(result_line(item_hash(raw), ok, result))
+
+
+def test_edited_line_is_redone_and_the_rest_reused(tmp_path: Path) -> None:
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    raws = write_items(source, ["a", "b", "c"])
+    finish(parts_dir(output), "results-000-0000.jsonl",
+           [(raw, True, {"id": f"q{i}", "answer": "old"}) for i, raw in enumerate(raws)])
+    raws2 = write_items(source, ["a", "B (edited)", "c"])
+    index = ResultIndex.build(parts_dir(output))
+    planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, index=index, run=1)
+    assert planned.todo == 1
+    assert json.loads(planned.shards[0][0].read_text())["question"] == "B (edited)"
+    finish(parts_dir(output), "results-001-0000.jsonl",
+           [(raws2[1], True, {"id": "q1", "answer": "new"})])
+    counts = ResultIndex.build(parts_dir(output)).merge(planned.order, output)
+    lines = [json.loads(x) for x in output.read_text().splitlines()]
+    assert [r["answer"] for r in lines] == ["old", "new", "old"]
+    assert counts == {"written": 3, "errors": 0, "missing": 0}
+
+
+def test_merge_prefers_success_then_latest_and_skips_torn_lines(tmp_path: Path) -> None:
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    raws = write_items(source, ["a", "b"])
+    workdir = parts_dir(output)
+    finish(workdir, "results-000-0000.jsonl", [(raws[0], True, {"id": "q0", "v": 1}),
+                                               (raws[1], False, {"id": "q1", "error": "e1"})])
+    finish(workdir, "results-001-0000.jsonl", [(raws[0], False, {"id": "q0", "error": "late"}),
+                                               (raws[1], False, {"id": "q1", "error": "e2"})])
+    with open(workdir / "results-001-0000.jsonl", "ab") as handle:
+        handle.write(result_line(item_hash(raws[1]), True, {"id": "q1"})[:-5])  # killed writer
+    index = ResultIndex.build(workdir)
+    planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, index=index, run=2)
+    assert planned.todo == 1  # q1 failed: redone
+    counts = index.merge(planned.order, output)
+    lines = [json.loads(x) for x in output.read_text().splitlines()]
+    assert lines == [{"id": "q0", "v": 1}, {"id": "q1", "error": "e2"}]
+    assert counts == {"written": 2, "errors": 1, "missing": 0}
+
+
+def test_changed_configuration_is_refused_with_what_changed(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    workdir = parts_dir(output)
+    workdir.mkdir()
+    first = JudgeTask(JudgeOptions(model="m1"))
+    (workdir / "config.json").write_text(json.dumps(first.config()))
+    check_config(workdir, output, first.config())  # the same: fine
+    check_config(workdir, output, JudgeTask(JudgeOptions()).config())  # model not given yet
+    changed = JudgeTask(JudgeOptions(model="m2", template="{question} {candidates}",
+                                     both_orders=True))
+    with pytest.raises(ConfigChanged) as info:
+        check_config(workdir, output, changed.config())
+    message = str(info.value)
+    assert 'model "m1" -> "m2"' in message and "both_orders false -> true" in message
+    assert "template" in message and "--restart" in message and "\n" not in message
+
+
+def test_result_line_survives_text_that_is_not_unicode() -> None:
+    line = result_line(7, True, {"id": "x", "answer": "half an emoji \ud83d"})
+    decoded = json.loads(line)
+    assert decoded["r"]["answer"] == "half an emoji \ud83d" and decoded["h"] == f"{7:016x}"
+    line.decode("utf-8")

@@ -1,0 +1,160 @@
+"""Every bad input line is one `FILE:LINE: field 'x': ...` error, or an errors-file entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nerschat.workflows.batch import parse_batch_request
+from nerschat.workflows.core import Plan, ResultIndex, errors_path, plan
+from nerschat.workflows.corpus import Document, iter_corpus
+from nerschat.workflows.inputs import FieldError, InputError
+from nerschat.workflows.judge import JudgeOptions, candidate_order, parse_judge_item
+from nerschat.workflows.tasks import BatchTask, JudgeTask
+
+
+def write(path: Path, *lines: str) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def empty_index() -> ResultIndex:
+    return ResultIndex.build(Path("/nonexistent"))
+
+
+def plan_judge(path: Path, skip: bool = False, template: str | None = None) -> Plan:
+    task = JudgeTask(JudgeOptions(template=template) if template else None)
+    return plan(task, path, path.with_name("out.jsonl"), shards=1, skip_invalid=skip,
+                index=empty_index(), run=0)
+
+
+GOOD = json.dumps({"id": "a", "question": "q?", "answers": ["x", "y"]})
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "in.jsonl:2: malformed JSON"),
+    ('["a"]', "in.jsonl:2: a line must be a JSON object"),
+    ('{"question": "q", "answers": ["x"]}', "in.jsonl:2: field 'id': missing"),
+    ('{"id": 2.50, "question": "q", "answers": ["x"]}',
+     "in.jsonl:2: field 'id': must be a string, got float 2.5; quote it"),
+    ('{"id": "b", "question": "q"}', "in.jsonl:2: field 'answers': missing"),
+    ('{"id": "b", "question": "q", "answers": []}', "in.jsonl:2: field 'answers': empty candidate list"),
+    ('{"id": "b", "question": "q", "answers": ["x", 3]}', "field 'answers[1]': must be a string"),
+    ('{"id": "b", "answers": ["x"]}', "in.jsonl:2: field 'question': used by the prompt template"),
+    ('{"id": "b", "question": {"a": 1}, "answers": ["x"]}',
+     "in.jsonl:2: field 'question': used by the prompt template: must be a string or number"),
+    ('{"id": "b", "question": "q", "answers": ["x"], "candidates": "c"}',
+     "in.jsonl:2: field 'candidates': shadows"),
+    ('{"id": "b", "question": "q", "answers": ["x", "y"], "reference": 2}',
+     "in.jsonl:2: field 'reference': 2 is out of range for 2 answers"),
+    ('{"id": "b", "question": "q\\ud83d", "answers": ["x"]}',
+     "in.jsonl:2: field 'question': lone surrogate"),
+    ('{"id": "b", "question": "q", "answers": ["ok", "\\udc00"]}',
+     "in.jsonl:2: field 'answers[1]': lone surrogate"),
+    ('{"id": "a", "question": "q", "answers": ["x"]}', "field 'id': duplicate id 'a' (first on line 1)"),
+])
+def test_bad_judge_lines_name_file_line_and_field(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path / "in.jsonl", GOOD, line)
+    with pytest.raises(InputError) as info:
+        plan_judge(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_skip_invalid_writes_errors_and_plans_the_good(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.jsonl", GOOD, "{oops", "",
+                 json.dumps({"id": "c", "question": "q\ud83d", "answers": ["1"]}),
+                 json.dumps({"id": "d", "question": "q", "answers": ["1"]}),
+                 GOOD)
+    planned = plan_judge(path, skip=True)
+    assert planned.todo == 2 and planned.invalid == 3
+    errors = [json.loads(x) for x in errors_path(tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [e["line"] for e in errors] == [2, 4, 6]
+    shard_in = planned.shards[0][0].read_text().splitlines()
+    assert [json.loads(x)["id"] for x in shard_in] == ["a", "d"]
+
+
+def test_non_utf8_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(GOOD.encode() + b"\n" + b'{"id": "\xff"}\n')
+    with pytest.raises(InputError, match="in.jsonl:2: not UTF-8"):
+        plan_judge(path)
+
+
+def test_batch_ids_are_never_rewritten(tmp_path: Path) -> None:
+    body = {"model": "m", "prompt": "p"}
+    path = write(tmp_path / "in.jsonl",
+                 json.dumps({"custom_id": 2.50, "method": "POST", "url": "/v1/completions",
+                             "body": body}))
+    with pytest.raises(InputError, match="field 'custom_id': must be a string, got float"):
+        plan(BatchTask(), path, tmp_path / "out.jsonl", shards=1, skip_invalid=False,
+             index=empty_index(), run=0)
+
+
+def test_shuffle_is_seeded_per_item() -> None:
+    item = parse_judge_item({"id": "x", "question": "q", "answers": list("abcdef")})
+    options = JudgeOptions(shuffle=True, seed=7)
+    assert candidate_order(item, options) == candidate_order(item, options)
+    assert sorted(candidate_order(item, options)) == list(range(6))
+    assert candidate_order(item, JudgeOptions()) == list(range(6))
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ({"method": "POST", "url": "/v1/completions", "body": {"model": "m"}}, "field 'custom_id': missing"),
+    ({"custom_id": "1", "method": "GET", "url": "/v1/completions", "body": {"model": "m"}}, "only POST"),
+    ({"custom_id": "1", "method": "POST", "url": "/v1/files", "body": {"model": "m"}}, "is not one of"),
+    ({"custom_id": "1", "method": "POST", "url": "/v1/completions"}, "'body'"),
+    ({"custom_id": "1", "method": "POST", "url": "/v1/completions", "body": {}}, "body.model"),
+])
+def test_bad_batch_requests(record: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(FieldError) as info:
+        parse_batch_request(record)
+    assert message in f"field {info.value.field!r}: {info.value}"
+
+
+def docs(source: Path, **kwargs: str) -> list[Document | InputError]:
+    return [entry for _, _, entry in iter_corpus(source, **kwargs)]
+
+
+def test_corpus_jsonl_errors(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.jsonl", '{"id": "1", "text": "  "}', '{"text": "x"}',
+                 '{"id": "2", "text": "y\\ud800"}', '{"id": "3", "text": "z"}')
+    found = docs(path)
+    assert "c.jsonl:1: field 'text': empty text" in str(found[0])
+    assert "c.jsonl:2: field 'id': missing" in str(found[1])
+    assert "c.jsonl:3: field 'text': lone surrogate" in str(found[2])
+    assert found[3] == Document(4, "3", "z")
+
+
+def test_corpus_directory(tmp_path: Path) -> None:
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "a.txt").write_text("alpha")
+    (tmp_path / "docs" / "sub" / "b.md").write_text("beta")
+    (tmp_path / "docs" / "bad.txt").write_bytes(b"\xff\xfe")
+    found = docs(tmp_path / "docs")
+    assert [d.id for d in found if isinstance(d, Document)] == ["a.txt", "sub/b.md"]
+    assert any("bad.txt:1: not UTF-8" in str(d) for d in found)
+
+
+def test_corpus_parquet(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"doc": ["x", "y"], "body": ["one", "two"]}), tmp_path / "c.parquet")
+    found = docs(tmp_path / "c.parquet", id_field="doc", text_field="body")
+    assert [d.id for d in found if isinstance(d, Document)] == ["x", "y"]
+    with pytest.raises(InputError, match="c.parquet: field 'id': no such column \\(columns: doc, body\\)"):
+        docs(tmp_path / "c.parquet")
+
+
+def test_plan_keeps_only_hashes_in_memory(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    with open(path, "w") as handle:
+        for i in range(1000):
+            handle.write(json.dumps({"id": f"q{i}", "question": "q", "answers": ["x"]}) + "\n")
+    planned = plan_judge(path)
+    assert planned.order.dtype == np.uint64 and len(planned.order) == 1000
+    assert len(set(planned.order.tolist())) == 1000
