@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_embeddings": "nerschat.workflows.embed",
     "PilotGroup": "nerschat.parsl.pilots",
     "launch": "nerschat.parsl.launch",
+    "Pool": "nerschat.pool",
 }
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
     from nerschat.parsl.launch import launch
     from nerschat.parsl.pilots import PilotGroup
+    from nerschat.pool import Pool
     from nerschat.registry import Endpoint, Registry, default_registry_path
     from nerschat.workflows.embed import load_embeddings
 
@@ -52,6 +54,7 @@ __all__ = [
     "Endpoint",
     "EndpointTimeout",
     "PilotGroup",
+    "Pool",
     "Registry",
     "aconnect",
     "connect",

@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": "nerschat.cli.serve:serve",
     "launch": "nerschat.cli.launch:launch",
     "prefetch": "nerschat.cli.launch:prefetch",
+    "pool": "nerschat.cli.pool:pool",
     "ls": "nerschat.cli.endpoints:ls",
     "wait": "nerschat.cli.endpoints:wait",
     "stop": "nerschat.cli.endpoints:stop",

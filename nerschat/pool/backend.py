@@ -123,11 +123,11 @@ class LaunchBackend:
                       submitted_at=time.time(), gpus=replica.gpus)
 
     def queue(self, job_ids: Sequence[str]) -> dict[str, JobInfo] | None:
-        """squeue's view of the SLURM members."""
+        """The SLURM members as squeue shows them."""
         return squeue_jobs(job_ids)
 
     def cancel(self, member: Member) -> None:
-        """scancel a SLURM member; end a local one through its provider."""
+        """Cancel a SLURM member with scancel; end a local one through its provider."""
         if member.slurm:
             subprocess.run(["scancel", member.job_id], capture_output=True, timeout=60,
                            check=False)

@@ -115,7 +115,6 @@ class Pool:
             lead_time_s=self.timing.lead_floor,
         )
         self._thread: threading.Thread | None = None
-        self._halt = threading.Event()
         self._retry_at = 0.0
         self._next_metrics = 0.0
         self._idle_since: float | None = None
@@ -138,9 +137,7 @@ class Pool:
         """Run the controller until the pool stops (duration over or a stop request)."""
         store.write_state(self.registry, self.state)
         while self.step():
-            if self._halt.wait(self.timing.period):
-                self._halt.clear()
-                store.request_stop(self.registry, self.id)
+            time.sleep(self.timing.period)
         return self.state
 
     def start(self) -> Pool:
@@ -170,7 +167,7 @@ class Pool:
         while True:
             if self.error is not None:
                 raise PoolError(f"pool {self.id}: controller failed: {self.error}")
-            ready = [e for e in self.ready_endpoints()]
+            ready = self.ready_endpoints()
             if len(ready) >= self.state.desired:
                 return ready
             if time.monotonic() > deadline:
