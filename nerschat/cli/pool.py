@@ -125,11 +125,17 @@ def start(registry_path: str | None, shared: bool, engine: str, model: str, repl
         options=options, extra_args=extra_args, ttl=ttl, drain_before=drain_before,
         check=not no_check,
     )
+    run_in_foreground(the_pool, f"{replicas} {engine}:{model}")
+
+
+def run_in_foreground(the_pool: Pool, what: str) -> None:
+    """Print the pool id, run its controller; the first Ctrl-C/SIGTERM drains the members."""
+    registry = the_pool.registry
     click.echo(the_pool.id)
     sys.stdout.flush()
-    console.print(f"pool {the_pool.id}: keeping {replicas} {engine}:{model} ready; "
-                  f"`nerschat pool status {the_pool.id}` to watch, Ctrl-C or "
-                  f"`nerschat pool stop {the_pool.id}` to stop", highlight=False)
+    console.print(f"pool {the_pool.id}: keeping {what} ready; `nerschat pool status "
+                  f"{the_pool.id}` to watch, Ctrl-C or `nerschat pool stop {the_pool.id}` to "
+                  "stop", highlight=False)
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -147,6 +153,20 @@ def start(registry_path: str | None, shared: bool, engine: str, model: str, repl
     console.print(f"pool {final.id} stopped: {len(final.members)} members, "
                   f"{len(final.handovers)} hand-overs, {final.replaced_losses} losses replaced, "
                   f"{summary.gpu_hours:.3f} GPU-hours", highlight=False)
+
+
+def keep_ready(registry: Registry, engine: str | None, model: str | None, replicas: int,
+               gpus_per_replica: int | None, packs: tuple[str, ...], *,
+               drain_before: float | None, no_check: bool, **launch_options: object) -> None:
+    """`nerschat launch --keep`: the same replicas, as a pool in the foreground."""
+    if packs or not (engine and model):
+        raise UsageError("--keep needs --engine and --model (a pool keeps copies of one "
+                         "server; start one pool per model of a --pack)")
+    the_pool = Pool(engine, model, replicas, registry=registry,
+                    gpus_per_replica=gpus_per_replica,
+                    drain_before=30.0 if drain_before is None else drain_before,
+                    check=not no_check, **launch_options)  # type: ignore[arg-type]
+    run_in_foreground(the_pool, f"{replicas} {engine}:{model}")
 
 
 def _detach(registry: Registry, pool_id: str) -> None:
