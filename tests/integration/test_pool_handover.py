@@ -81,8 +81,20 @@ def test_pool_replaces_lost_members_and_hands_over_before_the_walltime(
     assert old.reason == "handed over"
     assert old.ended_at is not None and old.expires_at is not None
     assert old.expires_at - old.ended_at > 5  # left before SLURM's walltime ended it
-    outside_loss = [n for t, n in sampler.samples if not lost_at - 1 <= t <= replaced_at + 1]
-    assert outside_loss and min(outside_loss) >= 2, sampler.timeline()
+    assert replaced_at - lost_at <= 30
     final = store.read_state(registry, pool.id)
+    # The local cluster is shared: other tests' clean-ups may scancel our jobs too. Every loss
+    # (ours and theirs) excuses the 30 s its replacement may take, and must be replaced in it.
+    losses = [m.ended_at for m in final.members if m.reason.startswith("lost") and m.ended_at]
+    for ended in losses:
+        assert any(n >= 2 for t, n in sampler.samples if ended < t <= ended + 30), (
+            f"loss at {ended} not replaced within 30 s:\n{sampler.timeline()}")
+    outside_loss = [n for t, n in sampler.samples
+                    if not any(e - 10 <= t <= e + 30 for e in [lost_at, *losses])]
+    assert outside_loss and min(outside_loss) >= 2, sampler.timeline()
+    print(f"\nready timeline:\n{sampler.timeline()}\nrequests {load.sent}, lost {load.lost}, "
+          f"duplicated {load.duplicated}; overlaps "
+          f"{[round(h.overlap_s, 1) for h in final.handovers]} s; losses {len(losses)}; "
+          f"scancel'd member replaced in {replaced_at - lost_at:.1f} s")
     assert final.status == "stopped"
     assert all(not m.live for m in final.members)
