@@ -169,18 +169,21 @@ def keep_ready(registry: Registry, engine: str | None, model: str | None, replic
     run_in_foreground(the_pool, f"{replicas} {engine}:{model}")
 
 
-def _detach(registry: Registry, pool_id: str) -> None:
+def _detach(registry: Registry, pool_id: str, argv: list[str] | None = None) -> None:
     """Re-run this command without --detach, in its own session, logging to the registry."""
     registry.ensure()
-    argv = [a for a in sys.argv[1:] if a != "--detach"]
+    if argv is None:
+        argv = [a for a in sys.argv[1:] if a != "--detach"] + ["--id", pool_id]
     log = registry.log_dir / f"{pool_id}.log"
     with open(log, "ab") as handle:
         os.chmod(log, registry.file_mode)
         process = subprocess.Popen(
-            [sys.executable, "-m", "nerschat.cli.main", *argv, "--id", pool_id],
+            [sys.executable, "-m", "nerschat.cli.main", *argv],
             stdin=subprocess.DEVNULL, stdout=handle, stderr=handle, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not store.state_path(registry, pool_id).exists():
+    path = store.state_path(registry, pool_id)
+    before = path.stat().st_mtime if path.exists() else 0.0
+    while not path.exists() or path.stat().st_mtime == before:
         if process.poll() is not None:
             raise UsageError(f"pool controller exited with status {process.returncode}; "
                              f"see {log}")
@@ -189,6 +192,32 @@ def _detach(registry: Registry, pool_id: str) -> None:
         time.sleep(0.2)
     click.echo(pool_id)
     console.print(f"pool {pool_id}: controller pid {process.pid}, log {log}", highlight=False)
+
+
+@pool.command()
+@click.argument("pool_id")
+@click.option("--detach", is_flag=True, help="Run the controller in the background.")
+@registry_option
+def resume(registry_path: str | None, shared: bool, pool_id: str, detach: bool) -> None:
+    """Take over a pool whose controller died: its members are adopted, not restarted."""
+    registry = open_registry(registry_path, shared)
+    state = store.read_state(registry, pool_id)
+    if state.status == "stopped":
+        raise UsageError(f"pool {pool_id} has stopped; start a new one with 'nerschat pool "
+                         "start'")
+    if time.time() - state.heartbeat_at < 10:
+        raise UsageError(f"pool {pool_id}: its controller ({state.controller_host}:"
+                         f"{state.controller_pid}) ran {time.time() - state.heartbeat_at:.0f} s "
+                         "ago; stop it first or wait")
+    if detach:
+        _detach(registry, pool_id, ["pool", "resume", pool_id, *_registry_args(registry)])
+        return
+    the_pool = Pool.resume(registry, pool_id)
+    run_in_foreground(the_pool, f"{state.desired} {state.engine}:{state.model}")
+
+
+def _registry_args(registry: Registry) -> list[str]:
+    return ["--registry", str(registry.path), *(["--shared"] if registry.shared else [])]
 
 
 def status_dict(registry: Registry, state: store.PoolState, now: float) -> dict[str, object]:

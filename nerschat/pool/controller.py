@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from nerschat.errors import FailureError, NerschatError, UsageError
@@ -112,13 +112,38 @@ class Pool:
             model=self.spec.served_name or model, min_replicas=low, max_replicas=high,
             desired=low, created_at=now, until=None if duration is None else now + duration,
             controller_pid=os.getpid(), controller_host=socket.gethostname(),
-            lead_time_s=self.timing.lead_floor,
+            lead_time_s=self.timing.lead_floor, launch=asdict(self.spec),
+            timing=asdict(self.timing),
         )
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
         self._next_metrics = 0.0
         self._idle_since: float | None = None
         self.error: BaseException | None = None
+
+    @classmethod
+    def resume(cls, registry: Registry | str | None, pool_id: str, **controller: Any) -> Pool:
+        """A new controller for a pool whose controller died (its members kept running).
+
+        The members, hand-overs and lead samples are taken over from the state file; a pool
+        already stopped stays stopped. UsageError (`PoolNotFound`) for an unknown id.
+        `controller` holds `backend`, `clock` or `metrics` to use instead of the defaults.
+        """
+        reg = registry if isinstance(registry, Registry) else Registry(registry)
+        old = store.read_state(reg, pool_id)
+        options = dict(old.launch)
+        for name in ("options", "extra_args"):
+            options[name] = tuple(options.get(name) or ())
+        engine, model = options.pop("engine", old.engine), options.pop("model", old.model)
+        timing = Timing(**{k: v for k, v in old.timing.items()
+                           if k in Timing.__dataclass_fields__})
+        pool = cls(engine, model, (old.min_replicas, old.max_replicas), registry=reg,
+                   timing=timing, pool_id=pool_id, **options, **controller)
+        old.controller_pid, old.controller_host = os.getpid(), socket.gethostname()
+        pool.state = old
+        if old.status != "stopped":
+            pool._event(time.time(), "controller resumed")
+        return pool
 
     # -- public -----------------------------------------------------------------------
 
@@ -203,6 +228,8 @@ class Pool:
         """One controller round; False once the pool has stopped (every member gone)."""
         now = self.clock()
         st = self.state
+        if st.status == "stopped":
+            return False
         self._observe(now)
         if st.status == "running":
             if store.stop_requested(self.registry, st.id):

@@ -96,6 +96,8 @@ class PoolState:
     handovers: list[Handover] = field(default_factory=list)
     replaced_losses: int = 0
     events: list[str] = field(default_factory=list)
+    launch: dict[str, Any] = field(default_factory=dict)  # the PoolSpec, to resume
+    timing: dict[str, float] = field(default_factory=dict)  # the controller's Timing
 
     def live_members(self) -> list[Member]:
         """Members not gone yet."""

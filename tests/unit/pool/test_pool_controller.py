@@ -273,3 +273,24 @@ def test_bad_replicas_are_usage_errors(tmp_path: Path) -> None:
         Pool("stub", "m", (3, 2), registry=Registry(tmp_path))
     with pytest.raises(UsageError):
         Pool("stub", "m", 0, registry=Registry(tmp_path))
+
+
+def test_a_new_controller_adopts_the_members_of_a_dead_one(
+        setup: tuple[Pool, FakeCluster, Clock]) -> None:
+    pool, cluster, clock = setup
+    pool.step()
+    for member in pool.state.members:
+        cluster.run(member.id, 3600)
+    pool.step()
+    clock.now += 60  # the first controller is gone
+    second = Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)
+    assert second.spec.drain_before == 10 and second.timing.overlap == 5
+    assert second.step()
+    assert [m.id for m in second.state.members] == [m.id for m in pool.state.members]
+    assert [m.phase for m in second.state.members] == ["ready", "ready"]
+    assert "controller resumed" in second.state.events[-1]
+    store.request_stop(pool.registry, "p1")
+    second.step()
+    cluster.honour_stops()
+    assert not second.step()
+    assert not Pool.resume(pool.registry, "p1", backend=cluster, clock=clock).step()
