@@ -78,8 +78,9 @@ def pool() -> None:
 @click.option("--served-name", default=None, help="Name clients ask for [default: model].")
 @click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
               help="Engine option passed to each `nerschat serve` (repeatable).")
-@click.option("--ttl", type=click.FloatRange(min=0.5), default=None,
-              help="Heartbeat TTL of the members' entries, seconds.")
+@click.option("--ttl", type=click.FloatRange(min=0.5), default=15.0,
+              help="Heartbeat TTL of the members' entries, seconds (a frozen member is "
+                   "replaced after it).")
 @click.option("--drain-before", type=click.FloatRange(min=0), default=30.0,
               help="A member drains on its own this many seconds before its walltime "
                    "(the pool hands over earlier).")
@@ -162,6 +163,8 @@ def keep_ready(registry: Registry, engine: str | None, model: str | None, replic
     if packs or not (engine and model):
         raise UsageError("--keep needs --engine and --model (a pool keeps copies of one "
                          "server; start one pool per model of a --pack)")
+    if launch_options.get("ttl") is None:
+        launch_options["ttl"] = 15.0
     the_pool = Pool(engine, model, replicas, registry=registry,
                     gpus_per_replica=gpus_per_replica,
                     drain_before=30.0 if drain_before is None else drain_before,

@@ -78,7 +78,7 @@ class PoolSpec:
     served_name: str | None = None
     options: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
-    ttl: float | None = None
+    ttl: float | None = 15.0  # heartbeats every 5 s: stop requests seen, frozen pilots found soon
     drain_before: float = 30.0
     check: bool = True
 
