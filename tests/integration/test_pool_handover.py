@@ -1,11 +1,14 @@
 """A pool of 2 stub replicas on the local real SLURM with 3-minute walltimes, under steady load:
-a member scancel'd is replaced within 30 s, a member nearing its walltime hands over to a ready
+a member scancel'd or frozen is replaced within 30 s, a member nearing its walltime hands over to a ready
 replacement, no request is lost or answered twice, and the ready count never falls below 2
 outside the loss."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -41,6 +44,7 @@ def test_pool_replaces_lost_members_and_hands_over_before_the_walltime(
     pool = Pool("stub", MODEL, 2, registry=registry, site="slurm", walltime="00:03:00",
                 drain_before=10, timing=Timing(lead_floor=20, overlap=5))
     sampler = ReadySampler(registry, MODEL)
+    frozen_entry = None
     load = SteadyLoad(registry, MODEL, rate=4.0)
     try:
         pool.start()
@@ -60,6 +64,21 @@ def test_pool_replaces_lost_members_and_hands_over_before_the_walltime(
         assert victim.reason.startswith("lost")
         assert pool.state.replaced_losses >= 1
 
+        # A frozen pilot (its server still answers, its heartbeat stops): replaced too.
+        frozen = max((m for m in pool.state.members if m.phase == "ready"),
+                     key=lambda m: m.submitted_at)
+        frozen_entry = registry.get(frozen.id)
+        assert frozen_entry is not None
+        os.kill(frozen_entry.pid, signal.SIGSTOP)
+        frozen_at = time.time()
+        wait_until(lambda: frozen.phase == "gone" and len(
+            [e for e in registry.endpoints(MODEL) if e.id != frozen.id]) >= 2, 40,
+            "a replacement for the frozen member")
+        unfrozen_at = time.time()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen_entry.pid, signal.SIGCONT)
+        assert "stale" in frozen.reason
+
         # Hand-over: the other first member reaches its walltime horizon.
         wait_until(lambda: len(pool.state.handovers) >= 1, 200, "a hand-over")
         handover = pool.state.handovers[0]
@@ -67,6 +86,9 @@ def test_pool_replaces_lost_members_and_hands_over_before_the_walltime(
         wait_until(lambda: old.phase == "gone", 60, "the handed-over member to leave")
         time.sleep(3)
     finally:
+        if frozen_entry is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen_entry.pid, signal.SIGCONT)
         load.stop()
         sampler.stop()
         pool.stop(timeout=120)
@@ -82,6 +104,7 @@ def test_pool_replaces_lost_members_and_hands_over_before_the_walltime(
     assert old.ended_at is not None and old.expires_at is not None
     assert old.expires_at - old.ended_at > 5  # left before SLURM's walltime ended it
     assert replaced_at - lost_at <= 30
+    assert unfrozen_at - frozen_at <= 30
     final = store.read_state(registry, pool.id)
     # The local cluster is shared: other tests' clean-ups may scancel our jobs too. Every loss
     # (ours and theirs) excuses the 30 s its replacement may take, and must be replaced in it.
@@ -95,6 +118,7 @@ def test_pool_replaces_lost_members_and_hands_over_before_the_walltime(
     print(f"\nready timeline:\n{sampler.timeline()}\nrequests {load.sent}, lost {load.lost}, "
           f"duplicated {load.duplicated}; overlaps "
           f"{[round(h.overlap_s, 1) for h in final.handovers]} s; losses {len(losses)}; "
-          f"scancel'd member replaced in {replaced_at - lost_at:.1f} s")
+          f"scancel'd member replaced in {replaced_at - lost_at:.1f} s, frozen one in "
+          f"{unfrozen_at - frozen_at:.1f} s")
     assert final.status == "stopped"
     assert all(not m.live for m in final.members)
