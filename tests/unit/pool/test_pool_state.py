@@ -38,6 +38,7 @@ def test_usage_counts_each_job_from_its_start_to_its_end_or_now() -> None:
     assert result.replica_hours == pytest.approx(1 + 4200 / 3600)
     assert result.gpu_hours == pytest.approx(4 + 4 * 4200 / 3600)
     assert result.items_per_gpu_hour == pytest.approx(1400 / result.gpu_hours)
+    assert result.items_per_gpu_hour is not None
     assert result.gpu_hours_rest == pytest.approx(3600 / result.items_per_gpu_hour)
     assert usage(state, now).items_per_gpu_hour is None
     assert usage(state, now, (0, 10)).gpu_hours_rest is None
