@@ -16,7 +16,7 @@ import click
 from rich.table import Table
 
 from nerschat.cli.common import console, format_age, open_registry, registry_option
-from nerschat.errors import UsageError
+from nerschat.errors import FailureError, UsageError
 from nerschat.parsl.launch import SITES
 from nerschat.pool import state as store
 from nerschat.pool.accounting import usage
@@ -154,6 +154,8 @@ def run_in_foreground(the_pool: Pool, what: str) -> None:
     console.print(f"pool {final.id} stopped: {len(final.members)} members, "
                   f"{len(final.handovers)} hand-overs, {final.replaced_losses} losses replaced, "
                   f"{summary.gpu_hours:.3f} GPU-hours", highlight=False)
+    if final.error:
+        raise FailureError(f"pool {final.id}: {final.error}")
 
 
 def keep_ready(registry: Registry, engine: str | None, model: str | None, replicas: int,

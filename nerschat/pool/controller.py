@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 SUBMIT_GRACE = 15.0  # a job just submitted may not show in squeue yet
 RETRY_AFTER = 30.0  # after a refused submission
 MAX_EVENTS = 100
+MAX_FAILED_STARTS = 5  # members in a row that never became ready: the pool gives up
 
 
 class PoolError(FailureError):
@@ -192,6 +193,8 @@ class Pool:
         while True:
             if self.error is not None:
                 raise PoolError(f"pool {self.id}: controller failed: {self.error}")
+            if self.state.error:
+                raise PoolError(f"pool {self.id}: {self.state.error}")
             ready = self.ready_endpoints()
             if len(ready) >= self.state.desired:
                 return ready
@@ -280,6 +283,8 @@ class Pool:
                 member.reason = f"lost ({why}, was {was})"
                 self.state.replaced_losses += 1
                 self._event(now, f"{member.id} (job {member.job_id}) lost: {why}")
+                if member.ready_at is None:
+                    self._failed_start(member, now)
                 if not job_gone:
                     with contextlib.suppress(OSError, NerschatError):
                         self.backend.cancel(member)
@@ -290,6 +295,22 @@ class Pool:
             member.phase = "gone"
             member.ended_at = now
 
+    def _failed_start(self, member: Member, now: float) -> None:
+        """Back off after members that die before they are ready; give up after a few."""
+        st = self.state
+        st.failed_starts += 1
+        if st.failed_starts >= MAX_FAILED_STARTS and st.status == "running":
+            logs = self.registry.log_dir / f"{member.id}.log"
+            st.error = (f"{st.failed_starts} members in a row never became ready (last: "
+                        f"{member.id}, job {member.job_id}); see {logs} and the job's output")
+            self._event(now, f"giving up: {st.error}")
+            st.status = "stopping"
+        elif st.failed_starts >= 2:
+            delay = min(600.0, RETRY_AFTER * 2 ** (st.failed_starts - 2))
+            self._retry_at = max(self._retry_at, now + delay)
+            self._event(now, f"{st.failed_starts} members in a row never became ready: next "
+                             f"submission in {delay:.0f} s")
+
     def _update(self, member: Member, entry: Endpoint, now: float) -> None:
         if entry.state != "pending" and member.started_at is None:
             member.started_at = entry.started_at or now
@@ -297,6 +318,7 @@ class Pool:
             member.expires_at = entry.expires_at
         if entry.state == "ready" and member.ready_at is None:
             member.ready_at = entry.ready_at or now
+            self.state.failed_starts = 0
             sample = member.ready_at - member.submitted_at
             self.state.lead_samples = [*self.state.lead_samples[-19:], round(sample, 3)]
             self._event(now, f"{member.id} (job {member.job_id}) ready {sample:.1f} s after "

@@ -95,6 +95,8 @@ class PoolState:
     members: list[Member] = field(default_factory=list)
     handovers: list[Handover] = field(default_factory=list)
     replaced_losses: int = 0
+    failed_starts: int = 0  # members in a row lost before they were ever ready
+    error: str = ""  # why the pool gave up, if it did
     events: list[str] = field(default_factory=list)
     launch: dict[str, Any] = field(default_factory=dict)  # the PoolSpec, to resume
     timing: dict[str, float] = field(default_factory=dict)  # the controller's Timing

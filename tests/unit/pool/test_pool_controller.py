@@ -294,3 +294,24 @@ def test_a_new_controller_adopts_the_members_of_a_dead_one(
     cluster.honour_stops()
     assert not second.step()
     assert not Pool.resume(pool.registry, "p1", backend=cluster, clock=clock).step()
+
+
+def test_members_dying_before_ready_back_off_then_the_pool_gives_up(
+        setup: tuple[Pool, FakeCluster, Clock]) -> None:
+    pool, cluster, clock = setup
+    submitted_at: list[float] = []
+    for _ in range(400):
+        pool.step()
+        for member in pool.state.live_members():
+            if member.submitted_at not in submitted_at:
+                submitted_at.append(member.submitted_at)
+            if member.phase == "pending" and clock.now - member.submitted_at >= 2:
+                cluster.kill(member.id)  # the engine fails at start-up, every time
+        clock.now += 1
+        if pool.state.status != "running":
+            break
+    assert pool.state.status in ("stopping", "stopped")
+    assert "never became ready" in pool.state.error
+    assert len(pool.state.members) < 10  # backed off instead of submitting every second
+    with pytest.raises(Exception, match="never became ready"):
+        pool.wait_ready(timeout=0)
