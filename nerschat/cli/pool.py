@@ -295,6 +295,19 @@ def _print_state(registry: Registry, state: store.PoolState, now: float) -> None
 
 @pool.command()
 @click.argument("pool_id")
+@click.option("--done", type=click.IntRange(min=0), required=True, help="Items finished so far.")
+@click.option("--total", type=click.IntRange(min=0), default=None, help="Items in the input.")
+@registry_option
+def progress(registry_path: str | None, shared: bool, pool_id: str, done: int,
+             total: int | None) -> None:
+    """Record a workflow's progress for the pool's items per GPU-hour and rest estimate."""
+    registry = open_registry(registry_path, shared)
+    store.read_state(registry, pool_id)
+    store.write_progress(registry, pool_id, done, total)
+
+
+@pool.command()
+@click.argument("pool_id")
 @click.option("--wait/--no-wait", default=True, help="Wait until every member has left.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=300.0,
               help="Seconds to wait with --wait.")

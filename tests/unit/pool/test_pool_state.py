@@ -92,8 +92,10 @@ def test_status_and_stop_from_another_process(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "reg")
     state = sample_state()
     store.write_state(registry, state)
-    store.write_progress(registry, "p", 1400, 5000)
     runner = CliRunner()
+    done = runner.invoke(pool, ["progress", "p", "--done", "1400", "--total", "5000",
+                                "--registry", str(registry.path)])
+    assert done.exit_code == 0, done.output
     out = runner.invoke(pool, ["status", "--json", "--registry", str(registry.path)])
     assert out.exit_code == 0, out.output
     (shown,) = json.loads(out.stdout)
