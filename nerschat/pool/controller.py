@@ -132,6 +132,12 @@ class Pool:
         """
         reg = registry if isinstance(registry, Registry) else Registry(registry)
         old = store.read_state(reg, pool_id)
+        path = store.state_path(reg, pool_id)
+        owner = path.stat().st_uid
+        if owner != os.getuid():
+            # Its launch options become job scripts: only ever our own.
+            raise UsageError(f"{path} belongs to uid {owner}, not to you: not resuming a pool "
+                             "from someone else's file")
         options = dict(old.launch)
         for name in ("options", "extra_args"):
             options[name] = tuple(options.get(name) or ())
