@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -315,3 +316,13 @@ def test_members_dying_before_ready_back_off_then_the_pool_gives_up(
     assert len(pool.state.members) < 10  # backed off instead of submitting every second
     with pytest.raises(Exception, match="never became ready"):
         pool.wait_ready(timeout=0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_resume_refuses_a_state_file_of_another_user(
+        setup: tuple[Pool, FakeCluster, Clock]) -> None:
+    pool, cluster, clock = setup
+    pool.step()
+    os.chown(store.state_path(pool.registry, "p1"), 65534, -1)
+    with pytest.raises(UsageError, match="not to you"):
+        Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)
