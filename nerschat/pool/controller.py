@@ -289,7 +289,8 @@ class Pool:
                 member.reason = f"lost ({why}, was {was})"
                 self.state.replaced_losses += 1
                 self._event(now, f"{member.id} (job {member.job_id}) lost: {why}")
-                if member.ready_at is None:
+                if member.ready_at is None and (was == "starting" or entry is None and not job_gone):
+                    # Its pilot (or job) failed before ready; not a queued job cancelled.
                     self._failed_start(member, now)
                 if not job_gone:
                     with contextlib.suppress(OSError, NerschatError):

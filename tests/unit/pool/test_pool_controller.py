@@ -14,6 +14,7 @@ from nerschat.errors import UsageError
 from nerschat.pool import Member, Pool, Timing
 from nerschat.pool import state as store
 from nerschat.pool.backend import JobInfo
+from nerschat.pool.controller import SUBMIT_GRACE
 from nerschat.registry import Endpoint, Registry
 
 
@@ -326,3 +327,16 @@ def test_resume_refuses_a_state_file_of_another_user(
     os.chown(store.state_path(pool.registry, "p1"), 65534, -1)
     with pytest.raises(UsageError, match="not to you"):
         Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)
+
+
+def test_queued_jobs_cancelled_by_someone_else_are_resubmitted_at_once(
+        setup: tuple[Pool, FakeCluster, Clock]) -> None:
+    pool, cluster, clock = setup
+    for _ in range(3):
+        pool.step()
+        clock.now += SUBMIT_GRACE + 1
+        for member in pool.state.live_members():
+            del cluster.jobs[member.job_id]  # scancel of a queued job: its entry stays pending
+        pool.step()
+        assert pool.state.failed_starts == 0
+        assert len(pool.state.live_members()) == 2
