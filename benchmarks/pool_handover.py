@@ -46,6 +46,7 @@ def main() -> None:
     sampler = ReadySampler(registry, model)
     load = SteadyLoad(registry, model, rate=args.rate)
     replaced_in: float | None = None
+    lost_at = 0.0
     started = time.time()
     try:
         pool.start()
@@ -81,6 +82,9 @@ def main() -> None:
     print(sampler.timeline())
     print(f"lowest ready since {args.replicas} first ready: "
           f"{sampler.lowest_since(args.replicas)}")
+    if replaced_in is not None:
+        outside = [n for t, n in sampler.samples if not lost_at - 1 <= t <= lost_at + replaced_in + 1]
+        print(f"lowest ready outside the scancel'd member's replacement: {min(outside)}")
     for h in state.handovers:
         print(f"hand-over {h.old} -> {h.new}: overlap {h.overlap_s:.1f} s, "
               f"{h.old_time_left_s or 0:.0f} s of walltime left")
