@@ -46,7 +46,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, stub_fleet(tmp) as fleet:
         (endpoint,) = fleet.start_ready(1, model="bench", capacity=4096)
         plain = openai.AsyncOpenAI(base_url=endpoint.url, api_key=endpoint.api_key)
-        routed = nerschat.aconnect("bench", registry=tmp, timeout=30)
+        routed = nerschat.aconnect("bench", registry=tmp, wait_timeout=30)
         for client in (plain, routed):  # warm up connections and imports
             await drive(client, "bench", 200, args.concurrency)
         rates: dict[str, list[float]] = {"plain": [], "nerschat": []}

@@ -11,7 +11,7 @@ import sys
 import nerschat
 
 question = " ".join(sys.argv[1:]) or "What is a supercomputer used for?"
-client = nerschat.connect(kind="llm", timeout=600)  # waits until a server is ready
+client = nerschat.connect(kind="llm", wait_timeout=600)  # waits until a server is ready
 model = nerschat.endpoints(kind="llm")[0].model
 
 stream = client.chat.completions.create(

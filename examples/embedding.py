@@ -20,7 +20,7 @@ PASSAGES = [
 ]
 
 query = " ".join(sys.argv[1:]) or "Which planet is red?"
-client = nerschat.connect(kind="embedding", timeout=600)
+client = nerschat.connect(kind="embedding", wait_timeout=600)
 model = nerschat.endpoints(kind="embedding")[0].model
 response = client.embeddings.create(model=model, input=[query, *PASSAGES])
 vectors = np.array([d.embedding for d in response.data], dtype=np.float32)

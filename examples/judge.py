@@ -19,7 +19,7 @@ ITEMS = [
 
 async def main() -> None:
     model = nerschat.endpoints(kind="llm")[0].model if nerschat.endpoints(kind="llm") else None
-    client = nerschat.aconnect(model, kind="llm", timeout=600)
+    client = nerschat.aconnect(model, kind="llm", wait_timeout=600)
     model = model or nerschat.endpoints(kind="llm")[0].model
     options = JudgeOptions(model=model, reasoning_tokens=48, shuffle=True, seed=1)
     results = await asyncio.gather(*(judge_item(client, item, options) for item in ITEMS))

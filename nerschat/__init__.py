@@ -21,6 +21,8 @@ _EXPORTS = {
     "connect": "nerschat.client.connect",
     "aconnect": "nerschat.client.connect",
     "endpoints": "nerschat.client.connect",
+    "pool_of": "nerschat.client.connect",
+    "RoutingSettings": "nerschat.client.routing",
     "EndpointTimeout": "nerschat.client.readiness",
     "wait_for_endpoints": "nerschat.client.readiness",
     "load_embeddings": "nerschat.workflows.embed",
@@ -30,9 +32,10 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from nerschat.client.connect import aconnect, connect, endpoints
+    from nerschat.client.connect import aconnect, connect, endpoints, pool_of
     from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
     from nerschat.parsl.launch import launch
+    from nerschat.client.routing import RoutingSettings
     from nerschat.parsl.pilots import PilotGroup
     from nerschat.pool import Pool
     from nerschat.registry import Endpoint, Registry, default_registry_path
@@ -56,11 +59,13 @@ __all__ = [
     "PilotGroup",
     "Pool",
     "Registry",
+    "RoutingSettings",
     "aconnect",
     "connect",
     "default_registry_path",
     "endpoints",
     "launch",
     "load_embeddings",
+    "pool_of",
     "wait_for_endpoints",
 ]

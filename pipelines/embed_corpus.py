@@ -47,7 +47,7 @@ def nearest(query: str, model: str, registry: Registry, outdir: Path, k: int = 3
 
     import nerschat
 
-    client = nerschat.connect(model, registry=registry, timeout=60)
+    client = nerschat.connect(model, registry=registry, wait_timeout=60)
     vector = np.asarray(client.embeddings.create(model=model, input=[query]).data[0].embedding,
                         dtype=np.float32)
     found = nerschat.load_embeddings(outdir)

@@ -9,6 +9,10 @@ bash scripts/bootstrap.sh
 if ! command -v tmux >/dev/null; then  # the terminal-chat test drives `nerschat chat` in tmux
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null
 fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    # the router's chat page is tested in a real headless browser
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 bash scripts/local-slurm.sh start --gpus 2
 eval "$(bash scripts/local-slurm.sh env)"
 export PATH="$repo/.venv/bin:$PATH"

@@ -7,7 +7,7 @@ import openai
 from rich.console import Console
 
 from nerschat.cli.common import fail, registry_option
-from nerschat.client.connect import connect
+from nerschat.client.connect import connect, pool_of
 from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import Registry
 
@@ -46,7 +46,7 @@ class ChatSession:
 
 
 def llm_models(client: openai.OpenAI) -> list[str]:
-    registry = client.nerschat_pool.registry  # type: ignore[attr-defined]
+    registry = pool_of(client).registry
     return sorted({e.model for e in registry.endpoints(kind="llm")})
 
 
@@ -59,12 +59,12 @@ def llm_models(client: openai.OpenAI) -> list[str]:
               help="Seconds to wait for a ready server.")
 @registry_option
 def chat(model: str | None, system_prompt: str | None, max_tokens: int, temperature: float,
-         timeout: float, registry_path: str | None, shared: bool) -> None:
+         timeout: float, registry_path: str | None, shared: bool = False) -> None:
     """Chat with a registered LLM in the terminal."""
     console = Console()
     try:
         with console.status("waiting for a ready LLM endpoint") as status:
-            wait_for_endpoints(Registry(registry_path), model, None if model else "llm", timeout,
+            wait_for_endpoints(Registry.of(registry_path), model, None if model else "llm", timeout,
                                on_status=lambda s: status.update(f"waiting: {s}"))
     except EndpointTimeout as exc:
         fail(str(exc))

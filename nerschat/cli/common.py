@@ -19,18 +19,24 @@ console = Console(stderr=True)
 
 def registry_option(func: F) -> F:
     """`--registry DIR` (default: $NERSCHAT_REGISTRY, else ~/.nerschat/registry)."""
-    func = click.option(
-        "--shared", is_flag=True, default=False,
-        help="Group-shared registry (0750/0640) instead of private (0700/0600).",
-    )(func)
     return click.option(
         "--registry", "registry_path", type=click.Path(file_okay=False), default=None,
         help="Registry directory [default: $NERSCHAT_REGISTRY or ~/.nerschat/registry].",
     )(func)
 
 
+def shared_option(func: F) -> F:
+    """`--shared`: for commands that write to the registry (serve, stop)."""
+    return click.option(
+        "--shared", is_flag=True, default=False,
+        help="Files this command writes are group-readable (0640), and a registry directory "
+             "it creates is setgid 2750; an existing directory's mode is never changed.",
+    )(func)
+
+
 def open_registry(registry_path: str | None, shared: bool = False) -> Registry:
-    return Registry(registry_path, shared=shared)
+    """The command's registry (see `Registry.of`)."""
+    return Registry.of(registry_path, shared=shared)
 
 
 def print_error(message: str) -> None:
@@ -46,13 +52,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def one_line(text: str) -> str:
-    """`text` on one printable line: newlines folded, control characters (ANSI escapes) shown
-    as `\\xNN` so nothing read from a file can drive the terminal."""
+    r"""`text` on one printable line, safe for a terminal.
+
+    Newlines are folded; control characters (ANSI escapes) are shown as `\xNN`, so nothing
+    read from a file can drive the terminal.
+    """
     text = " ".join(text.split("\n")).strip()
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def format_age(seconds: float | None) -> str:
+    """Seconds as `42s`, `7m` or `2.5h` (`-` for None)."""
     if seconds is None:
         return "-"
     seconds = max(0.0, seconds)

@@ -39,7 +39,7 @@ from nerschat.workflows.inputs import InputError
 def embed(source: str, outdir: str, model: str | None, prompt_name: str | None, prefix: str,
           shards: int | None, batch_size: int | None, in_flight: int | None, truncate: bool,
           id_column: str, text_column: str, config_path: str | None, skip_invalid: bool,
-          timeout: float, no_progress: bool, registry_path: str | None, shared: bool) -> None:
+          timeout: float, no_progress: bool, registry_path: str | None, shared: bool = False) -> None:
     """Embed INPUT (JSONL id/text, a directory of text files, or Parquet)."""
     try:
         options = EmbedOptions(model=model, prompt_name=prompt_name, prefix=prefix,

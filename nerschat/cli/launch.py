@@ -7,7 +7,7 @@ import os
 
 import click
 
-from nerschat.cli.common import console, open_registry, registry_option
+from nerschat.cli.common import console, open_registry, registry_option, shared_option
 from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, resolve_site, submit
 
 
@@ -46,6 +46,7 @@ from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, r
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON on stdout.")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @registry_option
+@shared_option
 def launch(registry_path: str | None, shared: bool, engine: str | None, model: str | None,
            replicas: int, gpus_per_replica: int | None, packs: tuple[str, ...], site: str | None,
            account: str | None, qos: str | None, walltime: str | None, constraint: str | None,

@@ -26,6 +26,8 @@ COMMANDS = {
     "judge-report": "nerschat.cli.judge_report:judge_report",
     "run-batch": "nerschat.cli.workflows:run_batch",
     "embed": "nerschat.cli.embed:embed",
+    "router": "nerschat.cli.router:router",
+    "tunnel": "nerschat.cli.tunnel:tunnel",
 }
 
 
@@ -34,6 +36,9 @@ COMMANDS = {
 ENVIRONMENT = {
     "NERSCHAT_REGISTRY": "registry directory when --registry is not given "
                          "[default: ~/.nerschat/registry]",
+    "NERSCHAT_ALLOWED_HOSTS": "host patterns a registry entry's URL may use, e.g. "
+                              "'nid*,*.example.org' [default: loopback, single-label names, "
+                              "this machine's domain, private addresses]",
     "NERSCHAT_HOME": "where the local CPU engine and its models live [default: ~/.cache/nerschat]",
     "NERSCHAT_ADVERTISE_HOST": "host name a pilot publishes in its URL [default: the node's name]",
     "HF_HOME": "Hugging Face cache the engines load weights from",
@@ -53,13 +58,13 @@ ENVIRONMENT = {
 COMMAND_ENVIRONMENT = {
     "serve": ["NERSCHAT_REGISTRY", "NERSCHAT_HOME", "NERSCHAT_ADVERTISE_HOST", "HF_HOME",
               "SLURM_JOB_ID"],
-    "ls": ["NERSCHAT_REGISTRY"],
-    "wait": ["NERSCHAT_REGISTRY"],
-    "stop": ["NERSCHAT_REGISTRY"],
-    "chat": ["NERSCHAT_REGISTRY"],
-    "judge": ["NERSCHAT_REGISTRY"],
-    "run-batch": ["NERSCHAT_REGISTRY"],
-    "embed": ["NERSCHAT_REGISTRY"],
+    "ls": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "wait": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "stop": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "chat": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "judge": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "run-batch": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
+    "embed": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
     "launch": ["NERSCHAT_REGISTRY", "NERSCHAT_ACCOUNT", "NERSCHAT_QOS", "NERSCHAT_WALLTIME",
                "NERSCHAT_ENV", "NERSCHAT_PARTITION", "NERSCHAT_GPUS_PER_NODE",
                "NERSCHAT_CORES_PER_NODE", "NERSCHAT_LAUNCHER", "NERSCHAT_RUNTIME", "HF_HOME",
@@ -78,14 +83,18 @@ def environment_epilog(names: list[str]) -> str:
 
 
 class LazyGroup(click.Group):
+    """A click group that imports each subcommand's module only when it is used."""
+
     def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, loaded or not, sorted."""
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return one command (None if unknown), its help ending in its env vars."""
         target = self.lazy.get(cmd_name)
         if target is None:
             return super().get_command(ctx, cmd_name)

@@ -75,7 +75,7 @@ class Replica:
     image: str | None = None
     kind: Kind | None = None
     served_name: str | None = None
-    options: tuple[str, ...] = ()  # NAME=VALUE engine options, as `nerschat serve -o`
+    options: tuple[str, ...] = ()  # NAME=VALUE engine options, as `nerschat serve -E`
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -197,7 +197,7 @@ def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry,
         if replica.served_name:
             argv += ["--served-name", replica.served_name]
         for option in replica.options:
-            argv += ["--option", option]
+            argv += ["--engine-opt", option]
         if ttl is not None:
             argv += ["--ttl", f"{ttl:g}"]
         if drain_before is not None:

@@ -40,7 +40,7 @@ def run_pilot(config: dict[str, Any], registry_path: str, shared: bool = False) 
     from nerschat.pilot.pilot import Pilot
 
     logging.basicConfig(level=logging.INFO)
-    pilot = Pilot(PilotConfig(**config), Registry(registry_path, shared=shared))
+    pilot = Pilot(PilotConfig(**config), Registry.of(registry_path, shared=shared))
     code = pilot.run()
     return {
         "exit_code": code,
@@ -59,7 +59,7 @@ class PilotGroup:
                  **pilot_options: Any):
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
-        self.registry = registry if isinstance(registry, Registry) else Registry(registry)
+        self.registry = Registry.of(registry)
         self.count = count
         self.executor = executor
         self.group = uuid.uuid4().hex[:10]
@@ -71,6 +71,11 @@ class PilotGroup:
                 f"group={self.group!r}, executor={self.executor!r})")
 
     def start(self) -> list[Future[dict[str, Any]]]:
+        """Submit the `count` pilot apps to the pilot executor; returns their futures.
+
+        Each future resolves when its pilot stops, to a dict with `exit_code`,
+        `endpoint_id`, `stop_reason`, `cuda_visible_devices` and `slurm_job_id`.
+        """
         from nerschat.parsl.apps import pilot_app
 
         app = pilot_app(self.executor)
@@ -80,12 +85,21 @@ class PilotGroup:
         return self.futures
 
     def endpoints(self) -> list[Endpoint]:
+        """This group's registry entries, in any state."""
         return [e for e in self.registry.scan().entries if e.extra.get("group") == self.group]
 
     def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
-        """Block until all `count` pilots are ready; raise if one fails or time runs out."""
+        """Block until all `count` pilots are ready; raise if one fails or time runs out.
+
+        `timeout` (seconds) is for start-up: it does not run while a pilot job of ours is
+        still queued in SLURM (recorded as `pending` in the registry, or named `nerschat-*`).
+        """
+        from nerschat.client.readiness import our_pending_jobs
+        from nerschat.slurm import PendingJobs
+
         if not self.futures:
             self.start()
+        queued = PendingJobs()
         deadline = time.monotonic() + timeout
         while True:
             ready = [e for e in self.endpoints() if e.is_usable()]
@@ -94,6 +108,9 @@ class PilotGroup:
             for future in self.futures:
                 if future.done():
                     raise PilotLaunchError(self._failure(future))
+            if not self.endpoints() and our_pending_jobs(
+                    self.registry.scan().entries, self.config.model, None, queued.get()):
+                deadline = time.monotonic() + timeout  # start-up begins when the job runs
             if time.monotonic() > deadline:
                 raise PilotLaunchError(
                     f"{len(ready)} of {self.count} {self.config.model} pilots ready after "
@@ -137,13 +154,13 @@ def smoke_test(model: str, registry_path: str | None = None, requests: int = 8,
     Returns how many went to each endpoint, so a pipeline can check from a client node
     that every pilot is reachable before it starts real work.
     """
-    from nerschat.client.connect import connect
+    from nerschat.client.connect import connect, pool_of
 
-    client = connect(model, registry=registry_path, timeout=timeout)
+    client = connect(model, registry=registry_path, wait_timeout=timeout)
     for i in range(requests):
         client.chat.completions.create(
             model=model, max_tokens=4, messages=[{"role": "user", "content": f"ping {i}"}])
-    return {load.id: load.sent for load in client.nerschat_pool.loads()}  # type: ignore[attr-defined]
+    return {load.id: load.sent for load in pool_of(client).loads()}
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
-"""Everything that runs on the GPU node: the pilot, engine recipes, container runtimes,
-the local CPU engine and the job's walltime.
+"""Everything that runs on the GPU node.
 
-A pilot starts one server (`engines/`), wrapped in a container runtime (`runtimes`),
-publishes it in the registry and keeps it alive until it is stopped."""
+The pilot (`pilot`), engine recipes (`engines/`), container runtimes (`runtimes`), the
+probes of its own server (`probes`), the local CPU engine and the job's walltime. A pilot
+starts one server, wrapped in a container runtime, publishes it in the registry and keeps
+it alive and truthful until it is stopped.
+"""

@@ -16,14 +16,28 @@ LOCAL_PREFIX = "local:"
 
 
 def nerschat_home() -> Path:
+    """Where the local engine and models live: `NERSCHAT_HOME`, else `~/.cache/nerschat`."""
     return Path(os.environ.get("NERSCHAT_HOME") or Path.home() / ".cache" / "nerschat")
 
 
 def engine_python() -> Path:
+    """The Python of the local vLLM CPU build's environment."""
     return nerschat_home() / "engine-env" / "bin" / "python"
 
 
+def engine_version() -> tuple[int, ...] | None:
+    """The version of the local vLLM build, e.g. (0, 32, 0); None if it is not installed."""
+    env = nerschat_home() / "engine-env" / "lib"
+    for info in sorted(env.glob("python*/site-packages/vllm*-*.dist-info")):
+        version = info.name.rsplit("-", 1)[0].split("-")[-1]
+        parts = version.split(".")
+        if all(p.isdigit() for p in parts[:2]):
+            return tuple(int(p) for p in parts[:3] if p.isdigit())
+    return None
+
+
 def models_dir() -> Path:
+    """Where the local models are."""
     return nerschat_home() / "models"
 
 
@@ -39,6 +53,7 @@ class LocalModel:
     max_num_seqs: int = 256
 
     def path(self) -> Path:
+        """The model's directory on this machine."""
         if self.alias == "minilm":
             pointer = models_dir() / "minilm.path"
             if pointer.exists():
@@ -69,6 +84,7 @@ LOCAL_MODELS = {
 
 
 def is_local_model(model: str) -> bool:
+    """True for `local:...` models (served by the local CPU build)."""
     return model.startswith(LOCAL_PREFIX)
 
 
@@ -84,4 +100,5 @@ def resolve_local_model(model: str) -> LocalModel:
 
 
 def chat_template_path() -> Path:
+    """The chat template the local Gemma model is served with."""
     return models_dir() / "gemma-3-270m" / "nerschat_chat_template.jinja"

@@ -22,22 +22,38 @@ class ContainerError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class Command:
+    """A wrapped command: argv to run and variables to add to the pilot's environment."""
+
     argv: list[str]
     env: dict[str, str]  # to add to the pilot's own environment
 
 
 class ContainerRuntime(Protocol):
+    """Wraps a server command to run inside a container.
+
+    `server_in_session`: the server process stays a descendant of the command the pilot
+    starts (in its session), so the pilot can find the server's listening socket in /proc.
+    False for runtimes whose containers are started by a daemon (podman's conmon).
+    """
+
     name: str
     needs_image: bool
+    server_in_session: bool
 
-    def wrap(self, launch: ServerLaunch, image: str | None) -> Command: ...
+    def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The command that runs `launch` in `image`, secrets kept off its argv."""
+        ...
 
 
 class NoContainer:
+    """No container: the server runs directly, secrets in its environment."""
+
     name = "none"
     needs_image = False
+    server_in_session = True
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The server's own command, secrets in its environment."""
         return Command(list(launch.argv), {**launch.env, **launch.secret_env})
 
 
@@ -46,11 +62,13 @@ class Shifter:
 
     name = "shifter"
     needs_image = True
+    server_in_session = True
 
     def __init__(self, modules: tuple[str, ...] = ("gpu",)):
         self.modules = modules
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The runtime's command around the server's."""
         argv = ["shifter", f"--image={image}"]
         if self.modules:
             argv.append(f"--module={','.join(self.modules)}")
@@ -61,10 +79,14 @@ class Shifter:
 
 
 class PodmanHpc:
+    """NERSC podman-hpc with host networking; secrets copied by name with `-e NAME`."""
+
     name = "podman-hpc"
     needs_image = True
+    server_in_session = False  # conmon, not our command, is the container's parent
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """The runtime's command around the server's."""
         argv = ["podman-hpc", "run", "--rm", "--gpu", "--net", "host", "--ipc", "host"]
         argv += ["-e", "CUDA_VISIBLE_DEVICES"]
         for key in sorted({**launch.env, **launch.secret_env}):
@@ -78,10 +100,14 @@ class PodmanHpc:
 
 
 class Apptainer:
+    """Apptainer/Singularity with `--nv`; variables reach the container as APPTAINERENV_*."""
+
     name = "apptainer"
     needs_image = True
+    server_in_session = True
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
+        """`apptainer exec --nv` of the image (a docker:// URI unless a path or URI)."""
         assert image is not None
         source = image if ("://" in image or os.path.exists(image)) else f"docker://{image}"
         env = {**launch.env, **launch.secret_env}
@@ -98,6 +124,7 @@ RUNTIMES: dict[str, ContainerRuntime] = {
 
 
 def get_runtime(name: str) -> ContainerRuntime:
+    """The runtime called `name`; ContainerError naming the choices otherwise."""
     try:
         return RUNTIMES[name]
     except KeyError:

@@ -45,7 +45,7 @@ class StubFleet:
                 "--model", model, "--kind", kind, "--registry", str(self.registry.path),
                 "--ttl", str(ttl), "--grace-period", "5", *extra]
         for name, value in options.items():
-            argv += ["-o", f"{name}={value}"]
+            argv += ["-E", f"{name}={value}"]
         self.registry.ensure()
         log = self.registry.path / f"pilot-{len(self.pilots)}-{os.getpid()}.out"
         with open(log, "wb") as out:
@@ -97,11 +97,24 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
 
 @contextlib.contextmanager
 def stub_fleet(registry: Registry | str | os.PathLike[str]) -> Iterator[StubFleet]:
-    fleet = StubFleet(registry if isinstance(registry, Registry) else Registry(registry))
+    fleet = StubFleet(Registry.of(registry))
     try:
         yield fleet
     finally:
         fleet.stop_all()
+
+
+def set_faults(endpoint: Endpoint, **faults: object) -> dict[str, object]:
+    """Switch a running stub's faults (`error_every`, `error_status`, `hang`, `slow_factor`,
+    `latency`, ...) through its admin route; returns the knobs now in force."""
+    import httpx2
+
+    root = endpoint.url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    reply = httpx2.post(f"{root}/admin/faults", json=faults, headers=headers, timeout=5)
+    reply.raise_for_status()
+    result: dict[str, object] = reply.json()
+    return result
 
 
 def server_counters(endpoint: Endpoint) -> dict[str, float]:

@@ -39,6 +39,8 @@ class StubSettings:
     error_every: int | None = None
     error_status: int = 503
     hang_after: int | None = None
+    hang: bool = False
+    slow_factor: float = 1.0
     chunk_delay: float = 0.0
     api: str = "openai"  # "tei": also answer TEI's /info (its /embed is always there)
     dim: int = 384
@@ -56,6 +58,9 @@ class StubState:
     served: int = 0
     running: int = 0
     waiting: int = 0
+    streaming: int = 0  # answers still being streamed (running, as vLLM counts them)
+    prompt_tokens: int = 0  # words read, as vLLM's vllm:prompt_tokens_total
+    generation_tokens: int = 0  # words answered (streamed ones as they are sent)
     started_at: float = field(default_factory=time.time)
 
 
@@ -95,6 +100,9 @@ class StubServer:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/embed", self.tei_embed)
         app.router.add_get("/info", self.tei_info)
+        app.router.add_post("/rerank", self.tei_rerank)
+        app.router.add_get("/admin/faults", self.get_faults)
+        app.router.add_post("/admin/faults", self.set_faults)
         return app
 
     def _authorized(self, request: web.Request) -> bool:
@@ -109,7 +117,9 @@ class StubServer:
         state.received += 1
         if settings.fail_after is not None and state.received > settings.fail_after:
             os._exit(3)  # die abruptly: in-flight connections are reset
-        if settings.hang_after is not None and state.received > settings.hang_after:
+        if settings.hang or (settings.hang_after is not None
+                             and state.received > settings.hang_after):
+            state.running += 1  # like a stuck engine: counted as running, never progressing
             await asyncio.Event().wait()
         if settings.error_every and state.received % settings.error_every == 0:
             return _error(settings.error_status, "injected fault", "ServiceUnavailableError")
@@ -124,7 +134,7 @@ class StubServer:
             state.running += 1
             try:
                 if self.settings.latency > 0:
-                    await asyncio.sleep(self.settings.latency)
+                    await asyncio.sleep(self.settings.latency * self.settings.slow_factor)
             finally:
                 state.running -= 1
         state.served += 1
@@ -152,6 +162,32 @@ class StubServer:
             return _error(400, refusal)
         return body
 
+    # -- runtime fault switches (tests and benchmarks) ----------------------------------
+
+    FAULTS = ("error_every", "error_status", "hang", "hang_after", "slow_factor", "latency",
+              "chunk_delay", "fail_after")
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        """`GET /admin/faults`: the current fault knobs."""
+        if not self._authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return web.json_response({name: getattr(self.settings, name) for name in self.FAULTS})
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """`POST /admin/faults {"error_every": 1, "error_status": 500, "slow_factor": 10,
+        "hang": true, ...}`: switch faults on or off while running (null clears a count)."""
+        if not self._authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict) or not set(body) <= set(self.FAULTS):
+            return _error(400, f"expected an object with keys among {', '.join(self.FAULTS)}")
+        for name, value in body.items():
+            setattr(self.settings, name, value)
+        return await self.get_faults(request)
+
     # -- generic endpoints ------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
@@ -161,8 +197,10 @@ class StubServer:
         s = self.state
         labels = f'{{model_name="{self.settings.model}"}}'
         text = (
-            f"vllm:num_requests_running{labels} {s.running}\n"
+            f"vllm:num_requests_running{labels} {s.running + s.streaming}\n"
             f"vllm:num_requests_waiting{labels} {s.waiting}\n"
+            f"vllm:prompt_tokens_total{labels} {s.prompt_tokens}\n"
+            f"vllm:generation_tokens_total{labels} {s.generation_tokens}\n"
             f"nerschat_stub_requests_received_total {s.received}\n"
             f"nerschat_stub_requests_served_total {s.served}\n"
         )
@@ -238,8 +276,10 @@ class StubServer:
             "total_tokens": prompt_tokens + completion_tokens,
         }
         ident = f"chatcmpl-{uuid.uuid4().hex}"
+        self.state.prompt_tokens += prompt_tokens
         if body.get("stream"):
             return await self._stream_chat(request, ident, outputs, body, usage)
+        self.state.generation_tokens += completion_tokens
         result = {
             "id": ident,
             "object": "chat.completion",
@@ -266,6 +306,20 @@ class StubServer:
         body: dict[str, Any],
         usage: dict[str, int],
     ) -> web.StreamResponse:
+        self.state.streaming += 1
+        try:
+            return await self._stream_chunks(request, ident, outputs, body, usage)
+        finally:
+            self.state.streaming -= 1
+
+    async def _stream_chunks(
+        self,
+        request: web.Request,
+        ident: str,
+        outputs: list[tuple[str, str]],
+        body: dict[str, Any],
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         created = int(time.time())
@@ -279,6 +333,7 @@ class StubServer:
             await send([{"index": i, "delta": {"role": "assistant", "content": ""}}])
             for j, word in enumerate(_words(text)):
                 await send([{"index": i, "delta": {"content": word if j == 0 else " " + word}}])
+                self.state.generation_tokens += 1
                 if self.settings.chunk_delay:
                     await asyncio.sleep(self.settings.chunk_delay)
             await send([{"index": i, "delta": {}, "finish_reason": finish}])
@@ -302,7 +357,9 @@ class StubServer:
             text, finish = self._generate(text_in, body, i)
             completion_tokens += len(_words(text))
             choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish})
-        prompt_tokens = sum(len(_words(p)) for p in prompts)
+        prompt_tokens: int = sum(len(_words(str(p))) for p in prompts)
+        self.state.prompt_tokens += prompt_tokens
+        self.state.generation_tokens += completion_tokens
         return web.json_response({
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -340,6 +397,7 @@ class StubServer:
                             else vector.tolist())
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         tokens = sum(len(_words(t)) for t in texts)
+        self.state.prompt_tokens += tokens
         return web.json_response({
             "object": "list", "model": self.settings.model, "data": data,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
@@ -375,7 +433,23 @@ class StubServer:
                 vector = vector * 2.0
             vectors.append(vector.tolist())
         await self._work()
+        self.state.prompt_tokens += sum(len(_words(t)) for t in texts)
         return web.json_response(vectors)
+
+    async def tei_rerank(self, request: web.Request) -> web.Response:
+        """TEI's /rerank: `query` and `texts` in, `[{index, score}]` out, best first."""
+        body = await self._begin(request, "embedding", "not an embedding model")
+        if isinstance(body, web.Response):
+            return body
+        query, texts = body.get("query"), body.get("texts")
+        if not isinstance(query, str) or not isinstance(texts, list) or not texts:
+            return web.json_response({"error": "query must be a string, texts a non-empty list",
+                                      "error_type": "Validation"}, status=422)
+        anchor = embed_text(query, self.settings.dim)
+        scores = [float(anchor @ embed_text(str(t), self.settings.dim)) for t in texts]
+        await self._work()
+        ranked = sorted(range(len(texts)), key=lambda i: -scores[i])
+        return web.json_response([{"index": i, "score": scores[i]} for i in ranked])
 
     async def tei_info(self, request: web.Request) -> web.Response:
         if self.settings.api != "tei":
@@ -407,6 +481,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--error-every", type=int, help="answer every K-th request with an error")
     parser.add_argument("--error-status", type=int, default=503)
     parser.add_argument("--hang-after", type=int, help="never answer requests after the N-th")
+    parser.add_argument("--slow-factor", type=float, default=1.0,
+                        help="multiply the latency (a degraded replica)")
     parser.add_argument("--chunk-delay", type=float, default=0.0,
                         help="seconds between streamed chunks")
     parser.add_argument("--api", choices=("openai", "tei"), default="openai",
@@ -427,6 +503,7 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model, kind=args.kind, api_key=os.environ.get("VLLM_API_KEY") or None,
         latency=args.latency, capacity=args.capacity, fail_after=args.fail_after,
         error_every=args.error_every, error_status=args.error_status, hang_after=args.hang_after,
+        slow_factor=args.slow_factor,
         chunk_delay=args.chunk_delay, api=args.api,
         dim=args.dim, max_model_len=args.max_model_len,
         max_client_batch_size=args.max_client_batch_size, max_input_length=args.max_input_length,

@@ -113,7 +113,7 @@ def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = 
     todo = [n for n in range(len(plan["shards"])) if not shard_files(outdir, n)[2].exists()]
     remaining = sum(plan["shards"][n][1] - plan["shards"][n][0] for n in todo)
     started = time.monotonic()
-    reg = Registry(registry) if registry else Registry()
+    reg = Registry.of(registry)
     if todo:
         wait_for_endpoints(reg, options.model, "embedding" if options.model is None else None,
                            timeout)

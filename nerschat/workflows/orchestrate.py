@@ -141,7 +141,7 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     if todo:
-        reg = Registry(registry) if registry else Registry()
+        reg = Registry.of(registry)
         kind = task.kind if model is None else None
         if show_progress and console.is_terminal:
             with console.status("waiting for a ready endpoint") as status:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nerschat.client.connect import aconnect, routed_http_client
+from nerschat.client.connect import aconnect, pool_of, routed_http_client
 from nerschat.registry import Registry
 from nerschat.workflows.store import ResultWriter, read_result_lines
 from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
@@ -42,8 +42,8 @@ async def run_shard_async(task: ItemTask, input_path: Path, result_path: Path, *
     if not items:
         return {"items": 0, "errors": 0, "seconds": 0.0, "in_flight": 0}
     client = await asyncio.to_thread(aconnect, model, task.kind if model is None else None,
-                                     Registry(registry) if registry else None, timeout)
-    pool = client.nerschat_pool  # type: ignore[attr-defined]
+                                     Registry.of(registry), timeout)
+    pool = pool_of(client)
     http = routed_http_client(pool, timeout=timeout)
     width = in_flight or in_flight_for(pool.capacity(), shards)
     clients = Clients(client, http)

@@ -32,7 +32,7 @@ async def test_2000_requests_survive_a_kill_and_use_a_new_replica(
         fleet: StubFleet, registry: Registry) -> None:
     pilots = [fleet.start("m1", latency=0.01) for _ in range(3)]
     endpoints = [fleet.wait_ready(p) for p in pilots]
-    client = nerschat.aconnect("m1", registry=registry, timeout=30, refresh_interval=0.5)
+    client = nerschat.aconnect("m1", registry=registry, wait_timeout=30, refresh_interval=0.5)
     total, done = 2000, 0
     late: list[nerschat.Endpoint] = []
 
@@ -64,7 +64,7 @@ async def test_2000_requests_survive_a_kill_and_use_a_new_replica(
 @pytest.mark.slow
 async def test_load_is_spread_evenly(fleet: StubFleet, registry: Registry) -> None:
     endpoints = fleet.start_ready(3, "m1", latency=0.005)
-    client = nerschat.aconnect("m1", registry=registry, timeout=30)
+    client = nerschat.aconnect("m1", registry=registry, wait_timeout=30)
     gate = asyncio.Semaphore(32)
 
     async def call() -> None:
@@ -80,7 +80,7 @@ async def test_load_is_spread_evenly(fleet: StubFleet, registry: Registry) -> No
 
 def test_streaming_through_the_transport(fleet: StubFleet, registry: Registry) -> None:
     fleet.start_ready(1, "m1")
-    client = nerschat.connect("m1", registry=registry, timeout=30)
+    client = nerschat.connect("m1", registry=registry, wait_timeout=30)
     stream = client.chat.completions.create(
         model="m1", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
@@ -91,7 +91,7 @@ def test_error_after_stream_started_surfaces_and_is_not_retried(
         fleet: StubFleet, registry: Registry) -> None:
     dying = fleet.start("m1", chunk_delay=0.5)
     fleet.wait_ready(dying)
-    client = nerschat.connect("m1", registry=registry, timeout=30)
+    client = nerschat.connect("m1", registry=registry, wait_timeout=30)
     stream = client.chat.completions.create(model="m1", messages=MESSAGES, stream=True)
     first = next(iter(stream))
     assert first.choices[0].delta.role == "assistant"
@@ -106,7 +106,7 @@ def test_error_after_stream_started_surfaces_and_is_not_retried(
 
 def test_all_replicas_down_waits_for_one(fleet: StubFleet, registry: Registry) -> None:
     (first,) = fleet.start_ready(1, "m1")
-    client = nerschat.connect("m1", registry=registry, timeout=60, refresh_interval=0.2)
+    client = nerschat.connect("m1", registry=registry, wait_timeout=60, refresh_interval=0.2)
     client.chat.completions.create(model="m1", messages=MESSAGES)
     fleet.pilots[0].process.send_signal(signal.SIGTERM)
     fleet.pilots[0].process.wait(20)
@@ -123,7 +123,7 @@ def test_all_replicas_down_waits_for_one(fleet: StubFleet, registry: Registry) -
 
 def test_failover_does_not_multiply_sdk_retries(fleet: StubFleet, registry: Registry) -> None:
     broken = fleet.start_ready(2, "m1", error_every=1, error_status=503)
-    client = nerschat.connect("m1", registry=registry, timeout=3, max_retries=2,
+    client = nerschat.connect("m1", registry=registry, wait_timeout=3, max_retries=2,
                               failover_attempts=4)
     with pytest.raises(openai.InternalServerError, match="nerschat: "):
         client.chat.completions.create(model="m1", messages=MESSAGES)
@@ -133,7 +133,7 @@ def test_failover_does_not_multiply_sdk_retries(fleet: StubFleet, registry: Regi
 
 def test_sdk_retries_still_cover_500(fleet: StubFleet, registry: Registry) -> None:
     (flaky,) = fleet.start_ready(1, "m1", error_every=2, error_status=500)
-    client = nerschat.connect("m1", registry=registry, timeout=10, max_retries=2)
+    client = nerschat.connect("m1", registry=registry, wait_timeout=10, max_retries=2)
     client.chat.completions.create(model="m1", messages=MESSAGES)  # request 1 ok
     client.chat.completions.create(model="m1", messages=MESSAGES)  # 2 fails -> SDK retries
     assert received(flaky) == 3
@@ -142,13 +142,13 @@ def test_sdk_retries_still_cover_500(fleet: StubFleet, registry: Registry) -> No
 def test_one_client_routes_by_request_model(fleet: StubFleet, registry: Registry) -> None:
     fleet.start_ready(1, "chat-model")
     fleet.start_ready(1, "embed-model", kind="embedding")
-    client = nerschat.connect(registry=registry, timeout=30)
+    client = nerschat.connect(registry=registry, wait_timeout=30)
     reply = client.chat.completions.create(model="chat-model", messages=MESSAGES)
     assert reply.choices[0].message.content.startswith("stub-chat-model")  # type: ignore[union-attr]
     vectors = client.embeddings.create(model="embed-model", input=["a", "b"])
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
     with pytest.raises(openai.InternalServerError, match="nothing registered for model 'nope'"):
-        nerschat.connect(registry=registry, timeout=0.5).chat.completions.create(
+        nerschat.connect(registry=registry, wait_timeout=0.5).chat.completions.create(
             model="nope", messages=MESSAGES)
 
 
@@ -159,8 +159,8 @@ def test_big_registry_is_not_scanned_per_request(fleet: StubFleet, registry: Reg
         registry.publish(make_endpoint(
             id=f"other-{i}", model=f"other-{i % 20}",
             heartbeat_at=now - (1000 if i % 5 == 0 else 0), ttl=3600 if i % 5 else 10))
-    client = nerschat.connect("m1", registry=registry.path, timeout=30)  # its own Registry
-    pool = client.nerschat_pool  # type: ignore[attr-defined]
+    client = nerschat.connect("m1", registry=registry.path, wait_timeout=30)  # its own Registry
+    pool = nerschat.pool_of(client)
     before = pool.registry.scans
     started = time.monotonic()
     for _ in range(1000):
@@ -174,6 +174,6 @@ def test_big_registry_is_not_scanned_per_request(fleet: StubFleet, registry: Reg
 def test_connect_timeout_says_what_it_saw(registry: Registry) -> None:
     registry.publish(make_endpoint(id="dead", heartbeat_at=time.time() - 600, ttl=10))
     with pytest.raises(nerschat.EndpointTimeout, match="only stale entries"):
-        nerschat.connect("m1", registry=registry, timeout=0.3)
+        nerschat.connect("m1", registry=registry, wait_timeout=0.3)
     with pytest.raises(nerschat.EndpointTimeout, match="nothing registered for model 'zz'"):
-        nerschat.connect("zz", registry=registry, timeout=0.3)
+        nerschat.connect("zz", registry=registry, wait_timeout=0.3)

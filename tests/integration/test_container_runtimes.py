@@ -33,7 +33,7 @@ def test_pilot_runs_the_server_through_the_runtime(runtime: str, tmp_path: Path,
          "--registry", str(registry.path)], env=env)
     try:
         (endpoint,) = nerschat.wait_for_endpoints(registry, "m1", timeout=30)
-        client = nerschat.connect("m1", registry=registry, timeout=10)
+        client = nerschat.connect("m1", registry=registry, wait_timeout=10)
         assert client.chat.completions.create(
             model="m1", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content
         with pytest.raises(openai.AuthenticationError):

@@ -139,13 +139,18 @@ def test_pilot_drains_before_walltime(registry: Registry) -> None:
 def test_bad_flags_are_one_line_errors(registry: Registry) -> None:
     result = run_cli("serve", "--engine", "nope", "--model", "m", "--registry", str(registry.path))
     assert result.returncode == 2 and "'nope' is not one of" in result.stderr
-    result = run_cli("serve", "--engine", "stub", "--model", "m", "-o", "bogus=1",
+    result = run_cli("serve", "--engine", "stub", "--model", "m", "-E", "bogus=1",
                      "--registry", str(registry.path))
     assert result.returncode == 2
     assert "engine 'stub' does not take option(s) bogus" in result.stderr
     result = run_cli("serve", "--engine", "vllm", "--model", "m", "--runtime", "shifter",
-                     "--registry", str(registry.path), "-o", "max_num_seqs=lots")
+                     "--registry", str(registry.path), "--engine-opt", "max_num_seqs=lots")
     assert result.returncode == 2 and "max_num_seqs='lots' is not an integer" in result.stderr
+    # The old spelling still works, with a note: -o means --output in every other command.
+    result = run_cli("serve", "--engine", "stub", "--model", "m", "-o", "bogus=1",
+                     "--registry", str(registry.path))
+    assert result.returncode == 2 and "use -E/--engine-opt" in result.stderr
+    assert "-E, --engine-opt" in run_cli("serve", "--help").stdout
     result = run_cli("wait", "--registry", str(registry.path))
     assert result.returncode == 2 and "give --model or --kind" in result.stderr
 

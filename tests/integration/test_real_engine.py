@@ -53,7 +53,7 @@ def real_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
 
 
 def test_chat_completion_and_stream(real_registry: Registry) -> None:
-    client = nerschat.connect(LLM, registry=real_registry, timeout=60)
+    client = nerschat.connect(LLM, registry=real_registry, wait_timeout=60)
     reply = client.chat.completions.create(
         model=LLM, max_tokens=16, messages=[{"role": "user", "content": "Say hello."}])
     assert reply.choices[0].message.content and reply.usage.completion_tokens > 0  # type: ignore[union-attr]
@@ -66,7 +66,7 @@ def test_chat_completion_and_stream(real_registry: Registry) -> None:
 
 
 def test_structured_choice_and_prefill(real_registry: Registry) -> None:
-    client = nerschat.connect(LLM, registry=real_registry, timeout=60)
+    client = nerschat.connect(LLM, registry=real_registry, wait_timeout=60)
     choices = ["Paris", "Lyon", "Marseille"]
     for _ in range(3):
         reply = client.chat.completions.create(
@@ -106,7 +106,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_embeddings_match_sentence_transformers(real_registry: Registry, tmp_path: Path) -> None:
     texts = ["The cat sits on the mat.", "Perlmutter has four A100 GPUs per node.",
              "Embeddings map text to vectors.", "ünïcödé and emoji 🚀 text"]
-    client = nerschat.connect(EMBEDDER, registry=real_registry, timeout=60)
+    client = nerschat.connect(EMBEDDER, registry=real_registry, wait_timeout=60)
     served = np.array([d.embedding for d in
                        client.embeddings.create(model=EMBEDDER, input=texts).data])
     assert cosine(served, reference_vectors(texts, tmp_path)).min() > 0.999
@@ -143,7 +143,7 @@ def test_embed_bundled_corpus_and_search(real_registry: Registry, tmp_path: Path
     sample = [0, 7, 100, 1500, 2999]
     reference = reference_vectors([docs[i]["text"] for i in sample], tmp_path)
     assert cosine(np.asarray(found.vectors[sample]), reference).min() > 0.999
-    client = nerschat.connect(EMBEDDER, registry=real_registry, timeout=60)
+    client = nerschat.connect(EMBEDDER, registry=real_registry, wait_timeout=60)
     query = np.array(client.embeddings.create(
         model=EMBEDDER, input=["Which planet is red because of iron oxide dust?"]).data[0].embedding)
     best = int(np.argmax(found.vectors @ query))

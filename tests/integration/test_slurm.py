@@ -63,7 +63,7 @@ def test_scancel_of_a_pilot_job_moves_clients_on(slurm_jobs: list[str], tmp_path
             for i in range(2)]
     slurm_jobs.extend(jobs)
     wait_until(lambda: len(registry.endpoints("m1")) == 2, 60, "two ready pilots")
-    client = nerschat.connect("m1", registry=registry, timeout=30, refresh_interval=0.5)
+    client = nerschat.connect("m1", registry=registry, wait_timeout=30, refresh_interval=0.5)
     for _ in range(10):
         client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "x"}])
     victim = registry.endpoints("m1")[0]
@@ -72,7 +72,7 @@ def test_scancel_of_a_pilot_job_moves_clients_on(slurm_jobs: list[str], tmp_path
              "the cancelled pilot's entry to go")
     for _ in range(20):
         client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "y"}])
-    assert [load.id for load in client.nerschat_pool.loads()] != [victim.id]  # type: ignore[attr-defined]
+    assert [load.id for load in nerschat.pool_of(client).loads()] != [victim.id]
     assert victim.id not in {e.id for e in registry.endpoints("m1")}
 
 

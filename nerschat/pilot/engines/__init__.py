@@ -15,6 +15,7 @@ ENGINES: dict[str, EngineRecipe] = {
 
 
 def get_engine(name: str) -> EngineRecipe:
+    """The recipe called `name`; EngineError naming the choices otherwise."""
     try:
         return ENGINES[name]
     except KeyError:

@@ -21,7 +21,13 @@ class EngineError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class LaunchRequest:
-    """What the user asked the pilot for."""
+    """What the user asked the pilot for.
+
+    `image` is the container image the runtime will use (None outside containers); a recipe
+    may adapt its flags to the engine version it names. `stop_timeout` is how many seconds
+    the server gets between SIGTERM and SIGKILL: engines with their own graceful shutdown
+    (vLLM >= 0.18 `--shutdown-timeout`) are told to finish requests within it.
+    """
 
     model: str
     port: int
@@ -32,11 +38,21 @@ class LaunchRequest:
     containerized: bool = False
     extra_args: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    stop_timeout: float = 0.0
 
 
 @dataclass(frozen=True)
 class ServerLaunch:
-    """A server command ready for a container runtime to wrap."""
+    """A server command ready for a container runtime to wrap.
+
+    Paths are relative to the server's root URL: `health_path` answers 200 without a key
+    once the server is ready; `auth_path` is a GET route that needs the API key (the pilot
+    checks that the server on its port accepts its key and refuses another, so it never
+    publishes somebody else's server); `metrics_path` serves Prometheus text with the
+    server's queue (None when the engine has none on its API port). `capacity` is requests
+    served at once, `max_model_len` tokens.
+    """
 
     argv: list[str]
     env: dict[str, str]
@@ -44,15 +60,31 @@ class ServerLaunch:
     kind: Kind
     served_model: str
     health_path: str = "/health"
+    auth_path: str = "/v1/models"
+    metrics_path: str | None = "/metrics"
     capacity: int | None = None
     max_model_len: int | None = None
 
 
 class EngineRecipe(Protocol):
-    name: str
-    default_image: str | None
+    """An engine: its name, its pinned container image, and how to launch its server.
 
-    def launch(self, request: LaunchRequest) -> ServerLaunch: ...
+    `launch` raises EngineError for an option or model the engine cannot serve.
+    """
+
+    @property
+    def name(self) -> str:
+        """The engine's name, as `--engine` takes it."""
+        ...
+
+    @property
+    def default_image(self) -> str | None:
+        """The pinned container image (None: the engine runs without one)."""
+        ...
+
+    def launch(self, request: LaunchRequest) -> ServerLaunch:
+        """The server command for `request`."""
+        ...
 
 
 def option_int(options: dict[str, Any], name: str) -> int | None:
@@ -67,6 +99,7 @@ def option_int(options: dict[str, Any], name: str) -> int | None:
 
 
 def check_options(engine: str, options: dict[str, Any], allowed: set[str]) -> None:
+    """Raise EngineError naming every option the engine does not take."""
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise EngineError(

@@ -8,15 +8,18 @@ from nerschat.pilot.engines.base import LaunchRequest, ServerLaunch, check_optio
 
 STUB_OPTIONS = {
     "latency", "capacity", "startup_delay", "fail_after", "error_every", "error_status",
-    "hang_after", "chunk_delay", "api", "dim", "max_client_batch_size", "max_input_length", "max_model_len", "tokens_per_second",
+    "hang_after", "slow_factor", "chunk_delay", "api", "dim", "max_client_batch_size", "max_input_length", "max_model_len", "tokens_per_second",
 }
 
 
 class StubRecipe:
-    name = "stub"
-    default_image = None
+    """The stub server: every fault knob of `nerschat.testing.stub_server` is an option."""
+
+    name: str = "stub"
+    default_image: str | None = None
 
     def launch(self, request: LaunchRequest) -> ServerLaunch:
+        """The server command for `request`; EngineError for what this engine cannot do."""
         check_options(self.name, request.options, STUB_OPTIONS)
         kind = request.kind or "llm"
         served = request.served_name or request.model

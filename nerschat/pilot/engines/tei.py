@@ -22,10 +22,13 @@ TEI_OPTIONS = {
 
 
 class TeiRecipe:
-    name = "tei"
-    default_image = TEI_IMAGE
+    """TEI: one model on one GPU; the API key protects `/info` and `/embed`."""
+
+    name: str = "tei"
+    default_image: str | None = TEI_IMAGE
 
     def launch(self, request: LaunchRequest) -> ServerLaunch:
+        """The server command for `request`; EngineError for what this engine cannot do."""
         check_options(self.name, request.options, TEI_OPTIONS)
         if request.kind not in (None, "embedding"):
             raise EngineError("engine 'tei' serves embeddings only (kind 'embedding')")
@@ -68,5 +71,9 @@ class TeiRecipe:
             secret_env={"API_KEY": request.api_key},
             kind="embedding",
             served_model=request.served_name or request.model,
+            auth_path="/info",  # TEI's /v1/models is not guaranteed; /info needs the key
+            # The HTTP build serves Prometheus text on its API port; its queue is te_queue_size
+            # (requests in a running batch are finished by TEI's own graceful shutdown).
+            metrics_path="/metrics",
             capacity=option_int(opts, "max_concurrent_requests") or 512,
         )

