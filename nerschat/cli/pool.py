@@ -15,7 +15,13 @@ from types import FrameType
 import click
 from rich.table import Table
 
-from nerschat.cli.common import console, format_age, open_registry, registry_option
+from nerschat.cli.common import (
+    console,
+    format_age,
+    open_registry,
+    registry_option,
+    shared_option,
+)
 from nerschat.errors import FailureError, UsageError
 from nerschat.parsl.launch import SITES
 from nerschat.pool import state as store
@@ -98,6 +104,7 @@ def pool() -> None:
                    "print the pool id and return.")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @registry_option
+@shared_option
 def start(registry_path: str | None, shared: bool, engine: str, model: str, replicas: str,
           duration: str | None, gpus_per_replica: int | None, site: str | None,
           account: str | None, qos: str | None, walltime: str | None, constraint: str | None,
@@ -203,6 +210,7 @@ def _detach(registry: Registry, pool_id: str, argv: list[str] | None = None) -> 
 @click.argument("pool_id")
 @click.option("--detach", is_flag=True, help="Run the controller in the background.")
 @registry_option
+@shared_option
 def resume(registry_path: str | None, shared: bool, pool_id: str, detach: bool) -> None:
     """Take over a pool whose controller died: its members are adopted, not restarted."""
     registry = open_registry(registry_path, shared)
@@ -239,10 +247,10 @@ def status_dict(registry: Registry, state: store.PoolState, now: float) -> dict[
 @click.option("--json", "as_json", is_flag=True, help="Print the pools as JSON on stdout.")
 @click.option("--all", "show_all", is_flag=True, help="Also pools that have stopped.")
 @registry_option
-def status(registry_path: str | None, shared: bool, pool_id: str | None, as_json: bool,
+def status(registry_path: str | None, pool_id: str | None, as_json: bool,
            show_all: bool) -> None:
     """Show pools: desired replicas, members and their phases, hand-overs, GPU-hours."""
-    registry = open_registry(registry_path, shared)
+    registry = open_registry(registry_path)
     now = time.time()
     if pool_id:
         states = [store.read_state(registry, pool_id)]
@@ -298,6 +306,7 @@ def _print_state(registry: Registry, state: store.PoolState, now: float) -> None
 @click.option("--done", type=click.IntRange(min=0), required=True, help="Items finished so far.")
 @click.option("--total", type=click.IntRange(min=0), default=None, help="Items in the input.")
 @registry_option
+@shared_option
 def progress(registry_path: str | None, shared: bool, pool_id: str, done: int,
              total: int | None) -> None:
     """Record a workflow's progress for the pool's items per GPU-hour and rest estimate."""
@@ -312,6 +321,7 @@ def progress(registry_path: str | None, shared: bool, pool_id: str, done: int,
 @click.option("--timeout", type=click.FloatRange(min=0), default=300.0,
               help="Seconds to wait with --wait.")
 @registry_option
+@shared_option
 def stop(registry_path: str | None, shared: bool, pool_id: str, wait: bool,
          timeout: float) -> None:
     """Ask a pool's controller (any process, any node) to drain every member and exit."""

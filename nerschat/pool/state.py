@@ -18,8 +18,9 @@ from nerschat.errors import UsageError
 from nerschat.registry import Registry
 
 POOL_DIR = "pools"
-Phase = Literal["pending", "starting", "ready", "draining", "gone"]
-PHASES = ("pending", "starting", "ready", "draining", "gone")
+# `unhealthy`: the pilot is restarting its engine in place (it still counts as a member).
+Phase = Literal["pending", "starting", "ready", "unhealthy", "draining", "gone"]
+PHASES = ("pending", "starting", "ready", "unhealthy", "draining", "gone")
 
 
 class PoolNotFound(UsageError):

@@ -63,7 +63,7 @@ class FakeCluster:
         return Endpoint(id=member_id, kind="llm", engine="stub", model="m",
                         url="" if state == "pending" else f"http://h:1/{member_id}/v1",
                         state=state, api_key=None, pid=1, host="h",  # type: ignore[arg-type]
-                        slurm_job_id=job, heartbeat_at=now, ttl=1e9, expires_at=expires,
+                        slurm_job_id=job, heartbeat_at=now, ttl=7 * 86400.0, expires_at=expires,
                         started_at=now, ready_at=now if state == "ready" else None)
 
     def run(self, member_id: str, walltime: float) -> None:
@@ -177,8 +177,10 @@ def test_a_stale_member_is_cancelled_removed_and_replaced(
     victim = pool.state.members[1]
     entry = pool.registry.get(victim.id)
     assert entry is not None
-    entry.ttl, entry.heartbeat_at = 5, clock.now  # a frozen pilot
+    entry.ttl, entry.heartbeat_at = 5, time.time() - 10  # a frozen pilot
     pool.registry.publish(entry)
+    path = pool.registry.entry_path(victim.id)
+    os.utime(path, (entry.heartbeat_at, entry.heartbeat_at))  # staleness goes by the file too
     clock.now += 10
     pool.step()
     assert victim.phase == "gone" and "stale" in victim.reason
