@@ -28,6 +28,7 @@ _EXPORTS = {
     "load_embeddings": "nerschat.workflows.embed",
     "PilotGroup": "nerschat.parsl.pilots",
     "launch": "nerschat.parsl.launch",
+    "Pool": "nerschat.pool",
 }
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from nerschat.client.routing import RoutingSettings
     from nerschat.parsl.launch import launch
     from nerschat.parsl.pilots import PilotGroup
+    from nerschat.pool import Pool
     from nerschat.registry import Endpoint, Registry, default_registry_path
     from nerschat.workflows.embed import load_embeddings
 
@@ -55,6 +57,7 @@ __all__ = [
     "Endpoint",
     "EndpointTimeout",
     "PilotGroup",
+    "Pool",
     "Registry",
     "RoutingSettings",
     "aconnect",

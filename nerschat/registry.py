@@ -641,6 +641,14 @@ class Registry:
                 os.unlink(tmp)
             raise
 
+    def write_file(self, target: Path, payload: bytes) -> None:
+        """Write a file under the registry atomically with the registry's file mode.
+
+        For records that are not endpoint entries (e.g. `pools/<id>.json`); `target` must be
+        inside the registry directory (same file system, so the rename is atomic).
+        """
+        self._write_atomic(target, payload)
+
     def publish(self, endpoint: Endpoint) -> None:
         """Write (or replace) an entry atomically; ValueError if the entry is not valid."""
         data = endpoint.to_dict()

@@ -38,6 +38,9 @@ from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, r
 @click.option("--drain-before", type=click.FloatRange(min=0), default=None,
               help="Pilots drain this many seconds before the walltime [default: 120].")
 @click.option("--no-check", is_flag=True, help="Skip the pre-flight checks.")
+@click.option("--keep", is_flag=True,
+              help="Keep the replicas ready past the walltime: run a pool controller in the "
+                   "foreground (as `nerschat pool start`; Ctrl-C drains them).")
 @click.option("--print-script", "--dry-run", "print_script", is_flag=True,
               help="Print the job scripts the site's provider would submit; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON on stdout.")
@@ -49,7 +52,7 @@ def launch(registry_path: str | None, shared: bool, engine: str | None, model: s
            account: str | None, qos: str | None, walltime: str | None, constraint: str | None,
            image: str | None, kind: str | None, served_name: str | None,
            options: tuple[str, ...], ttl: float | None, drain_before: float | None,
-           no_check: bool, print_script: bool, as_json: bool,
+           no_check: bool, keep: bool, print_script: bool, as_json: bool,
            extra_args: tuple[str, ...]) -> None:
     """Submit pilots as SLURM jobs that outlive this command; print their job ids.
 
@@ -57,6 +60,14 @@ def launch(registry_path: str | None, shared: bool, engine: str | None, model: s
     as `pending` at once (see `nerschat ls`). Arguments after `--` go to every server.
     """
     registry = open_registry(registry_path, shared)
+    if keep and not print_script:
+        from nerschat.cli.pool import keep_ready
+
+        keep_ready(registry, engine, model, replicas, gpus_per_replica, packs, site=site,
+                   account=account, qos=qos, walltime=walltime, constraint=constraint,
+                   image=image, kind=kind, served_name=served_name, options=options, ttl=ttl,
+                   drain_before=drain_before, no_check=no_check, extra_args=extra_args)
+        return
     module = resolve_site(site)
     members = build_replicas(engine, model, replicas, gpus_per_replica, packs, module,
                              image=image, extra_args=extra_args, kind=kind,  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": "nerschat.cli.serve:serve",
     "launch": "nerschat.cli.launch:launch",
     "prefetch": "nerschat.cli.launch:prefetch",
+    "pool": "nerschat.cli.pool:pool",
     "ls": "nerschat.cli.endpoints:ls",
     "wait": "nerschat.cli.endpoints:wait",
     "stop": "nerschat.cli.endpoints:stop",
@@ -69,6 +70,8 @@ COMMAND_ENVIRONMENT = {
                "NERSCHAT_CORES_PER_NODE", "NERSCHAT_LAUNCHER", "NERSCHAT_RUNTIME", "HF_HOME",
                "NERSC_HOST"],
     "prefetch": ["HF_HOME", "HF_TOKEN", "NERSC_HOST"],
+    "pool": ["NERSCHAT_REGISTRY", "NERSCHAT_ACCOUNT", "NERSCHAT_QOS", "NERSCHAT_WALLTIME",
+             "NERSCHAT_ENV", "NERSCHAT_PARTITION", "NERSCHAT_GPUS_PER_NODE", "NERSC_HOST"],
 }
 
 

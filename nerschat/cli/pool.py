@@ -1,0 +1,347 @@
+"""`nerschat pool start|status|stop`: replicas kept ready past any one walltime."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from types import FrameType
+
+import click
+from rich.table import Table
+
+from nerschat.cli.common import (
+    console,
+    format_age,
+    open_registry,
+    registry_option,
+    shared_option,
+)
+from nerschat.errors import FailureError, UsageError
+from nerschat.parsl.launch import SITES
+from nerschat.pool import state as store
+from nerschat.pool.accounting import usage
+from nerschat.pool.controller import Pool, Timing
+from nerschat.registry import Registry
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `15m`, `6h`, `2d` or `HH:MM:SS` as seconds; UsageError otherwise."""
+    text = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text)
+    if match:
+        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    parts = text.split(":")
+    if 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
+        seconds = 0.0
+        for part in parts:
+            seconds = seconds * 60 + int(part)
+        return seconds
+    raise UsageError(f"--duration {text!r} is not seconds, 15m, 6h, 2d or HH:MM:SS")
+
+
+def parse_replicas(text: str) -> tuple[int, int]:
+    """`N` or `MIN..MAX`; UsageError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?", text)
+    if not match:
+        raise UsageError(f"--replicas {text!r} is not N or MIN..MAX (e.g. 2..8)")
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) else low
+    if low < 1 or high < low:
+        raise UsageError(f"--replicas {text!r}: need 1 <= MIN <= MAX")
+    return low, high
+
+
+@click.group()
+def pool() -> None:
+    """Pools: keep N replicas ready for a duration, handing over before each walltime."""
+
+
+@pool.command(context_settings={"show_default": True})
+@click.option("--engine", type=click.Choice(["vllm", "tei", "stub"]), required=True)
+@click.option("--model", required=True, help="Model to serve (HF id or path).")
+@click.option("--replicas", default="1", metavar="N|MIN..MAX",
+              help="Replicas kept ready; MIN..MAX scales by the engines' waiting requests.")
+@click.option("--duration", default=None, metavar="15m|6h|HH:MM:SS",
+              help="Stop the pool after this long [default: until `nerschat pool stop`].")
+@click.option("--gpus-per-replica", type=click.IntRange(min=0), default=None,
+              help="GPUs per server [default: 1 for vllm/tei on a GPU site].")
+@click.option("--site", default=None, metavar="|".join(SITES), help="As for `nerschat launch`.")
+@click.option("--account", default=None, help="SLURM account [default: $NERSCHAT_ACCOUNT].")
+@click.option("--qos", default=None, help="SLURM QOS [default: $NERSCHAT_QOS, site default].")
+@click.option("--walltime", default=None, metavar="HH:MM:SS",
+              help="Walltime of each member job [default: $NERSCHAT_WALLTIME, site default].")
+@click.option("--constraint", default=None, help="SLURM constraint, e.g. 'gpu&hbm80g'.")
+@click.option("--image", default=None, help="Container image [default: the engine's pinned one].")
+@click.option("--kind", type=click.Choice(["llm", "embedding"]), default=None)
+@click.option("--served-name", default=None, help="Name clients ask for [default: model].")
+@click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
+              help="Engine option passed to each `nerschat serve` (repeatable).")
+@click.option("--ttl", type=click.FloatRange(min=0.5), default=15.0,
+              help="Heartbeat TTL of the members' entries, seconds (a frozen member is "
+                   "replaced after it).")
+@click.option("--drain-before", type=click.FloatRange(min=0), default=30.0,
+              help="A member drains on its own this many seconds before its walltime "
+                   "(the pool hands over earlier).")
+@click.option("--lead-floor", type=click.FloatRange(min=0), default=60.0,
+              help="Least lead time (s) a replacement is submitted before it is needed; "
+                   "the pool learns more from its members' queue and start-up times.")
+@click.option("--overlap", type=click.FloatRange(min=0), default=10.0,
+              help="Seconds a replacement is ready before the member it replaces drains.")
+@click.option("--period", type=click.FloatRange(min=0.1), default=1.0,
+              help="Seconds between controller rounds.")
+@click.option("--no-check", is_flag=True, help="Skip the pre-flight checks.")
+@click.option("--id", "pool_id", default=None, help="Pool id [default: pool-RANDOM].")
+@click.option("--detach", is_flag=True,
+              help="Run the controller in the background (log in the registry's logs/); "
+                   "print the pool id and return.")
+@click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
+@registry_option
+@shared_option
+def start(registry_path: str | None, shared: bool, engine: str, model: str, replicas: str,
+          duration: str | None, gpus_per_replica: int | None, site: str | None,
+          account: str | None, qos: str | None, walltime: str | None, constraint: str | None,
+          image: str | None, kind: str | None, served_name: str | None,
+          options: tuple[str, ...], ttl: float | None, drain_before: float, lead_floor: float,
+          overlap: float, period: float, no_check: bool, pool_id: str | None, detach: bool,
+          extra_args: tuple[str, ...]) -> None:
+    """Keep replicas of a model ready; runs the controller until the pool stops.
+
+    Members are `nerschat launch` jobs; each is replaced before its walltime (the old one
+    drains once the new one is ready) and after a loss (scancel, node failure, crash).
+    Ctrl-C (or `nerschat pool stop ID` from anywhere) drains every member and exits. Prints
+    the pool id on stdout.
+    """
+    registry = open_registry(registry_path, shared)
+    low, high = parse_replicas(replicas)
+    seconds = parse_duration(duration) if duration else None
+    if detach:
+        _detach(registry, pool_id or f"pool-{uuid.uuid4().hex[:6]}")
+        return
+    the_pool = Pool(
+        engine, model, (low, high), registry=registry, duration=seconds, pool_id=pool_id,
+        timing=Timing(period=period, lead_floor=lead_floor, overlap=overlap),
+        gpus_per_replica=gpus_per_replica, site=site, walltime=walltime, account=account,
+        qos=qos, constraint=constraint, image=image, kind=kind, served_name=served_name,
+        options=options, extra_args=extra_args, ttl=ttl, drain_before=drain_before,
+        check=not no_check,
+    )
+    run_in_foreground(the_pool, f"{replicas} {engine}:{model}")
+
+
+def run_in_foreground(the_pool: Pool, what: str) -> None:
+    """Print the pool id, run its controller; the first Ctrl-C/SIGTERM drains the members."""
+    registry = the_pool.registry
+    click.echo(the_pool.id)
+    sys.stdout.flush()
+    console.print(f"pool {the_pool.id}: keeping {what} ready; `nerschat pool status "
+                  f"{the_pool.id}` to watch, Ctrl-C or `nerschat pool stop {the_pool.id}` to "
+                  "stop", highlight=False)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            raise KeyboardInterrupt
+        console.print(f"pool {the_pool.id}: {signal.Signals(signum).name}, draining the "
+                      "members (again to leave them running)", highlight=False)
+        store.request_stop(registry, the_pool.id)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    final = the_pool.run()
+    summary = usage(final, time.time(), store.read_progress(registry, final.id))
+    console.print(f"pool {final.id} stopped: {len(final.members)} members, "
+                  f"{len(final.handovers)} hand-overs, {final.replaced_losses} losses replaced, "
+                  f"{summary.gpu_hours:.3f} GPU-hours", highlight=False)
+    if final.error:
+        raise FailureError(f"pool {final.id}: {final.error}")
+
+
+def keep_ready(registry: Registry, engine: str | None, model: str | None, replicas: int,
+               gpus_per_replica: int | None, packs: tuple[str, ...], *,
+               drain_before: float | None, no_check: bool, **launch_options: object) -> None:
+    """`nerschat launch --keep`: the same replicas, as a pool in the foreground."""
+    if packs or not (engine and model):
+        raise UsageError("--keep needs --engine and --model (a pool keeps copies of one "
+                         "server; start one pool per model of a --pack)")
+    if launch_options.get("ttl") is None:
+        launch_options["ttl"] = 15.0
+    the_pool = Pool(engine, model, replicas, registry=registry,
+                    gpus_per_replica=gpus_per_replica,
+                    drain_before=30.0 if drain_before is None else drain_before,
+                    check=not no_check, **launch_options)  # type: ignore[arg-type]
+    run_in_foreground(the_pool, f"{replicas} {engine}:{model}")
+
+
+def _detach(registry: Registry, pool_id: str, argv: list[str] | None = None) -> None:
+    """Re-run this command without --detach, in its own session, logging to the registry."""
+    registry.ensure()
+    if argv is None:
+        argv = [a for a in sys.argv[1:] if a != "--detach"] + ["--id", pool_id]
+    log = registry.log_dir / f"{pool_id}.log"
+    with open(log, "ab") as handle:
+        os.chmod(log, registry.file_mode)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nerschat.cli.main", *argv],
+            stdin=subprocess.DEVNULL, stdout=handle, stderr=handle, start_new_session=True)
+    deadline = time.monotonic() + 60
+    path = store.state_path(registry, pool_id)
+    before = path.stat().st_mtime if path.exists() else 0.0
+    while not path.exists() or path.stat().st_mtime == before:
+        if process.poll() is not None:
+            raise UsageError(f"pool controller exited with status {process.returncode}; "
+                             f"see {log}")
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    click.echo(pool_id)
+    console.print(f"pool {pool_id}: controller pid {process.pid}, log {log}", highlight=False)
+
+
+@pool.command()
+@click.argument("pool_id")
+@click.option("--detach", is_flag=True, help="Run the controller in the background.")
+@registry_option
+@shared_option
+def resume(registry_path: str | None, shared: bool, pool_id: str, detach: bool) -> None:
+    """Take over a pool whose controller died: its members are adopted, not restarted."""
+    registry = open_registry(registry_path, shared)
+    state = store.read_state(registry, pool_id)
+    if state.status == "stopped":
+        raise UsageError(f"pool {pool_id} has stopped; start a new one with 'nerschat pool "
+                         "start'")
+    if time.time() - state.heartbeat_at < 10:
+        raise UsageError(f"pool {pool_id}: its controller ({state.controller_host}:"
+                         f"{state.controller_pid}) ran {time.time() - state.heartbeat_at:.0f} s "
+                         "ago; stop it first or wait")
+    if detach:
+        _detach(registry, pool_id, ["pool", "resume", pool_id, *_registry_args(registry)])
+        return
+    the_pool = Pool.resume(registry, pool_id)
+    run_in_foreground(the_pool, f"{state.desired} {state.engine}:{state.model}")
+
+
+def _registry_args(registry: Registry) -> list[str]:
+    return ["--registry", str(registry.path), *(["--shared"] if registry.shared else [])]
+
+
+def status_dict(registry: Registry, state: store.PoolState, now: float) -> dict[str, object]:
+    """A pool's state with its usage and ready count, as `status --json` prints it."""
+    data = state.to_dict()
+    data["usage"] = usage(state, now, store.read_progress(registry, state.id)).to_dict()
+    data["ready"] = sum(1 for m in state.members if m.phase == "ready" and m.drain_at is None)
+    data["controller_age_s"] = round(now - state.heartbeat_at, 1)
+    return data
+
+
+@pool.command()
+@click.argument("pool_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the pools as JSON on stdout.")
+@click.option("--all", "show_all", is_flag=True, help="Also pools that have stopped.")
+@registry_option
+def status(registry_path: str | None, pool_id: str | None, as_json: bool,
+           show_all: bool) -> None:
+    """Show pools: desired replicas, members and their phases, hand-overs, GPU-hours."""
+    registry = open_registry(registry_path)
+    now = time.time()
+    if pool_id:
+        states = [store.read_state(registry, pool_id)]
+    else:
+        states = [s for s in store.list_states(registry) if show_all or s.status != "stopped"]
+    if as_json:
+        click.echo(json.dumps([status_dict(registry, s, now) for s in states], indent=1))
+        return
+    if not states:
+        console.print(f"no pools in {registry.path}", highlight=False)
+        return
+    for state in states:
+        _print_state(registry, state, now)
+
+
+def _print_state(registry: Registry, state: store.PoolState, now: float) -> None:
+    data = status_dict(registry, state, now)
+    use = usage(state, now, store.read_progress(registry, state.id))
+    span = (f"{state.min_replicas}..{state.max_replicas}"
+            if state.min_replicas != state.max_replicas else str(state.min_replicas))
+    left = "until stopped" if state.until is None else f"{format_age(state.until - now)} left"
+    console.print(
+        f"[bold]{state.id}[/bold] {state.engine}:{state.model} {state.status}, "
+        f"ready {data['ready']}/{state.desired} (replicas {span}), {left}, controller "
+        f"{state.controller_host}:{state.controller_pid} seen {format_age(now - state.heartbeat_at)}"
+        f" ago, lead time {state.lead_time_s:.0f}s", highlight=False)
+    table = Table("member", "job", "phase", "walltime left", "up", "note", box=None)
+    for m in state.members:
+        if not m.live and len(state.members) > 12:
+            continue
+        remaining = m.time_left(now)
+        table.add_row(m.id, m.job_id, m.phase, format_age(remaining) if m.live else "-",
+                      format_age(((m.ended_at or now) - m.started_at) if m.started_at else None),
+                      m.reason)
+    console.print(table)
+    for h in state.handovers[-5:]:
+        console.print(f"  hand-over {h.old} -> {h.new}: overlap {h.overlap_s:.1f}s",
+                      highlight=False)
+    line = (f"  used {use.gpu_hours:.3f} GPU-hours ({use.replica_hours:.3f} replica-hours), "
+            f"{state.replaced_losses} losses replaced, {len(state.handovers)} hand-overs")
+    if use.items_done is not None:
+        line += f"; {use.items_done}" + (f"/{use.items_total}" if use.items_total else "") + \
+            " items"
+        if use.items_per_gpu_hour is not None:
+            line += f", {use.items_per_gpu_hour:.0f} items/GPU-hour"
+        if use.gpu_hours_rest is not None:
+            line += f", about {use.gpu_hours_rest:.2f} GPU-hours for the rest"
+    console.print(line, highlight=False)
+
+
+@pool.command()
+@click.argument("pool_id")
+@click.option("--done", type=click.IntRange(min=0), required=True, help="Items finished so far.")
+@click.option("--total", type=click.IntRange(min=0), default=None, help="Items in the input.")
+@registry_option
+@shared_option
+def progress(registry_path: str | None, shared: bool, pool_id: str, done: int,
+             total: int | None) -> None:
+    """Record a workflow's progress for the pool's items per GPU-hour and rest estimate."""
+    registry = open_registry(registry_path, shared)
+    store.read_state(registry, pool_id)
+    store.write_progress(registry, pool_id, done, total)
+
+
+@pool.command()
+@click.argument("pool_id")
+@click.option("--wait/--no-wait", default=True, help="Wait until every member has left.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300.0,
+              help="Seconds to wait with --wait.")
+@registry_option
+@shared_option
+def stop(registry_path: str | None, shared: bool, pool_id: str, wait: bool,
+         timeout: float) -> None:
+    """Ask a pool's controller (any process, any node) to drain every member and exit."""
+    registry = open_registry(registry_path, shared)
+    store.request_stop(registry, pool_id)
+    console.print(f"pool {pool_id}: stop requested", highlight=False)
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        state = store.read_state(registry, pool_id)
+        if state.status == "stopped":
+            console.print(f"pool {pool_id}: stopped", highlight=False)
+            return
+        if time.time() - state.heartbeat_at > 60:
+            raise UsageError(f"pool {pool_id}: its controller ({state.controller_host}:"
+                             f"{state.controller_pid}) has not run for "
+                             f"{time.time() - state.heartbeat_at:.0f} s; stop its members with "
+                             "'nerschat stop'")
+        if time.monotonic() > deadline:
+            raise UsageError(f"pool {pool_id}: still {state.status} after {timeout:.0f} s; "
+                             "see 'nerschat pool status'")
+        time.sleep(0.5)
