@@ -94,7 +94,7 @@ async def test_pairwise_one_order_and_affinity_key_per_item() -> None:
 
 
 async def test_pairwise_gold_and_configurable_fields() -> None:
-    record = {"id": 7, "prompt": "Capital of France?", "left": "Paris", "right": "Lyon",
+    record = {"id": "7", "prompt": "Capital of France?", "left": "Paris", "right": "Lyon",
               "gold": "A"}
     result, _ = await run_pair(lambda p, b: single(slot_holding(p, "Paris")), record,
                                field_map={"question": "prompt", "answer_a": "left",
