@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from nerschat.cli.common import console, registry_option
 from nerschat.errors import FailureError
+from nerschat.judging.cli_options import judging_kwargs, judging_options, task_from_options
+from nerschat.judging.report import summarize_output, summary_table
 from nerschat.workflows.batch import BATCH_URLS
 from nerschat.workflows.core import RunReport, ShardRunner, run_items
-from nerschat.workflows.judge import DEFAULT_SYSTEM_PROMPT, JudgeOptions
+from nerschat.workflows.judge import DEFAULT_SYSTEM_PROMPT
 from nerschat.workflows.summary import batch_summary, failure_line, judge_summary
-from nerschat.workflows.tasks import BatchTask, ItemTask, JudgeTask
+from nerschat.workflows.tasks import BatchTask, ItemTask
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,21 +91,35 @@ def _finish(report: RunReport) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--both-orders", is_flag=True,
               help="Judge each item in the given and reversed order; report agreement.")
+@judging_options
 @execution_options
 def judge(input_path: str, output: str, model: str | None, system_prompt: str,
           template_file: str | None, temperature: float, reasoning_tokens: int,
           legacy_max_tokens: int | None, shuffle: bool, seed: int, both_orders: bool,
-          **run_options: Any) -> None:
-    """Judge candidate answers with an LLM: each line {id, question, answers: [...]}."""
+          **options: Any) -> None:
+    """Judge answers with an LLM, by one of four protocols (--mode).
+
+    \b
+    best-of   each line {id, question, answers: [...]}: which answer is best
+    pairwise  {id, question, answer_a, answer_b}: A, B or tie, both orders
+    score     {id, question, answer}: an integer on --scale, with its expected value
+    classify  {id, question, answer}: one of --labels, with its probability
+    A summary (SUMMARY.json, and `nerschat judge-report OUT` for plots) follows the run.
+    """  # noqa: D301 (click's \b paragraph marker must stay a backspace)
     if legacy_max_tokens is not None:
         reasoning_tokens = legacy_max_tokens  # the old name of --reasoning-tokens
-    options = JudgeOptions(
-        model=model, system_prompt=system_prompt, temperature=temperature,
-        reasoning_tokens=reasoning_tokens, shuffle=shuffle, seed=seed, both_orders=both_orders)
-    if template_file:
-        options.template = Path(template_file).read_text(encoding="utf-8")
-    report = _run(JudgeTask(options), input_path, output, model=model, **run_options)
-    console.print(judge_summary(report))
+    judging = judging_kwargs(options)
+    task = task_from_options(
+        model=model, system_prompt=system_prompt, template_file=template_file,
+        temperature=temperature, reasoning_tokens=reasoning_tokens, shuffle=shuffle, seed=seed,
+        both_orders=both_orders, **judging)
+    report = _run(task, input_path, output, model=model, **options)
+    if judging.get("mode", "best-of") == "best-of":
+        console.print(judge_summary(report))  # streams: no second pass over a huge output
+    else:
+        summary, path = summarize_output(output)
+        console.print(summary_table(summary))
+        console.print(f"summary: {path}; plots: nerschat judge-report {output}", highlight=False)
     _finish(report)
 
 

@@ -503,14 +503,20 @@ class BestOfTask:
         return item.id
 
     async def process(self, clients: Any, item: JudgeItem) -> dict[str, Any]:
-        """One output line, through `clients.openai` (the workflow core's entry point)."""
-        return await self.judge(clients.openai, item)
+        """One output line, through `clients.openai` (the workflow core's entry point).
 
-    async def judge(self, client: openai.AsyncOpenAI, item: JudgeItem) -> dict[str, Any]:
+        The reasoning is capped so the verdict request fits `clients.max_model_len` (tokens,
+        from the endpoints' registry entries) when the core knows it.
+        """
+        return await self.judge(clients.openai, item,
+                                max_model_len=getattr(clients, "max_model_len", None))
+
+    async def judge(self, client: openai.AsyncOpenAI, item: JudgeItem,
+                    max_model_len: int | None = None) -> dict[str, Any]:
         """Today's judge line for one item, with the affinity header on its requests."""
         if self.affinity:
             client = client.with_options(default_headers=affinity_headers(self.name, item.id))
-        result = await judge_item(client, item, self.options)
+        result = await judge_item(client, item, self.options, max_model_len=max_model_len)
         return {"id": result.pop("id"), "mode": self.mode, **result}
 
     def to_dict(self) -> dict[str, Any]:

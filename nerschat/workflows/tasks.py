@@ -144,4 +144,8 @@ def task_from_dict(spec: dict[str, Any]) -> ItemTask:
         return JudgeTask(JudgeOptions(**spec["options"]))
     if spec["task"] == "batch":
         return BatchTask()
+    if str(spec["task"]).startswith("judge-"):
+        from nerschat.judging.modes import task_from_dict as judging_task_from_dict
+
+        return judging_task_from_dict(spec)
     raise ValueError(f"unknown task {spec['task']!r}")
