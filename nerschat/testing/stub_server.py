@@ -130,7 +130,8 @@ class StubServer:
 
     async def _work(self, texts: int = 1) -> None:
         """Hold one of `capacity` slots for `latency` seconds, like one running sequence
-        (`texts` slots with capacity_unit="texts", at most the whole capacity)."""
+        (`texts` slots with capacity_unit="texts", at most the whole capacity).
+        """
         state = self.state
         slots = 1
         if self.settings.capacity_unit == "texts":
@@ -190,7 +191,8 @@ class StubServer:
 
     async def set_faults(self, request: web.Request) -> web.Response:
         """`POST /admin/faults {"error_every": 1, "error_status": 500, "slow_factor": 10,
-        "hang": true, ...}`: switch faults on or off while running (null clears a count)."""
+        "hang": true, ...}`: switch faults on or off while running (null clears a count).
+        """
         if not self._authorized(request):
             return web.json_response({"error": "Unauthorized"}, status=401)
         try:

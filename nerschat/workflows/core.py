@@ -92,7 +92,8 @@ def task_config(task: ItemTask) -> dict[str, Any]:
     if callable(config):
         return dict(config())
     spec = task.to_dict()
-    options = spec.get("options") if isinstance(spec.get("options"), dict) else {}
+    raw = spec.get("options")
+    options = raw if isinstance(raw, dict) else {}
     return {"task": spec.get("task"), **{k: v for k, v in options.items() if k != "attempts"}}
 
 
@@ -111,7 +112,7 @@ def rebuild_task(spec: dict[str, Any]) -> ItemTask:
     except ValueError:
         from nerschat.judging import task_from_dict as judging_task
 
-        return judging_task(spec)  # type: ignore[no-any-return]
+        return judging_task(spec)
 
 
 # -- configuration fingerprint ----------------------------------------------------------

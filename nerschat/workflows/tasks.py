@@ -38,9 +38,23 @@ class ItemTask(Protocol):
     `error_result(item, message)` (default: `{key: id, "error": message}`).
     """
 
-    name: str
-    key: str  # the id field, in input and output lines
-    kind: str | None  # which endpoints it needs (None: whatever the requests name)
+    @property
+    def name(self) -> str:
+        """The task's name in `to_dict()` and the run config ("judge", "batch", ...)."""
+        ...
+
+    @property
+    def key(self) -> str:
+        """The id field, in input and output lines ("id", "custom_id")."""
+        ...
+
+    @property
+    def kind(self) -> str | None:
+        """Which endpoints it needs ("llm", "embed"; None: whatever the requests name).
+
+        Read-only, so a class attribute typed `str` or `None` both satisfy it.
+        """
+        ...
 
     def parse(self, record: dict[str, Any]) -> Any: ...
 
