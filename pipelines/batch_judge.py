@@ -19,8 +19,8 @@ from rich.console import Console
 from nerschat.parsl.config import parsl_session, pilot_options_of
 from nerschat.parsl.pilots import running_pilots
 from nerschat.registry import Registry
-from nerschat.workflows.judge import JudgeOptions
 from nerschat.workflows.core import ShardRunner, run_items
+from nerschat.workflows.judge import JudgeOptions
 from nerschat.workflows.summary import judge_summary
 from nerschat.workflows.tasks import JudgeTask
 

@@ -20,7 +20,8 @@ def _int(value: Any) -> int | None:
 
 def describe_engine(base_url: str, api_key: str | None, public_url: str | None = None,
                     timeout: float = 5.0) -> dict[str, Any]:
-    """Endpoint fields for the server probed at `base_url` (`http://host:port`, no /v1);
+    """Endpoint fields for the server probed at `base_url` (`http://host:port`, no /v1).
+
     `public_url` is the same server as clients reach it (for `metrics_url`).
 
     Never raises: a field the engine does not describe is left out.

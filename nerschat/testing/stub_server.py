@@ -30,6 +30,8 @@ TEI_BODY_LIMIT = 2 * 1024 * 1024  # TEI answers 413 beyond this
 
 @dataclass
 class StubSettings:
+    """Fault knobs and advertised limits of one stub server (times in seconds, lengths in words)."""
+
     model: str
     kind: str = "llm"
     api_key: str | None = None
@@ -54,6 +56,8 @@ class StubSettings:
 
 @dataclass
 class StubState:
+    """Counters of one stub server, as its /metrics reports them (tokens are words)."""
+
     settings: StubSettings
     semaphore: asyncio.Semaphore
     received: int = 0
@@ -86,6 +90,8 @@ def _error(status: int, message: str, kind: str = "BadRequestError") -> web.Resp
 
 
 class StubServer:
+    """The aiohttp handlers of one stub server; `app()` wires them to the vLLM and TEI routes."""
+
     def __init__(self, settings: StubSettings):
         self.settings = settings
         self.state = StubState(settings, asyncio.Semaphore(settings.capacity))
@@ -94,6 +100,10 @@ class StubServer:
     # -- plumbing ---------------------------------------------------------------------
 
     def app(self) -> web.Application:
+        """The aiohttp application with every route the stub answers.
+
+        Request bodies are limited to 2 MiB (TEI_BODY_LIMIT, in bytes), as TEI does.
+        """
         app = web.Application(client_max_size=TEI_BODY_LIMIT)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
@@ -129,8 +139,10 @@ class StubServer:
         return None
 
     async def _work(self, texts: int = 1) -> None:
-        """Hold one of `capacity` slots for `latency` seconds, like one running sequence
-        (`texts` slots with capacity_unit="texts", at most the whole capacity)."""
+        """Hold one of `capacity` slots for `latency` seconds, like one running sequence.
+
+        With capacity_unit="texts" it holds `texts` slots (at most the whole capacity).
+        """
         state = self.state
         slots = 1
         if self.settings.capacity_unit == "texts":
@@ -189,8 +201,11 @@ class StubServer:
         return web.json_response({name: getattr(self.settings, name) for name in self.FAULTS})
 
     async def set_faults(self, request: web.Request) -> web.Response:
-        """`POST /admin/faults {"error_every": 1, "error_status": 500, "slow_factor": 10,
-        "hang": true, ...}`: switch faults on or off while running (null clears a count)."""
+        """`POST /admin/faults`: switch faults on or off while running.
+
+        Body: `{"error_every": 1, "error_status": 500, "slow_factor": 10, "hang": true, ...}`
+        (keys among FAULTS; null clears a count). 400 for other keys or a body that is not JSON.
+        """
         if not self._authorized(request):
             return web.json_response({"error": "Unauthorized"}, status=401)
         try:
@@ -206,9 +221,11 @@ class StubServer:
     # -- generic endpoints ------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        """`GET /health`: always 200 once listening (like vLLM after its model loads)."""
         return web.Response(status=200)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """`GET /metrics`: Prometheus text with vLLM's running/waiting/token counters."""
         s = self.state
         labels = f'{{model_name="{self.settings.model}"}}'
         text = (
@@ -222,6 +239,10 @@ class StubServer:
         return web.Response(text=text)
 
     async def models(self, request: web.Request) -> web.Response:
+        """`GET /v1/models`: one model card; 401 on a bad key.
+
+        The card carries `max_model_len` (tokens; the stub counts words as tokens).
+        """
         if not self._authorized(request):
             return web.json_response({"error": "Unauthorized"}, status=401)
         card = {
@@ -271,6 +292,11 @@ class StubServer:
         return "\n".join(parts)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/chat/completions`: a deterministic answer, streamed or not.
+
+        400 for bad `messages`, a served kind other than "llm", or (with `check_context`) a
+        prompt over `max_model_len` words.
+        """
         body = await self._begin(request, "llm", "The model does not support Chat Completions API")
         if isinstance(body, web.Response):
             return body
@@ -363,6 +389,7 @@ class StubServer:
         return response
 
     async def completions(self, request: web.Request) -> web.Response:
+        """`POST /v1/completions`: a deterministic completion of each prompt; 400 on a bad body."""
         body = await self._begin(request, "llm", "The model does not support Completions API")
         if isinstance(body, web.Response):
             return body
@@ -392,6 +419,7 @@ class StubServer:
     # -- embeddings -------------------------------------------------------------------
 
     async def embeddings(self, request: web.Request) -> web.Response:
+        """`POST /v1/embeddings`: deterministic unit vectors of `dim` floats; 400 on a bad body."""
         body = await self._begin(request, "embedding", "The model does not support Embeddings API")
         if isinstance(body, web.Response):
             return body
@@ -423,6 +451,11 @@ class StubServer:
         })
 
     async def tei_embed(self, request: web.Request) -> web.Response:
+        """`POST /embed` (TEI): a list of deterministic unit vectors of `dim` floats.
+
+        422 for bad `inputs` or more than `max_client_batch_size` of them; 413 for a text over
+        `max_input_length` words unless `truncate` is set.
+        """
         body = await self._begin(request, "embedding", "not an embedding model")
         if isinstance(body, web.Response):
             return body
@@ -471,6 +504,7 @@ class StubServer:
         return web.json_response([{"index": i, "score": scores[i]} for i in ranked])
 
     async def tei_info(self, request: web.Request) -> web.Response:
+        """`GET /info` (TEI): model and limits; 404 unless `api` is "tei", 401 on a bad key."""
         if self.settings.api != "tei":
             return web.json_response({"detail": "Not Found"}, status=404)
         if not self._authorized(request):
@@ -488,6 +522,7 @@ class StubServer:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The stub's command line (see `--help`); argparse exits 2 on bad arguments."""
     parser = argparse.ArgumentParser(prog="nerschat-stub", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -519,6 +554,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one stub server until it is stopped (or a `--fail-after` fault kills it)."""
     args = parse_args(argv)
     if args.startup_delay > 0:
         time.sleep(args.startup_delay)  # like a model load: the port is closed meanwhile

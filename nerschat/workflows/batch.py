@@ -23,6 +23,8 @@ BATCH_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 @dataclass(frozen=True)
 class BatchRequest:
+    """One line of an OpenAI batch file: a POST of `body` to `url` (one of BATCH_URLS)."""
+
     custom_id: str
     method: str
     url: str
@@ -30,6 +32,11 @@ class BatchRequest:
 
 
 def parse_batch_request(record: dict[str, Any]) -> BatchRequest:
+    """A BatchRequest from one batch-file record; raises FieldError for a missing or bad field.
+
+    Refused: a method other than POST, a url not in BATCH_URLS, a body that is not an object
+    or names no model, and streaming requests.
+    """
     custom_id = require_str(record, "custom_id")
     method = require_str(record, "method")
     if method.upper() != "POST":

@@ -92,7 +92,8 @@ def task_config(task: ItemTask) -> dict[str, Any]:
     if callable(config):
         return dict(config())
     spec = task.to_dict()
-    options = spec.get("options") if isinstance(spec.get("options"), dict) else {}
+    raw = spec.get("options")
+    options = raw if isinstance(raw, dict) else {}
     return {"task": spec.get("task"), **{k: v for k, v in options.items() if k != "attempts"}}
 
 
@@ -111,7 +112,7 @@ def rebuild_task(spec: dict[str, Any]) -> ItemTask:
     except ValueError:
         from nerschat.judging import task_from_dict as judging_task
 
-        return judging_task(spec)  # type: ignore[no-any-return]
+        return judging_task(spec)
 
 
 # -- configuration fingerprint ----------------------------------------------------------
@@ -232,6 +233,7 @@ class ResultIndex:
 
     @classmethod
     def build(cls, workdir: Path) -> ResultIndex:
+        """The index of every result file in `workdir` (empty if it does not exist)."""
         files = sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl")) if workdir.is_dir() else []
         hashes: list[np.ndarray] = []
         file_of: list[np.ndarray] = []
@@ -430,8 +432,10 @@ def _shard_items(task: ItemTask, shard_in: Path, done: set[int]
 
 
 def initial_limit(endpoints: list[Endpoint]) -> int:
-    """A starting point for the adaptive limit: twice what the endpoints say they run, at
-    most 256 (the limit grows from there while the latency stays flat).
+    """A starting point for the adaptive limit (requests in flight).
+
+    Twice what the endpoints say they run (32 each if unknown), between 16 and 256; the limit
+    grows from there while the latency stays flat.
     """
     return max(16, min(256, 2 * sum(e.capacity or 32 for e in endpoints)))
 
@@ -518,10 +522,15 @@ class ShardRunner:
 
     @property
     def uses_parsl(self) -> bool:
+        """True if shards run as Parsl apps (a config file given, or one already loaded)."""
         return self.parsl_loaded or self.config_path is not None
 
     def run(self, task: ItemTask, shards: list[tuple[Path, Path]], *, registry: str | None,
             in_flight: int | None, timeout: float) -> list[dict[str, Any]]:
+        """Run `shards` (input, result path pairs); one report dict per in-process run or Parsl app.
+
+        `timeout` is seconds per request; `in_flight` caps concurrent requests (None: adaptive).
+        """
         if not self.uses_parsl:
             return [asyncio.run(run_shards_async(task, shards, registry=registry,
                                                  timeout=timeout, in_flight=in_flight))]
@@ -552,6 +561,7 @@ class RunReport:
 
     @property
     def items_per_second(self) -> float:
+        """Items processed per second of wall time (0.0 for a zero-length run)."""
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
 

@@ -1,5 +1,7 @@
-"""Reading a corpus to embed as a stream: JSONL (`id`, `text`), a directory of text files,
-or Parquet. Each document comes with its place (line, file or row) for error messages.
+"""Reading a corpus to embed as a stream.
+
+Formats: JSONL (`id`, `text`), a directory of text files, or Parquet. Each document comes with
+its place (line, file or row) for error messages.
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ class EmbedOptions:
             raise UsageError("give either a prompt name or a prefix, not both")
 
     def config(self) -> dict[str, Any]:
+        """What the vectors depend on (fingerprinted): model, prompt name, prefix, truncation."""
         return {"task": "embed", "model": self.model, "prompt_name": self.prompt_name,
                 "prefix": self.prefix, "truncate": self.truncate}
 
@@ -160,6 +161,7 @@ class BatchOutcome:
 
     @property
     def truncated(self) -> int:
+        """How many documents of the batch the server truncated."""
         return len(self.truncated_at)
 
 
@@ -285,6 +287,7 @@ class Embedder:
 # -- shard files --------------------------------------------------------------------------
 
 def shard_files(outdir: Path, shard: int) -> tuple[Path, Path, Path]:
+    """The vectors (`.npy`), ids (`.ids.jsonl`) and manifest (`.json`) paths of shard `shard`."""
     stem = f"shard-{shard:05d}"
     return outdir / f"{stem}.npy", outdir / f"{stem}.ids.jsonl", outdir / f"{stem}.json"
 
@@ -549,6 +552,7 @@ class EmbedReport:
 
     @property
     def texts_per_second(self) -> float:
+        """Texts embedded per second of wall time in this run (0.0 for a zero-length run)."""
         return self.computed_texts / self.seconds if self.seconds > 0 else 0.0
 
 

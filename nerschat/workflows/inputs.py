@@ -1,7 +1,7 @@
-"""Reading inputs as a stream, with errors that say file, line and field.
+r"""Reading inputs as a stream, with errors that say file, line and field.
 
 Every bad line becomes one `InputError` (`FILE:LINE: field 'x': what is wrong`): bytes that
-are not UTF-8, malformed JSON, text with lone surrogate escapes (`"\\ud83d"`, which cannot be
+are not UTF-8, malformed JSON, text with lone surrogate escapes (`"\ud83d"`, which cannot be
 written back as UTF-8), fields of the wrong type. Nothing is held beyond the current line.
 """
 

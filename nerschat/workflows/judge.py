@@ -38,6 +38,8 @@ MAX_CANDIDATES = len(string.ascii_uppercase)
 
 @dataclass(frozen=True)
 class JudgeItem:
+    """One item to judge: its id, candidate answers, and the other fields the template may use."""
+
     id: str
     answers: list[str]
     fields: dict[str, Any]  # everything the template may use (question, context, ...)
@@ -45,6 +47,12 @@ class JudgeItem:
 
 @dataclass
 class JudgeOptions:
+    """How the judge asks: model, prompts, sampling, order shuffling and retries.
+
+    `reasoning_tokens` is a token budget (>= 0); `attempts` is per item (>= 1); ValueError
+    otherwise.
+    """
+
     model: str | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     template: str = DEFAULT_TEMPLATE
@@ -64,6 +72,11 @@ class JudgeOptions:
 
 
 def parse_judge_item(record: dict[str, Any]) -> JudgeItem:
+    """A JudgeItem from one record `{id, answers, ...}`; raises FieldError for a bad field.
+
+    Refused: a missing or non-string id, missing, empty or non-string answers, a `candidates`
+    field (it shadows the template's), a `reference` that is not an in-range 0-based index.
+    """
     item_id = require_str(record, "id")
     if "answers" not in record:
         raise FieldError("answers", "missing")
@@ -124,6 +137,11 @@ def candidate_order(item: JudgeItem, options: JudgeOptions) -> list[int]:
 
 
 def build_messages(item: JudgeItem, order: list[int], options: JudgeOptions) -> list[dict[str, str]]:
+    """Chat messages: the system prompt (if any), then the template filled with the answers.
+
+    `order` lists answer indexes; they are shown under labels A, B, ... in that order. Raises
+    KeyError if the template names a field the item lacks (check_template catches that first).
+    """
     labels = string.ascii_uppercase
     candidates = "\n".join(f"{labels[pos]}. {item.answers[i]}" for pos, i in enumerate(order))
     prompt = options.template.format(candidates=candidates, **item.fields)

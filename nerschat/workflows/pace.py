@@ -50,6 +50,7 @@ class AdaptiveLimit:
 
     @property
     def current(self) -> int:
+        """The current concurrency limit, as a whole number of requests."""
         return int(self.limit)
 
 

@@ -48,6 +48,7 @@ class LineCounter:
         self.tokens = 0
 
     def poll(self) -> int:
+        """Read what was appended since the last poll; returns the total items counted so far."""
         for path in self.files():
             offset = self._offsets.get(path, 0)
             try:
@@ -71,6 +72,10 @@ class LineCounter:
 
 
 def endpoint_load(registry: Registry, model: str | None, kind: str | None) -> list[tuple[str, str]]:
+    """`(endpoint id, "R running, W waiting")` rows for the endpoints of `model` and `kind`.
+
+    Read from each endpoint's metrics (1 s timeout each); an unreachable one reads "unreachable".
+    """
     rows = []
     for endpoint in registry.endpoints(model, kind):
         names = METRIC_NAMES["tei" if endpoint.engine == "tei" else "vllm"]
@@ -134,6 +139,7 @@ class RunProgress:
                 live.update(self._render())
 
     def refresh(self) -> None:
+        """Update the bar from the result files: items done, items/s, errors, tokens/s."""
         done = self.counter.poll()
         elapsed = max(1e-9, time.monotonic() - self._started)
         tokens = f"{self.counter.tokens / elapsed:.0f} tokens/s" if self.counter.tokens else ""
