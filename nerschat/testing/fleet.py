@@ -28,7 +28,7 @@ class PilotProcess:
     def server_pid(self) -> int | None:
         """The engine server's pid (the pilot's only child), from /proc."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
             return int(children.read_text().split()[0])
         return None
 
