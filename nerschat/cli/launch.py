@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from nerschat.cli.common import console, open_registry, registry_option, shared_option
 from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, resolve_site, submit
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def job_options(func: F) -> F:
+    """The SLURM job and server options `launch` and `pool start` share."""
+    options = [
+        click.option("--account", default=None,
+                     help="SLURM account [default: $NERSCHAT_ACCOUNT]."),
+        click.option("--qos", default=None,
+                     help="SLURM QOS [default: $NERSCHAT_QOS, site default]."),
+        click.option("--walltime", default=None, metavar="HH:MM:SS",
+                     help="Walltime of each job [default: $NERSCHAT_WALLTIME, site default]."),
+        click.option("--constraint", default=None, help="SLURM constraint, e.g. 'gpu&hbm80g'."),
+        click.option("--image", default=None,
+                     help="Container image [default: the engine's pinned one]."),
+        click.option("--kind", type=click.Choice(["llm", "embedding"]), default=None),
+        click.option("--served-name", default=None, help="Name clients ask for [default: model]."),
+        click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
+                     help="Engine option passed to each `nerschat serve` (repeatable)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 @click.command(context_settings={"show_default": True})
@@ -23,16 +49,7 @@ from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, r
               help="Site config: a name in parsl_configs/ or a path to a config file "
                    "[default: perlmutter on Perlmutter, else slurm where sbatch exists, else "
                    "local].")
-@click.option("--account", default=None, help="SLURM account [default: $NERSCHAT_ACCOUNT].")
-@click.option("--qos", default=None, help="SLURM QOS [default: $NERSCHAT_QOS, site default].")
-@click.option("--walltime", default=None, metavar="HH:MM:SS",
-              help="Job walltime [default: $NERSCHAT_WALLTIME, site default].")
-@click.option("--constraint", default=None, help="SLURM constraint, e.g. 'gpu&hbm80g'.")
-@click.option("--image", default=None, help="Container image [default: the engine's pinned one].")
-@click.option("--kind", type=click.Choice(["llm", "embedding"]), default=None)
-@click.option("--served-name", default=None, help="Name clients ask for [default: model].")
-@click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
-              help="Engine option passed to each `nerschat serve` (repeatable).")
+@job_options
 @click.option("--ttl", type=click.FloatRange(min=0.5), default=None,
               help="Heartbeat TTL of the pilots' entries, seconds.")
 @click.option("--drain-before", type=click.FloatRange(min=0), default=None,

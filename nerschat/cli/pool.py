@@ -22,6 +22,7 @@ from nerschat.cli.common import (
     registry_option,
     shared_option,
 )
+from nerschat.cli.launch import job_options
 from nerschat.errors import FailureError, UsageError
 from nerschat.parsl.launch import SITES
 from nerschat.pool import state as store
@@ -74,16 +75,7 @@ def pool() -> None:
 @click.option("--gpus-per-replica", type=click.IntRange(min=0), default=None,
               help="GPUs per server [default: 1 for vllm/tei on a GPU site].")
 @click.option("--site", default=None, metavar="|".join(SITES), help="As for `nerschat launch`.")
-@click.option("--account", default=None, help="SLURM account [default: $NERSCHAT_ACCOUNT].")
-@click.option("--qos", default=None, help="SLURM QOS [default: $NERSCHAT_QOS, site default].")
-@click.option("--walltime", default=None, metavar="HH:MM:SS",
-              help="Walltime of each member job [default: $NERSCHAT_WALLTIME, site default].")
-@click.option("--constraint", default=None, help="SLURM constraint, e.g. 'gpu&hbm80g'.")
-@click.option("--image", default=None, help="Container image [default: the engine's pinned one].")
-@click.option("--kind", type=click.Choice(["llm", "embedding"]), default=None)
-@click.option("--served-name", default=None, help="Name clients ask for [default: model].")
-@click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
-              help="Engine option passed to each `nerschat serve` (repeatable).")
+@job_options
 @click.option("--ttl", type=click.FloatRange(min=0.5), default=15.0,
               help="Heartbeat TTL of the members' entries, seconds (a frozen member is "
                    "replaced after it).")

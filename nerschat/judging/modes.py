@@ -47,10 +47,9 @@ from nerschat.workflows.judge import (
     DEFAULT_SYSTEM_PROMPT,
     JudgeItem,
     JudgeOptions,
-    check_template,
     judge_item,
-    parse_judge_item,
 )
+from nerschat.workflows.tasks import JudgeTask
 
 PAIRWISE_SYSTEM_PROMPT = (
     "You are a careful, impartial judge. Compare two answers to the same question on "
@@ -477,30 +476,19 @@ class ClassifyTask(_Protocol):
         return self._line(item, result, decision.label, decision.usage)
 
 
-class BestOfTask:
+class BestOfTask(JudgeTask):
     """Today's judge (`nerschat.workflows.judge`: pick the best of N candidates).
 
-    Adds the prefix-affinity header and `"mode": "best-of"` on each line.
+    The workflow core's `JudgeTask`, plus the prefix-affinity header on its requests and
+    `"mode": "best-of"` on each line.
     """
 
     name = "judge-best-of"
     mode = "best-of"
-    key = "id"
-    kind = "llm"
 
     def __init__(self, options: JudgeOptions | None = None, affinity: bool = True):
-        self.options = options or JudgeOptions()
+        super().__init__(options)
         self.affinity = affinity
-
-    def parse(self, record: dict[str, Any]) -> JudgeItem:
-        """Check one input line as today's judge does (FieldError naming the field)."""
-        item = parse_judge_item(record)
-        check_template(item, self.options.template)
-        return item
-
-    def item_id(self, item: JudgeItem) -> str:
-        """The item's id (the output key)."""
-        return item.id
 
     async def process(self, clients: Any, item: JudgeItem) -> dict[str, Any]:
         """One output line, through `clients.openai` (the workflow core's entry point).
@@ -526,10 +514,6 @@ class BestOfTask:
     def needs_model(self) -> bool:
         """True until a model is named or bound."""
         return self.options.model is None
-
-    def bind_model(self, model: str) -> None:
-        """Name the served model every request asks for."""
-        self.options.model = model
 
 
 JudgingTask = PairwiseTask | ScoreTask | ClassifyTask | BestOfTask

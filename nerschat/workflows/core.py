@@ -39,7 +39,13 @@ from rich.markup import escape
 from nerschat.errors import UsageError
 from nerschat.registry import Endpoint, Registry
 from nerschat.workflows.atomic import OutputError, atomic_write, write_json
-from nerschat.workflows.inputs import FieldError, InputError, decode_line, invalid_line, iter_lines
+from nerschat.workflows.inputs import (
+    InputError,
+    decode_line,
+    invalid_line,
+    iter_lines,
+    parse_line,
+)
 from nerschat.workflows.pace import AdaptiveLimit, drive
 from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
 
@@ -319,14 +325,8 @@ def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | 
     ids = array.array("Q")
     invalid = 0
     for number, raw in iter_lines(path):
-        value = decode_line(path, number, raw)
         try:
-            if isinstance(value, InputError):
-                raise value
-            try:
-                item = task.parse(value)
-            except FieldError as exc:
-                raise InputError(path, number, exc.field, str(exc)) from None
+            _, item = parse_line(path, number, raw, task.parse)
         except InputError as exc:
             if not skip_invalid:
                 raise

@@ -8,7 +8,7 @@ written back as UTF-8), fields of the wrong type. Nothing is held beyond the cur
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,22 @@ def decode_line(path: str | Path, number: int, raw_bytes: bytes) -> Any:
     return value
 
 
+def parse_line(path: str | Path, number: int, raw: bytes,
+               parse: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """(decoded JSON value, parsed item) of one input line.
+
+    Raises InputError (`FILE:LINE: field 'x': ...`) for a line that is not JSON or that
+    `parse` refuses with a FieldError.
+    """
+    value = decode_line(path, number, raw)
+    if isinstance(value, InputError):
+        raise value
+    try:
+        return value, parse(value)
+    except FieldError as exc:
+        raise InputError(path, number, exc.field, str(exc)) from None
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes without the line end) of each non-blank line."""
     path = Path(path)
@@ -139,14 +155,8 @@ def read_records(path: str | Path, parse: Any, id_of: Any, *,
     invalid: list[Invalid] = []
     first_line: dict[str, int] = {}
     for number, raw in iter_lines(path):
-        value = decode_line(path, number, raw)
         try:
-            if isinstance(value, InputError):
-                raise value
-            try:
-                item = parse(value)
-            except FieldError as exc:
-                raise InputError(path, number, exc.field, str(exc)) from None
+            value, item = parse_line(path, number, raw, parse)
             item_id = id_of(item)
             if item_id in first_line:
                 raise InputError(path, number, "id", f"duplicate id {item_id!r} (first on "
