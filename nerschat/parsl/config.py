@@ -21,6 +21,7 @@ loaded module with one-line errors when a piece is missing.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
@@ -280,3 +281,20 @@ def parsl_session(config_path: str | os.PathLike[str] | None) -> Iterator[Module
     finally:
         dfk.cleanup()
         parsl.clear()
+
+
+def add_pilot_arguments(parser: argparse.ArgumentParser, *, model: str) -> None:
+    """The arguments every pipeline script in `pipelines/` takes to run its pilots.
+
+    `input`, `-o/--output`, `--config` (a Parsl config file), `--engine`, `--model`
+    (default `model`), `--pilots` (servers to start), `--registry` (default
+    `$NERSCHAT_REGISTRY`) and `--ready-timeout` (seconds for the pilots to become ready).
+    """
+    parser.add_argument("input", type=Path)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--config", default="parsl_configs/local.py")
+    parser.add_argument("--engine", default="vllm")
+    parser.add_argument("--model", default=model)
+    parser.add_argument("--pilots", type=int, default=1, help="servers to start")
+    parser.add_argument("--registry", default=os.environ.get("NERSCHAT_REGISTRY"))
+    parser.add_argument("--ready-timeout", type=float, default=900.0)

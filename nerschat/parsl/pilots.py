@@ -13,6 +13,7 @@ ignore.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import time
 import uuid
@@ -23,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from nerschat.errors import FailureError
+from nerschat.errors import FailureError, UsageError
 from nerschat.pilot.pilot import PilotConfig, group_stop_id
 from nerschat.registry import Endpoint, Registry
 
@@ -178,3 +179,28 @@ def running_pilots(engine: str, model: str, count: int = 1, *,
         console.print(f"{len(ready)} pilot(s) ready: {', '.join(e.url for e in ready)}",
                       highlight=False)
         yield ready
+
+
+@contextlib.contextmanager
+def pipeline_pilots(args: argparse.Namespace, console: Console | None = None,
+                    **pilot_options: Any) -> Iterator[tuple[Registry, list[Endpoint]]]:
+    """Run a pipeline script's pilots around its work, yielding (registry, ready endpoints).
+
+    Loads `args.config`, starts `args.pilots` pilots of `args.engine`/`args.model`, and
+    afterwards stops the pilots and cleans up Parsl.
+
+    `args` carries what `nerschat.parsl.config.add_pilot_arguments` adds; the config
+    module's site options for the engine are passed to the pilots, then `pilot_options`.
+    Raises PilotLaunchError if a pilot fails before it is ready.
+    """
+    from nerschat.parsl.config import parsl_session, pilot_options_of
+
+    registry = Registry.of(args.registry)
+    with parsl_session(args.config) as module:
+        if module is None:
+            raise UsageError("pipeline_pilots needs a Parsl config file (--config)")
+        options = {**pilot_options_of(module, args.engine), **pilot_options}
+        with running_pilots(args.engine, args.model, args.pilots, registry=registry,
+                            ready_timeout=args.ready_timeout, console=console,
+                            **options) as ready:
+            yield registry, ready
