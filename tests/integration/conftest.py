@@ -2,11 +2,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import nerschat
+from nerschat.pilot.local_engine import engine_python
+from nerschat.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,3 +63,27 @@ def sbatch(*args: str) -> str:
 
 def have_slurm_packages() -> bool:
     return shutil.which("sbatch") is not None
+
+
+@pytest.fixture(scope="session")
+def real_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The two real local vLLM pilots (gemma-3-270m, MiniLM), started once per session."""
+    if not engine_python().exists():
+        pytest.fail("local engine missing: run scripts/setup-local-engine.sh")
+    registry = Registry(tmp_path_factory.mktemp("real") / "registry")
+    pilots = [subprocess.Popen([sys.executable, "-m", "nerschat.cli.main", "serve", "--engine",
+                                "vllm", "--model", model, "--registry", str(registry.path),
+                                "--ready-timeout", "1200"])
+              for model in ("local:gemma-3-270m", "local:minilm")]
+    started = time.monotonic()
+    try:
+        for model in ("gemma-3-270m", "all-MiniLM-L6-v2"):
+            nerschat.wait_for_endpoints(registry, model, timeout=1300)
+        print(f"real pilots ready in {time.monotonic() - started:.0f} s")
+        yield registry
+    finally:
+        for pilot in pilots:
+            pilot.send_signal(signal.SIGTERM)
+        for pilot in pilots:
+            assert pilot.wait(120) == 0
+        assert registry.scan().entries == []

@@ -7,18 +7,13 @@ within the scale, whatever a small model reasons. Needs scripts/setup-local-engi
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import nerschat
 from nerschat.judging import make_task
 from nerschat.judging.report import summarize_output
-from nerschat.pilot.local_engine import engine_python
 from nerschat.registry import Registry
 from nerschat.workflows.orchestrate import run_items
 
@@ -32,20 +27,10 @@ QUESTIONS = [("What is the capital of France?", "Paris", "Berlin"),
              ("Which planet is closest to the sun?", "Mercury", "Venus")]
 
 
-@pytest.fixture(scope="module")
-def gemma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    if not engine_python().exists():
-        pytest.fail("local engine missing: run scripts/setup-local-engine.sh")
-    registry = Registry(tmp_path_factory.mktemp("judging-real") / "registry")
-    pilot = subprocess.Popen([*NERSCHAT, "serve", "--engine", "vllm", "--model",
-                              "local:gemma-3-270m", "--registry", str(registry.path),
-                              "--ready-timeout", "1200"])
-    try:
-        nerschat.wait_for_endpoints(registry, LLM, timeout=1300)
-        yield registry
-    finally:
-        pilot.send_signal(signal.SIGTERM)
-        assert pilot.wait(120) == 0
+@pytest.fixture
+def gemma(real_registry: Registry) -> Registry:
+    """The session's real gemma-3-270m pilot (shared with test_real_engine.py)."""
+    return real_registry
 
 
 def write_items(path: Path) -> Path:

@@ -7,11 +7,8 @@ pilots serves every test here: vLLM takes minutes to start on CPU.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,28 +25,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(1800)]
 
 LLM, EMBEDDER = "gemma-3-270m", "all-MiniLM-L6-v2"
 NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
-
-
-@pytest.fixture(scope="module")
-def real_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    if not engine_python().exists():
-        pytest.fail("local engine missing: run scripts/setup-local-engine.sh")
-    registry = Registry(tmp_path_factory.mktemp("real") / "registry")
-    pilots = [subprocess.Popen([*NERSCHAT, "serve", "--engine", "vllm", "--model", model,
-                                "--registry", str(registry.path), "--ready-timeout", "1200"])
-              for model in ("local:gemma-3-270m", "local:minilm")]
-    started = time.monotonic()
-    try:
-        for model in (LLM, EMBEDDER):
-            nerschat.wait_for_endpoints(registry, model, timeout=1300)
-        print(f"real pilots ready in {time.monotonic() - started:.0f} s")
-        yield registry
-    finally:
-        for pilot in pilots:
-            pilot.send_signal(signal.SIGTERM)
-        for pilot in pilots:
-            assert pilot.wait(120) == 0
-        assert registry.scan().entries == []
 
 
 def test_chat_completion_and_stream(real_registry: Registry) -> None:
