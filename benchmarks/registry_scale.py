@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nerschat.client.pool import EndpointPool, NoEndpointAvailable
+from nerschat.client.routing import EndpointPool, NoEndpointAvailable
 from nerschat.registry import ENTRY_SUFFIX, Endpoint, Registry
 
 REFRESH_INTERVAL = 2.0  # EndpointPool's default, and the old loop's

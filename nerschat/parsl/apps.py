@@ -3,7 +3,7 @@
 Each factory binds a plain function to an executor label, following Parsl's advice to keep
 the logic in plain functions and make apps at run time:
 
-    from nerschat.parsl.apps import judge_shard_app
+    from nerschat.parsl.apps import item_shard_app
     futures = [item_shard_app("cpu")(task_spec, shard_in, shard_out, registry)
                for shard_in, shard_out in shards]
 """
@@ -47,6 +47,3 @@ def smoke_test_app(executor: str = CLIENT_EXECUTOR) -> Any:
     from nerschat.parsl.pilots import smoke_test
 
     return _app(smoke_test, executor)
-
-
-judge_shard_app = item_shard_app  # the former name (judge and run-batch share one app)

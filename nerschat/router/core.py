@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx2
 
-from nerschat.client.pool import EndpointPool
+from nerschat.client.routing import EndpointPool
 from nerschat.client.transport import (
     FAILOVER_ERRORS,
     FAILOVER_STATUSES,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ class FieldError(ValueError):
     def __init__(self, field: str | None, message: str):
         super().__init__(message)
         self.field = field
-
-
-@dataclass
-class Invalid:
-    """One rejected line: its number, the one-line error and (a prefix of) its text."""
-
-    line: int
-    error: str
-    raw: str
 
 
 def _surrogate_path(value: Any, path: str = "") -> str | None:
@@ -133,39 +123,3 @@ def invalid_line(number: int, error: str, raw: bytes | str) -> str:
     """One errors-file line for a rejected input line (ASCII-safe JSON)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     return json.dumps({"line": number, "error": error, "raw": text[:2000]}) + "\n"
-
-
-@dataclass
-class Parsed:
-    """Everything `read_records` found: items, rejected lines, and each item's record."""
-
-    items: list[Any]
-    invalid: list[Invalid]
-    records: list[dict[str, Any]]
-
-
-def read_records(path: str | Path, parse: Any, id_of: Any, *,
-                 skip_invalid: bool = False) -> Parsed:
-    """Parse every line into memory (small inputs; the workflows stream instead).
-
-    Raises the first InputError unless `skip_invalid` collects them.
-    """
-    items: list[Any] = []
-    records: list[dict[str, Any]] = []
-    invalid: list[Invalid] = []
-    first_line: dict[str, int] = {}
-    for number, raw in iter_lines(path):
-        try:
-            value, item = parse_line(path, number, raw, parse)
-            item_id = id_of(item)
-            if item_id in first_line:
-                raise InputError(path, number, "id", f"duplicate id {item_id!r} (first on "
-                                                     f"line {first_line[item_id]})")
-            first_line[item_id] = number
-            items.append(item)
-            records.append(value)
-        except InputError as exc:
-            if not skip_invalid:
-                raise
-            invalid.append(Invalid(number, str(exc), raw.decode("utf-8", "replace")))
-    return Parsed(items, invalid, records)

@@ -13,8 +13,8 @@ from nerschat.judging.plots import draw
 from nerschat.judging.report import summarize_output
 from nerschat.registry import Registry
 from nerschat.testing.fleet import StubFleet, server_counters
+from nerschat.workflows.core import run_items
 from nerschat.workflows.inputs import InputError
-from nerschat.workflows.orchestrate import run_items
 
 MODELS = ["alpha", "beta", "gamma"]
 

@@ -15,7 +15,7 @@ import pytest
 from nerschat.judging import make_task
 from nerschat.judging.report import summarize_output
 from nerschat.registry import Registry
-from nerschat.workflows.orchestrate import run_items
+from nerschat.workflows.core import run_items
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(1800)]
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import nerschat.registry as registry_module
-from nerschat.client.pool import EndpointPool
+from nerschat.client.routing import EndpointPool
 from nerschat.registry import Registry, RegistryView
 from tests.conftest import make_endpoint
 

@@ -13,7 +13,7 @@ from scripted import Scripted, single
 
 from nerschat.judging import AFFINITY_HEADER, make_task, task_from_dict
 from nerschat.judging.modes import ClassifyTask, JudgingConfigError, PairwiseTask, ScoreTask
-from nerschat.workflows.inputs import FieldError, InputError, read_records
+from nerschat.workflows.inputs import FieldError, InputError, iter_lines, parse_line
 
 PAIR = {"id": "p1", "question": "Capital of France?", "answer_a": "Paris", "answer_b": "Lyon",
         "model_a": "good", "model_b": "bad"}
@@ -111,7 +111,8 @@ def test_pairwise_missing_template_field_is_file_line_error(tmp_path: Path) -> N
     lines = [{**PAIR, "reference": "Paris"}, {**PAIR, "id": "p2"}]
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with pytest.raises(InputError, match=r"pairs.jsonl:2: field 'reference': used by the prompt"):
-        read_records(source, task.parse, task.item_id)
+        for number, raw in iter_lines(source):
+            parse_line(source, number, raw, task.parse)
     with pytest.raises(FieldError) as caught:
         task.parse({k: v for k, v in PAIR.items() if k != "answer_b"} | {"reference": "x"})
     assert caught.value.field == "answer_b"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nerschat.client.pool import EndpointPool
+from nerschat.client.routing import EndpointPool
 from nerschat.errors import UsageError
 from nerschat.registry import Endpoint, Registry
 from nerschat.router.entry import (
