@@ -659,25 +659,35 @@ class Registry:
         with self._lock:
             self._published[endpoint.id] = {**data, "heartbeat_at": None}
 
-    def heartbeat(self, endpoint: Endpoint, now: float | None = None) -> None:
+    def heartbeat(self, endpoint: Endpoint, now: float | None = None, *,
+                  recreate: bool = True) -> bool:
         """Renew an entry's heartbeat: sets `endpoint.heartbeat_at` and the file's mtime.
 
-        In place (no rename, so clients' directory checks see no change) when nothing else
-        changed since this process last published it; otherwise (or if the file is gone)
-        publishes the whole entry.
+        In place (one `utime`, no rename, so clients' directory checks see no change) when
+        nothing else changed since this process last published it; otherwise publishes the
+        whole entry. An entry whose file is gone is written again, unless `recreate` is
+        False: then nothing is written and the call returns False (a pilot takes that as a
+        stop: someone removed its entry). Returns True when the heartbeat was renewed.
         """
         endpoint.heartbeat_at = time.time() if now is None else now
         with self._lock:
             same = self._published.get(endpoint.id) == {**endpoint.to_dict(),
                                                          "heartbeat_at": None}
+        path = self.entry_path(endpoint.id)
         if same:
             ns = int(endpoint.heartbeat_at * 1e9)
             try:
-                os.utime(self.entry_path(endpoint.id), ns=(ns, ns), follow_symlinks=False)
-                return
+                os.utime(path, ns=(ns, ns), follow_symlinks=False)
+                return True
+            except FileNotFoundError:
+                if not recreate:
+                    return False
             except OSError:
-                pass  # pruned, removed or replaced by someone else: write it again
+                pass  # replaced by someone else's file: write ours again
+        elif not recreate and not path.exists():
+            return False
         self.publish(endpoint)
+        return True
 
     def remove(self, endpoint_id: str) -> None:
         """Unlink `DIR/ID.json` and `DIR/ID.stop` (never anything outside the directory)."""

@@ -574,12 +574,11 @@ class Pilot:
         entry = self._entry
         if self._removed:
             return
-        if self._published and not self.registry.entry_path(entry.id).exists():
+        if not self.registry.heartbeat(entry, recreate=not self._published):
             self._removed = True
             self.stop.set("entry removed from the registry (stopped or pruned while a "
                           "heartbeat was late)")
             return
-        self.registry.heartbeat(entry)
         self._published = True
 
     def _set_state(self, state: State, **changes: Any) -> None:

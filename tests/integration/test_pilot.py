@@ -95,6 +95,15 @@ def test_pilot_killed_leaves_a_stale_entry_nobody_uses(fleet: StubFleet,
                "the orphaned server to exit")
 
 
+def test_entry_removed_by_someone_else_stops_the_pilot(fleet: StubFleet,
+                                                       registry: Registry) -> None:
+    pilot = fleet.start("m1")
+    entry = fleet.wait_ready(pilot)
+    registry.remove(entry.id)  # e.g. a prune that took a late heartbeat for a dead pilot
+    assert pilot.process.wait(30) == 0
+    assert registry.get(entry.id) is None  # the heartbeat did not write it back
+
+
 def test_stop_command(fleet: StubFleet, registry: Registry) -> None:
     pilots = [fleet.start("m1"), fleet.start("m2")]
     for pilot in pilots:

@@ -81,6 +81,26 @@ def test_heartbeat_publishes_when_the_entry_changed_or_vanished(registry: Regist
     assert registry.get("e1") is not None
 
 
+def test_heartbeat_without_recreate_reports_a_removed_entry(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = make_endpoint()
+    registry.publish(entry)
+    calls: Counter[str] = Counter()
+    real_utime, real_exists = os.utime, Path.exists
+    monkeypatch.setattr(os, "utime", lambda *a, **k: (calls.update(["utime"]),
+                                                       real_utime(*a, **k))[1])
+    monkeypatch.setattr(Path, "exists", lambda self, **k: (calls.update(["exists"]),
+                                                            real_exists(self, **k))[1])
+    assert registry.heartbeat(entry, recreate=False)
+    assert calls == Counter(utime=1)  # one metadata operation per heartbeat, no stat
+    registry.remove("e1")  # a stop or prune took it
+    assert not registry.heartbeat(entry, recreate=False)
+    assert not registry.entry_path("e1").exists()  # not written again
+    entry.state = "draining"  # a changed entry is not written back either
+    assert not registry.heartbeat(entry, recreate=False)
+    assert not registry.entry_path("e1").exists()
+
+
 def test_view_notices_added_changed_and_removed_entries(registry: Registry) -> None:
     fill(registry, 3)
     view = registry.view()
