@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from nerschat.cli.common import console, open_registry, registry_option, shared_option
-from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, resolve_site, submit
+from nerschat.parsl.launch import build_replicas, plan, render_scripts, resolve_site, submit
+from nerschat.sites import SITES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,7 +47,7 @@ def job_options(func: F) -> F:
 @click.option("--pack", "packs", multiple=True, metavar="ENGINE:MODEL[:gpus=N]",
               help="A server of a mixed pack (repeatable), packed onto nodes with the others.")
 @click.option("--site", default=None, metavar="|".join(SITES),
-              help="Site config: a name in parsl_configs/ or a path to a config file "
+              help="Site config: a packaged site's name or the path of a config file "
                    "[default: perlmutter on Perlmutter, else slurm where sbatch exists, else "
                    "local].")
 @job_options

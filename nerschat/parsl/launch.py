@@ -36,10 +36,9 @@ from typing import Any
 
 from nerschat.errors import FailureError, UsageError
 from nerschat.parsl.config import (
-    ConfigError,
     JobRequest,
     Site,
-    load_config_module,
+    load_site,
     pilot_provider_of,
     site_of,
 )
@@ -52,8 +51,8 @@ from nerschat.parsl.preflight import (
     check_weights,
 )
 from nerschat.registry import Endpoint, Kind, Registry
+from nerschat.sites import SITES as SITES  # re-exported: the names --site takes
 
-SITES = ("perlmutter", "slurm", "local")
 # A pending entry has no heartbeat: it stands until its pilot replaces it, the job's own
 # clean-up removes it, or a reader finds the job gone from the queue (by `slurm_job_id`).
 PENDING_TTL = 14 * 24 * 3600.0
@@ -160,21 +159,12 @@ def default_site() -> str:
 
 
 def resolve_site(site: str | None) -> ModuleType:
-    """Load a site config module; ConfigError naming where it looked if there is none.
+    """Load a site config module; ConfigError naming the choices if there is none.
 
-    `site` is a name (`parsl_configs/NAME.py` in the working directory or next to the nerschat
-    source) or a path to a config file; None means `default_site()`.
+    `site` is a packaged site's name (`perlmutter`, `slurm`, `local`: `nerschat.sites`) or a
+    path to a config file; None means `default_site()`.
     """
-    site = site or default_site()
-    if site.endswith(".py") or os.sep in site:
-        return load_config_module(site)
-    candidates = [Path.cwd() / "parsl_configs" / f"{site}.py",
-                  Path(__file__).resolve().parents[2] / "parsl_configs" / f"{site}.py"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return load_config_module(candidate)
-    raise ConfigError(f"site {site!r}: no parsl_configs/{site}.py in {Path.cwd()} or next to "
-                      "nerschat: pass --site PATH/TO/config.py")
+    return load_site(site or default_site())
 
 
 def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry, *,

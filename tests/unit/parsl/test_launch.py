@@ -31,8 +31,8 @@ from nerschat.registry import Registry
 from tests.fakes import slurm_commands
 
 REPO = Path(__file__).resolve().parents[3]
-PERLMUTTER = str(REPO / "parsl_configs" / "perlmutter.py")
-SLURM = str(REPO / "parsl_configs" / "slurm.py")
+PERLMUTTER = "perlmutter"
+SLURM = "slurm"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 

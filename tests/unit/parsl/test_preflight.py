@@ -15,7 +15,7 @@ from nerschat.registry import Registry
 from tests.fakes import slurm_commands
 
 REPO = Path(__file__).resolve().parents[3]
-PERLMUTTER = str(REPO / "parsl_configs" / "perlmutter.py")
+PERLMUTTER = "perlmutter"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 CLUSTER = Site(name="perlmutter", runtime="shifter", gpus_per_node=4, cluster=True)
 
