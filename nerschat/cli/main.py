@@ -52,6 +52,8 @@ ENVIRONMENT = {
     "NERSCHAT_CORES_PER_NODE": "slurm site: cores per job",
     "NERSCHAT_LAUNCHER": "slurm site: `single` or `srun`",
     "NERSCHAT_RUNTIME": "slurm site: container runtime of the pilots [default: none]",
+    "NERSCHAT_RUNTIME_MODULES": "slurm site: modules the runtime loads, e.g. gpu,nccl-plugin "
+                                "for Shifter [default: none]",
     "NERSC_HOST": "set by NERSC: `perlmutter` makes --site default to perlmutter",
     "HF_TOKEN": "Hugging Face token for gated models (read by huggingface_hub, never argv)",
 }
@@ -67,8 +69,8 @@ COMMAND_ENVIRONMENT = {
     "embed": ["NERSCHAT_REGISTRY", "NERSCHAT_ALLOWED_HOSTS"],
     "launch": ["NERSCHAT_REGISTRY", "NERSCHAT_ACCOUNT", "NERSCHAT_QOS", "NERSCHAT_WALLTIME",
                "NERSCHAT_ENV", "NERSCHAT_PARTITION", "NERSCHAT_GPUS_PER_NODE",
-               "NERSCHAT_CORES_PER_NODE", "NERSCHAT_LAUNCHER", "NERSCHAT_RUNTIME", "HF_HOME",
-               "NERSC_HOST"],
+               "NERSCHAT_CORES_PER_NODE", "NERSCHAT_LAUNCHER", "NERSCHAT_RUNTIME",
+               "NERSCHAT_RUNTIME_MODULES", "HF_HOME", "NERSC_HOST"],
     "prefetch": ["HF_HOME", "HF_TOKEN", "NERSC_HOST"],
     "pool": ["NERSCHAT_REGISTRY", "NERSCHAT_ACCOUNT", "NERSCHAT_QOS", "NERSCHAT_WALLTIME",
              "NERSCHAT_ENV", "NERSCHAT_PARTITION", "NERSCHAT_GPUS_PER_NODE", "NERSC_HOST"],

@@ -147,6 +147,8 @@ class Site:
     def pilot_options(self) -> dict[str, Any]:
         """Keyword arguments for `PilotConfig` / `PilotGroup` (workflow mode): no image."""
         options: dict[str, Any] = {"runtime": self.runtime}
+        if self.modules and self.runtime != "none":
+            options["runtime_modules"] = self.modules
         if self.hf_home:
             options["options"] = {"hf_cache": os.path.expandvars(self.hf_home)}
         return options

@@ -182,6 +182,8 @@ def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry,
             argv.append("--shared")
         if replica.image:
             argv += ["--image", replica.image]
+            if site.modules:  # the site's runtime modules, e.g. Shifter's gpu,nccl-plugin
+                argv += ["--runtime-modules", ",".join(site.modules)]
         if replica.kind:
             argv += ["--kind", replica.kind]
         if replica.served_name:

@@ -38,6 +38,10 @@ from nerschat.parsl.config import (
 )
 
 GPUS_PER_NODE = 4
+# Shifter modules of every pilot (`shifter --module=gpu,nccl-plugin`, as NERSC's own tools use):
+# `gpu` maps the driver and CUDA libraries in, `nccl-plugin` the Slingshot NCCL plugin for
+# anything that crosses nodes (harmless inside one).
+SHIFTER_MODULES = ("gpu", "nccl-plugin")
 CPUS_PER_GPU_NODE = 128  # hardware threads: 64 cores x 2
 CPUS_PER_CPU_NODE = 256  # hardware threads: 128 cores x 2
 CPUS_PER_GPU_SHARED = 32  # what the `shared` QOS gives per GPU (NERSC's own tool asks for it)
@@ -78,7 +82,7 @@ def site(engine: str) -> Site:
     """
     env = {"TVM_FFI_CACHE_DIR": "$SCRATCH/cache_tvm_ffi"} if engine == "vllm" else {}
     return Site(
-        name="perlmutter", runtime="shifter", modules=("gpu", "nccl-plugin"),
+        name="perlmutter", runtime="shifter", modules=SHIFTER_MODULES,
         hf_home=_hf_home(), offline=True, env=env, gpus_per_node=GPUS_PER_NODE, cluster=True,
         python_env=os.environ.get("NERSCHAT_ENV") or None,
         compile_cache="$SCRATCH/cache_vllm" if engine == "vllm" else None,

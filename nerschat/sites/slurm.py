@@ -9,7 +9,8 @@
 Every argument falls back to one environment variable: $NERSCHAT_PARTITION,
 $NERSCHAT_ACCOUNT, $NERSCHAT_QOS, $NERSCHAT_WALLTIME, $NERSCHAT_GPUS_PER_NODE,
 $NERSCHAT_CORES_PER_NODE, $NERSCHAT_LAUNCHER (`single` or `srun`), $NERSCHAT_RUNTIME (the
-container runtime, default `none`) and $HF_HOME (the model cache). Copy and edit it for
+container runtime, default `none`), $NERSCHAT_RUNTIME_MODULES (its modules, e.g. Shifter's
+`gpu,nccl-plugin`) and $HF_HOME (the model cache). Copy and edit it for
 anything more specific.
 """
 
@@ -47,9 +48,15 @@ def _gpus_per_node(value: int | None = None) -> int:
 
 
 def site(engine: str) -> Site:
-    """Pilots run with $NERSCHAT_RUNTIME (default none), models from $HF_HOME."""
+    """Pilots run with $NERSCHAT_RUNTIME (default none), models from $HF_HOME.
+
+    The runtime loads the modules in $NERSCHAT_RUNTIME_MODULES (comma-separated, e.g.
+    `gpu,nccl-plugin` for Shifter; default none).
+    """
+    modules = setting(None, "runtime_modules", "NERSCHAT_RUNTIME_MODULES", "")
     return Site(
         name="slurm", runtime=setting(None, "runtime", "NERSCHAT_RUNTIME", "none"),
+        modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
         hf_home=os.environ.get("HF_HOME") or None, offline=True,
         gpus_per_node=_gpus_per_node(), cluster=True,
     )

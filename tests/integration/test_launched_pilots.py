@@ -163,7 +163,8 @@ def test_shifter_site_checks_the_image_then_runs_pilots_through_shifter(
     env = {"PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
                    f"{os.environ['PATH']}",
            "FAKE_SLURM_LOG": str(tmp_path / "calls.log"), "FAKE_RUNTIME_LOG": str(tmp_path / "rt"),
-           "NERSCHAT_RUNTIME": "shifter", "NERSCHAT_GPUS_PER_NODE": "2"}
+           "NERSCHAT_RUNTIME": "shifter", "NERSCHAT_RUNTIME_MODULES": "gpu,nccl-plugin",
+           "NERSCHAT_GPUS_PER_NODE": "2"}
     args = ("launch", "--site", "slurm", "--engine", "stub", "--model", "shi", "--replicas", "2",
             "--gpus-per-replica", "1", "--image", "test/stub:1", "--walltime", "00:05:00",
             "--registry", str(registry.path), "--json")
@@ -181,7 +182,7 @@ def test_shifter_site_checks_the_image_then_runs_pilots_through_shifter(
     gpus = []
     for call in calls:
         argv = call["argv"][1:]
-        assert argv[0] == "--image=test/stub:1" and argv[1].startswith("--module=gpu")
+        assert argv[0] == "--image=test/stub:1" and argv[1] == "--module=gpu,nccl-plugin"
         gpus += [a.split("=", 2)[2] for a in argv if a.startswith("--env=CUDA_VISIBLE_DEVICES=")]
     assert sorted(gpus) == ["0", "1"]
     assert nerschat("stop", "--all", "--registry", str(registry.path)).returncode == 0

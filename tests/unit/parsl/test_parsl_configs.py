@@ -61,7 +61,8 @@ def test_perlmutter_site_facts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert vllm.compile_cache == "$SCRATCH/cache_vllm" and tei.compile_cache is None
     monkeypatch.setenv("SCRATCH", "/pscratch/sd/u/user")
     assert pilot_options_of(module, "tei") == {
-        "runtime": "shifter", "options": {"hf_cache": "/pscratch/sd/u/user/huggingface"}}
+        "runtime": "shifter", "runtime_modules": ("gpu", "nccl-plugin"),
+        "options": {"hf_cache": "/pscratch/sd/u/user/huggingface"}}
 
 
 def test_perlmutter_workflow_config_matches_the_site(monkeypatch: pytest.MonkeyPatch) -> None:
