@@ -541,35 +541,75 @@ def build_replicas(engine: str | None, model: str | None, replicas: int,
     return members
 
 
+def queued_job_groups(registry: Registry, targets: Sequence[str]) -> dict[str, list[str]]:
+    """Jobs not started yet among `targets`: job id -> the target ids in it.
+
+    A job counts when every registry entry recording it is `pending` (none of its pilots has
+    started) and all of them are among `targets` (one `stop` never cancels a job that also
+    serves endpoints it was not asked to stop).
+    """
+    wanted = set(targets)
+    by_job: dict[str, list[Endpoint]] = {}
+    for entry in registry.scan().entries:
+        if entry.slurm_job_id:
+            by_job.setdefault(entry.slurm_job_id, []).append(entry)
+    return {job: sorted(e.id for e in members) for job, members in sorted(by_job.items())
+            if all(e.state == "pending" and e.id in wanted for e in members)}
+
+
+def cancel_jobs(job_ids: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """`scancel` the given pilot jobs that are still queued or running, and ours.
+
+    Returns (cancelled, gone, refused): jobs cancelled, jobs no longer in the queue, and one
+    line per job left alone (another user's, not a nerschat job). Job ids come from registry
+    entries, which others may write: a job is cancelled only if `squeue` shows it with this
+    user as owner and a nerschat job name. LaunchError when SLURM cannot be asked or
+    `scancel` fails.
+    """
+    import getpass
+
+    from nerschat import slurm
+
+    if not job_ids:
+        return [], [], []
+    queue = slurm.queued_jobs(job_ids)
+    if queue is None:
+        raise LaunchError(f"cannot ask SLURM about job(s) {', '.join(job_ids)} (squeue did not "
+                          "answer): nothing cancelled; retry, or scancel them yourself")
+    me = getpass.getuser()
+    cancel, gone, refused = [], [], []
+    for job in job_ids:
+        queued = queue.get(job)
+        if queued is None:
+            gone.append(job)
+        elif queued.user != me:
+            refused.append(f"job {job} belongs to {queued.user or 'another user'}: not cancelled")
+        elif not queued.name.startswith("nerschat"):
+            refused.append(f"job {job} ({queued.name}) is not a nerschat pilot job: not "
+                           "cancelled")
+        else:
+            cancel.append(job)
+    problem = slurm.scancel(cancel)
+    if problem:
+        raise LaunchError(problem)
+    return cancel, gone, refused
+
+
 def cancel_pending(registry: Registry, targets: Sequence[str]) -> list[str]:
     """Cancel the queued jobs whose every entry is `pending` and among `targets`.
 
-    Their entries are removed; a job with a started pilot is left to drain. Returns the job ids
-    cancelled; LaunchError if `scancel` fails.
+    Their entries are removed (also those of jobs already gone from the queue); a job with a
+    started pilot is left to drain. Returns the job ids cancelled; LaunchError if SLURM cannot
+    be asked, `scancel` fails, or a job is not ours to cancel.
     """
-    import subprocess
-
-    entries = registry.scan().entries
-    wanted = set(targets)
-    by_job: dict[str, list[Endpoint]] = {}
-    for entry in entries:
-        if entry.slurm_job_id:
-            by_job.setdefault(entry.slurm_job_id, []).append(entry)
-    cancel = sorted(job for job, members in by_job.items()
-                    if all(e.state == "pending" and e.id in wanted for e in members))
-    if not cancel:
-        return []
-    try:
-        out = subprocess.run(["scancel", *cancel], capture_output=True, text=True,
-                             timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LaunchError(f"scancel {' '.join(cancel)} failed: {exc}") from None
-    if out.returncode != 0:
-        raise LaunchError(f"scancel {' '.join(cancel)} failed: {out.stderr.strip()}")
-    for job in cancel:
-        for entry in by_job[job]:
-            registry.remove(entry.id)
-    return cancel
+    groups = queued_job_groups(registry, targets)
+    cancelled, gone, refused = cancel_jobs(list(groups))
+    for job in cancelled + gone:
+        for endpoint_id in groups[job]:
+            registry.remove(endpoint_id)
+    if refused:
+        raise LaunchError("; ".join(refused))
+    return cancelled
 
 
 def forget_gone(registry: Registry) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import pytest
 from nerschat.parsl import preflight
 from nerschat.parsl.config import Site
 from nerschat.parsl.launch import (
+    LaunchError,
     Replica,
     cancel_pending,
     forget_gone,
@@ -228,17 +230,40 @@ def test_submit_failure_is_one_line(fake_slurm: Path, tmp_path: Path) -> None:
     assert Registry(tmp_path / "r").scan().entries == []
 
 
-def test_cancel_pending_scancels_only_jobs_not_started(fake_slurm: Path, tmp_path: Path) -> None:
+def squeue_lines(monkeypatch: pytest.MonkeyPatch, *jobs: tuple[str, str, str]) -> None:
+    """Make the fake `squeue` show (job id, state, owner) lines in nerschat's format."""
+    monkeypatch.setenv("FAKE_SQUEUE_LINES", "\\n".join(
+        f"{job}|{state}|2026-12-01T10:00:00|{user}|nerschat.m.1|(null)|Resources"
+        for job, state, user in jobs))
+
+
+def test_cancel_pending_scancels_only_jobs_not_started(fake_slurm: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     registry = Registry(tmp_path / "registry")
-    jobs = submit(plan([Replica("stub", "m")] * 2, site=SLURM, registry=registry, check=False))
+    jobs = submit(plan([Replica("stub", "m")] * 3, site=SLURM, registry=registry, check=False))
     started = registry.get(jobs[1].ids[0])
     assert started is not None
     started.state = "starting"
     started.url = "http://h:1/v1"
     registry.publish(started)
+    me = getpass.getuser()
+    # job 0 is queued, job 1 runs its pilot, job 2 has left the queue (cancelled by hand)
+    squeue_lines(monkeypatch, (jobs[0].job_id, "PENDING", me), (jobs[1].job_id, "RUNNING", me))
     assert cancel_pending(registry, [e.id for e in registry.scan().entries]) == [jobs[0].job_id]
     assert f"scancel {jobs[0].job_id}" in fake_slurm.read_text().splitlines()
     assert [e.id for e in registry.scan().entries] == [started.id]
+
+
+def test_cancel_pending_never_cancels_another_users_job(fake_slurm: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = Registry(tmp_path / "registry")
+    (job,) = submit(plan([Replica("stub", "m")], site=SLURM, registry=registry, check=False))
+    squeue_lines(monkeypatch, (job.job_id, "PENDING", "somebody-else"))
+    with pytest.raises(LaunchError, match=f"job {job.job_id} belongs to somebody-else: not "
+                                          "cancelled"):
+        cancel_pending(registry, job.ids)
+    assert "scancel" not in fake_slurm.read_text()
+    assert [e.id for e in registry.scan().entries] == job.ids
 
 
 def test_unknown_engine_in_a_pack_is_refused_before_submission(fake_slurm: Path,
