@@ -618,21 +618,15 @@ def forget_gone(registry: Registry) -> list[str]:
     (Cancelled by hand, refused by the scheduler.) Returns the ids removed; one `squeue` call;
     when `squeue` cannot answer nothing is removed.
     """
-    import subprocess
+    from nerschat.slurm import queued_jobs
 
     pending = [e for e in registry.scan().entries if e.state == "pending" and e.slurm_job_id]
     if not pending:
         return []
-    jobs = sorted({e.slurm_job_id for e in pending if e.slurm_job_id})
-    try:
-        out = subprocess.run(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(jobs)],
-                             capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
+    queue = queued_jobs({e.slurm_job_id for e in pending if e.slurm_job_id})
+    if queue is None:
         return []  # cannot tell: keep them
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return []
-    queued = set(out.stdout.split())
-    gone = [e.id for e in pending if e.slurm_job_id not in queued]
+    gone = [e.id for e in pending if e.slurm_job_id not in queue]
     for endpoint_id in gone:
         current = registry.get(endpoint_id)
         if current is not None and current.state == "pending":

@@ -291,7 +291,7 @@ def test_forget_gone_removes_pending_entries_of_jobs_no_longer_queued(
         fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = Registry(tmp_path / "registry")
     jobs = submit(plan([Replica("stub", "m")] * 2, site=SLURM, registry=registry, check=False))
-    monkeypatch.setenv("FAKE_SQUEUE_IDS", jobs[1].job_id)
+    squeue_lines(monkeypatch, (jobs[1].job_id, "PENDING", getpass.getuser()))
     assert forget_gone(registry) == jobs[0].ids
     assert [e.id for e in registry.scan().entries] == jobs[1].ids
 
