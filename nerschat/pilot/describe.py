@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
+LOG_LINE_CHARS = 120
+"""A starting pilot's last log line is cut to this many characters in a phase description."""
+
 if TYPE_CHECKING:
     from nerschat.registry import Endpoint
     from nerschat.slurm import QueuedJob
@@ -90,6 +93,8 @@ def describe_phase(entry: Endpoint, now: float | None = None,
     if entry.state == "starting":
         since = f"for {max(0.0, now - entry.started_at):.0f} s " if entry.started_at else ""
         text = f"{since}on {entry.host}"
+        if log_line and len(log_line) > LOG_LINE_CHARS:
+            log_line = log_line[:LOG_LINE_CHARS - 3] + "..."
         return f"{text}: {log_line}" if log_line else text
     if entry.state in ("draining", "unhealthy"):
         return f"{entry.state} on {entry.host}"

@@ -51,7 +51,7 @@ def nerschat(*args: str, env: dict[str, str] | None = None,
 def hold_the_node(tmp_path: Path, our_jobs: list[str], minutes: int = 3) -> str:
     """Submit an exclusive job that keeps the node busy (so launched jobs stay pending)."""
     blocker = subprocess.run(["sbatch", "--parsable", "--exclusive", "-t", str(minutes), "-J",
-                              "nerschat-blocker", f"--output={tmp_path}/blocker.out",
+                              "holds-the-node", f"--output={tmp_path}/blocker.out",
                               "--wrap", f"sleep {minutes * 60 - 10}"],
                              capture_output=True, text=True, check=True).stdout.strip()
     our_jobs.append(blocker)
