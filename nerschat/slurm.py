@@ -120,12 +120,12 @@ class QueuedJob:
     name: str = ""
     nodes: str = ""
 
-    def describe(self) -> str:
+    def describe(self, now: float | None = None) -> str:
         """`job 4242 pending: waiting for nodes to become free (Resources), expected start ...`."""
         if self.state != "PENDING":
             where = f" on {self.nodes}" if self.nodes else ""
             return f"job {self.job_id} {self.state.lower()}{where}"
-        start = format_start(self.expected_start)
+        start = format_start(self.expected_start, now)
         return (f"job {self.job_id} pending: {describe_reason(self.reason)}"
                 + (f", {start}" if start else ""))
 

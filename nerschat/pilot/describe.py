@@ -87,7 +87,7 @@ def describe_phase(entry: Endpoint, now: float | None = None,
         if queued is None:
             return f"job {job} left the queue without starting its pilot ('nerschat ls --prune')"
         if queued.state == "PENDING":
-            return queued.describe()
+            return queued.describe(now)
         return f"job {job} {queued.state.lower()}" + (
             f" on {queued.nodes}" if queued.nodes else "") + ", pilot not started yet"
     if entry.state == "starting":
