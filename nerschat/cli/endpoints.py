@@ -13,6 +13,7 @@ terminal.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -150,6 +151,10 @@ def wait(registry_path: str | None, model: str | None, kind: str | None,
          timeout: float, quiet: bool, router: bool) -> None:
     """Wait until a matching endpoint is ready; print its base URL.
 
+    While waiting it says what it sees (the queued job with SLURM's reason and expected
+    start, a starting pilot's node, time and last log line): on a spinner in a terminal,
+    else one stderr line per change (-q: nothing).
+
     Returns by `--timeout` whatever the registry or SLURM do (the wait runs in a thread
     that is abandoned at the deadline).
     """
@@ -163,11 +168,19 @@ def wait(registry_path: str | None, model: str | None, kind: str | None,
     registry = open_registry(registry_path)
     result: dict[str, object] = {}
     last = ["nothing seen yet"]
+    shown = [""]  # the last status printed, digits masked
+    shown_at = [0.0]
 
     def on_status(status: str) -> None:
         last[0] = status
         if spinner is not None:
             spinner.update(Text(one_line(f"waiting: {status}")))
+        elif not quiet:  # a batch log: one line per change of phase, else once a minute
+            shape = re.sub(r"\d+", "#", status)
+            if shape != shown[0] or time.monotonic() - shown_at[0] >= 60:
+                console.print(Text(one_line(f"waiting: {status}")), highlight=False,
+                              soft_wrap=True)
+                shown[0], shown_at[0] = shape, time.monotonic()
 
     def run() -> None:
         try:

@@ -44,6 +44,8 @@ def test_pending_with_reason_then_ready_then_stop_all(registry: Registry, our_jo
     waited = nerschat("wait", "--model", "m", "--timeout", "3", *reg)
     assert waited.returncode == 1
     assert "pilot SLURM job" in waited.stderr and any(j in waited.stderr for j in job_ids)
+    progress = [line for line in waited.stderr.splitlines() if line.startswith("waiting: ")]
+    assert progress and "pilot SLURM job" in progress[0]  # said while waiting, not only at the end
     # logs: no server log yet, said plainly with the job.
     note = nerschat("logs", ids[0], *reg)
     assert note.returncode == 0, note.stderr
