@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from nerschat.errors import FailureError
+from nerschat.errors import FailureError, NerschatError
 from nerschat.registry import Registry, check_id
 
 TAIL_BYTES = 64 * 1024
@@ -110,7 +110,7 @@ def last_line(registry: Registry, endpoint_id: str) -> str | None:
 
     Never raises: a log that is missing or not trusted gives None.
     """
-    with contextlib.suppress(OSError, FailureError, ValueError):
+    with contextlib.suppress(OSError, NerschatError, ValueError):
         with open_log(registry, endpoint_id) as handle:
             for line in reversed(tail_lines(handle, 50)):
                 if line.strip():
