@@ -269,6 +269,8 @@ def stop(registry_path: str | None, shared: bool, endpoint_ids: tuple[str, ...],
             console.print("nothing to stop")
             return
         queued = queued_job_groups(registry, targets)
+        if queued and not cancel_pending:
+            queued = _forget_jobs_gone(registry, queued)
         in_queue = {i for ids in queued.values() for i in ids}
         if queued and not cancel_pending:
             named = [i for i in endpoint_ids if i in in_queue]
@@ -294,6 +296,19 @@ def stop(registry_path: str | None, shared: bool, endpoint_ids: tuple[str, ...],
         console.print("stopped")
     except (RegistryError, LaunchError) as exc:
         fail(str(exc), code=exc.exit_code)
+
+
+def _forget_jobs_gone(registry: Registry, groups: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Remove the pending entries of jobs no longer in the queue; the groups still queued."""
+    queue = queued_jobs(list(groups))
+    if queue is None:
+        return groups  # SLURM cannot say: keep them as they are
+    for job in [j for j in groups if j not in queue]:
+        for endpoint_id in groups.pop(job):
+            registry.remove(endpoint_id)
+            console.print(Text(one_line(f"removed pending entry {endpoint_id}: job {job} left "
+                                        "the queue without starting it")), highlight=False)
+    return groups
 
 
 def _cancel_queued(registry: Registry, endpoint_ids: list[str]) -> None:

@@ -118,10 +118,13 @@ def test_ls_shows_pending_reason_and_prune_forgets_jobs_gone(registry: Registry,
 
 def test_stop_leaves_queued_jobs_unless_asked(registry: Registry, queue: Path) -> None:
     publish_pending(registry, "m.a.0-0", "4242")
+    publish_pending(registry, "m.b.0-0", "4250")  # cancelled by hand: gone from the queue
     queue.write_text(job_line("4242"))
     result = cli("stop", "--all", "--registry", str(registry.path))
     assert result.returncode == 0, result.stderr
-    assert "left in the queue: job 4242" in result.stderr
+    assert "left in the queue: job 4242 (1 pending endpoint(s))" in result.stderr
+    assert "removed pending entry m.b.0-0: job 4250 left the queue" in result.stderr
+    assert [e.id for e in registry.scan().entries] == ["m.a.0-0"]
     assert not (registry.path / "m.a.0-0.stop").exists()  # it would start only to stop
     named = cli("stop", "m.a.0-0", "--registry", str(registry.path))
     assert named.returncode == 2 and "pass --cancel-pending" in named.stderr
