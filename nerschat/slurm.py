@@ -1,4 +1,4 @@
-"""What nerschat asks SLURM with `squeue`: job times, a client's pending pilot jobs.
+"""What nerschat asks SLURM (`squeue`, `scancel`): job states, a client's pending pilot jobs.
 
 Every question is best effort: without `squeue`, or when it fails, the answer is empty.
 `squeue` is a subprocess that can take seconds on a busy cluster: nothing on a request path
@@ -8,12 +8,18 @@ calls it; the readiness wait asks through a `PendingJobs` cache.
 from __future__ import annotations
 
 import getpass
+import re
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+
+JOB_ID = re.compile(r"\d{1,12}(?:_\d{1,9})?")
+"""A SLURM job id as nerschat records it (array tasks as `ID_TASK`); anything else is never
+passed to a SLURM command."""
 
 NERSCHAT_JOB_NAME = "nerschat-serve"
 """The job name `scripts/nerschat-serve.sbatch` gives its jobs (`-J nerschat-<anything>` too)."""
@@ -58,19 +64,116 @@ def squeue(*args: str, timeout: float = 10.0) -> str:
         return ""
 
 
+def describe_reason(reason: str) -> str:
+    """SLURM's pending reason in plain words, with SLURM's own word: `waiting ... (Resources)`."""
+    if not reason or reason == "None":
+        return "pending"
+    plain = REASONS.get(reason)
+    return f"{plain} ({reason})" if plain else reason
+
+
+def format_start(when: float | None, now: float | None = None) -> str:
+    """An expected start as `expected start 2026-12-01 10:00 (in 25m)`; "" when unknown."""
+    if when is None:
+        return ""
+    now = time.time() if now is None else now
+    wait = when - now
+    left = (f" (in {wait / 60:.0f}m)" if wait < 7200 else f" (in {wait / 3600:.1f}h)"
+            ) if wait > 0 else ""
+    return f"expected start {datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M')}{left}"
+
+
 @dataclass(frozen=True)
 class PendingJob:
-    """A job of this user still in the queue: id, name and SLURM's reason (may be "")."""
+    """A job of this user still in the queue.
+
+    Its id, name, SLURM's reason (may be "") and, where SLURM's scheduler has computed one,
+    the expected start (epoch seconds).
+    """
 
     job_id: str
     name: str
     reason: str = ""
+    expected_start: float | None = None
 
     def describe(self) -> str:
-        """`job 4242 (nerschat-serve): waiting for nodes to become free`."""
+        """`job 4242 (nerschat-serve): waiting for nodes to become free, expected start ...`."""
         why = REASONS.get(self.reason, self.reason) or "pending"
         label = f" ({self.name})" if self.name else ""
-        return f"job {self.job_id}{label}: {why}"
+        start = format_start(self.expected_start)
+        return f"job {self.job_id}{label}: {why}" + (f", {start}" if start else "")
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job as `squeue` shows it.
+
+    State (`PENDING`, `RUNNING`, ...), pending reason, expected start (epoch seconds, None
+    when SLURM does not know), owner, name and nodes.
+    """
+
+    job_id: str
+    state: str
+    reason: str = ""
+    expected_start: float | None = None
+    user: str = ""
+    name: str = ""
+    nodes: str = ""
+
+    def describe(self, now: float | None = None) -> str:
+        """`job 4242 pending: waiting for nodes to become free (Resources), expected start ...`."""
+        if self.state != "PENDING":
+            where = f" on {self.nodes}" if self.nodes else ""
+            return f"job {self.job_id} {self.state.lower()}{where}"
+        start = format_start(self.expected_start, now)
+        return (f"job {self.job_id} pending: {describe_reason(self.reason)}"
+                + (f", {start}" if start else ""))
+
+
+def queued_jobs(job_ids: Collection[str], timeout: float = 30.0) -> dict[str, QueuedJob] | None:
+    """The given jobs that are still in the queue, by id (one `squeue` call).
+
+    A job missing from the answer has left the queue (ended, cancelled, refused). None when
+    SLURM cannot answer (no `squeue`, a timeout, an error other than unknown job ids): then
+    nothing can be said about any of them. Ids that are not plain job ids are never asked.
+    """
+    ids = sorted({j for j in job_ids if JOB_ID.fullmatch(j)})
+    if not ids:
+        return {}
+    if not available():
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "--jobs", ",".join(ids),
+                              "--format=%i|%T|%S|%u|%j|%N|%r"],
+                             capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return None
+    jobs: dict[str, QueuedJob] = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|", 6)
+        if len(parts) < 7:
+            continue
+        job_id, state, start, user, name, nodes, reason = (p.strip() for p in parts)
+        jobs[job_id] = QueuedJob(job_id, state, reason, parse_slurm_time(start), user, name,
+                                 nodes)
+    return jobs
+
+
+def scancel(job_ids: Collection[str], timeout: float = 120.0) -> str | None:
+    """Cancel jobs (`scancel ID...`); None on success, else SLURM's one-line reason."""
+    ids = sorted({j for j in job_ids if JOB_ID.fullmatch(j)})
+    if not ids:
+        return None
+    try:
+        out = subprocess.run(["scancel", *ids], capture_output=True, text=True,
+                             timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"scancel {' '.join(ids)} failed: {exc}"
+    if out.returncode != 0:
+        return f"scancel {' '.join(ids)} failed: {' '.join(out.stderr.split())[:300]}"
+    return None
 
 
 def is_nerschat_job_name(name: str) -> bool:
@@ -79,14 +182,16 @@ def is_nerschat_job_name(name: str) -> bool:
 
 
 def pending_jobs(timeout: float = 5.0) -> list[PendingJob]:
-    """This user's pending jobs (one `squeue` call)."""
-    out = squeue("-u", getpass.getuser(), "-t", "PENDING", "-o", "%i %j %r", timeout=timeout)
+    """This user's pending jobs (one `squeue` call), with their expected start where known."""
+    out = squeue("-u", getpass.getuser(), "-t", "PENDING", "-o", "%i %j %r|%S", timeout=timeout)
     jobs = []
     for line in out.splitlines():
         parts = line.split(None, 2)
         if parts:
+            rest = parts[2].strip() if len(parts) > 2 else ""
+            reason, _, start = rest.rpartition("|") if "|" in rest else (rest, "", "")
             jobs.append(PendingJob(parts[0], parts[1] if len(parts) > 1 else "",
-                                   parts[2].strip() if len(parts) > 2 else ""))
+                                   reason.strip(), parse_slurm_time(start)))
     return jobs
 
 

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from nerschat.cli.common import console, open_registry, registry_option, shared_option
-from nerschat.parsl.launch import SITES, build_replicas, plan, render_scripts, resolve_site, submit
+from nerschat.parsl.launch import build_replicas, plan, render_scripts, resolve_site, submit
+from nerschat.sites import SITES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,7 +47,7 @@ def job_options(func: F) -> F:
 @click.option("--pack", "packs", multiple=True, metavar="ENGINE:MODEL[:gpus=N]",
               help="A server of a mixed pack (repeatable), packed onto nodes with the others.")
 @click.option("--site", default=None, metavar="|".join(SITES),
-              help="Site config: a name in parsl_configs/ or a path to a config file "
+              help="Site config: a packaged site's name or the path of a config file "
                    "[default: perlmutter on Perlmutter, else slurm where sbatch exists, else "
                    "local].")
 @job_options
@@ -111,26 +112,41 @@ def launch(registry_path: str | None, shared: bool, engine: str | None, model: s
 @click.command(context_settings={"show_default": True})
 @click.argument("model")
 @click.option("--site", default=None, metavar="|".join(SITES),
-              help="Site whose model cache the pilots read [default: as for launch].")
+              help="Site whose model cache and container runtime the pilots use [default: as "
+                   "for launch].")
+@click.option("--engine", type=click.Choice(["vllm", "tei"]), default="vllm",
+              help="Engine whose image to pull where the site runs containers.")
+@click.option("--image", default=None, help="Image to pull [default: the engine's pinned one].")
+@click.option("--no-image", is_flag=True, help="Download the weights only.")
 @click.option("--hf-home", default=None, help="Cache directory [default: the site's HF_HOME].")
 @click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
 @click.option("--all-files", is_flag=True,
               help="Also download formats the engines do not load (original/, *.pth, ONNX).")
-def prefetch(model: str, site: str | None, hf_home: str | None, revision: str | None,
-             all_files: bool) -> None:
-    """Download MODEL's weights into the cache the site's pilots read (run on a login node).
+def prefetch(model: str, site: str | None, engine: str, image: str | None, no_image: bool,
+             hf_home: str | None, revision: str | None, all_files: bool) -> None:
+    """Get what MODEL's pilots need onto the site, on a login node: weights, then the image.
 
-    Pilots run offline, so `nerschat launch` checks the weights are there before queuing.
+    Weights go into the cache the site's pilots read (they run offline); on a Shifter or
+    podman-hpc site the engine's pinned image is pulled unless already there. `nerschat
+    launch` checks both before queuing.
     """
     from nerschat.parsl.config import site_of
+    from nerschat.parsl.launch import default_image
     from nerschat.parsl.prefetch import prefetch as download
+    from nerschat.parsl.prefetch import pull_image
     from nerschat.parsl.preflight import expand_path
 
+    facts = site_of(resolve_site(site), engine)
     if hf_home is None:
-        facts = site_of(resolve_site(site), "vllm")
         hf_home = facts.hf_home or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     cache = expand_path(hf_home, "HF_HOME")
     with console.status(f"downloading {model} into {cache}"):
         path = download(model, cache, revision=revision, all_files=all_files)
     console.print(f"[green]cached[/green] {model} in {path}", highlight=False)
+    if not no_image and facts.runtime != "none":
+        wanted = image or default_image(engine)
+        with console.status(f"pulling {wanted} for {facts.runtime}"):
+            done = pull_image(facts.runtime, wanted)
+        if done:
+            console.print(f"[green]{done}[/green] {wanted} ({facts.runtime})", highlight=False)
     click.echo(str(path))

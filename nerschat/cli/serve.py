@@ -63,6 +63,9 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--gpus", default=None, help="GPU ids, e.g. 0,1 [default: $CUDA_VISIBLE_DEVICES].")
 @click.option("--runtime", type=click.Choice(sorted(RUNTIMES)), default="none")
 @click.option("--image", default=None, help="Container image [default: the engine's pinned one].")
+@click.option("--runtime-modules", default="", metavar="A,B",
+              help="Modules the container runtime loads, e.g. Shifter's gpu,nccl-plugin "
+                   "(`nerschat launch` passes the site's) [default: none].")
 @click.option("--engine-opt", "-E", "options", multiple=True, metavar="NAME=VALUE",
               help="Engine option, e.g. max_num_seqs=128, latency=0.05 (stub). Repeatable.")
 @click.option("--option", "-o", "old_options", multiple=True, metavar="NAME=VALUE", hidden=True,
@@ -101,7 +104,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @shared_option
 def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind: Kind | None,
           served_name: str | None, port: int | None, host: str | None, gpus: str | None,
-          runtime: str, image: str | None, options: tuple[str, ...],
+          runtime: str, image: str | None, runtime_modules: str, options: tuple[str, ...],
           old_options: tuple[str, ...], ttl: float, ready_timeout: float, drain_before: float,
           grace_period: float, stop_timeout: float, health_timeout: float,
           health_failures: int, stall_timeout: float, unhealthy_timeout: float,
@@ -127,6 +130,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
             engine=engine, model=model, kind=kind, served_name=served_name,
             port=port, host=host, gpus=tuple(g for g in gpus.split(",") if g) if gpus else None,
             api_key=api_key, runtime=runtime, image=image, extra_args=extra_args,
+            runtime_modules=tuple(m for m in runtime_modules.split(",") if m),
             options=parse_options(old_options + options), ttl=ttl, ready_timeout=ready_timeout,
             drain_before=drain_before, grace_period=grace_period, stop_timeout=stop_timeout,
             health_timeout=health_timeout, health_failures=health_failures,

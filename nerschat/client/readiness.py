@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 from nerschat import slurm
 from nerschat.errors import FailureError
+from nerschat.pilot.describe import describe_phase
 from nerschat.registry import Endpoint, Registry
+from nerschat.server_log import last_line
 from nerschat.slurm import PendingJob, PendingJobs
 
 
@@ -81,6 +83,12 @@ def describe_status(registry: Registry, model: str | None = None, kind: str | No
     target = _target(model, kind)
     if pending:
         return f"{target}: pilot {describe_pending(pending)}"
+    queued = sorted({e.slurm_job_id for e in entries if e.state == "pending" and e.slurm_job_id
+                     and _matches(e, model, kind) and not e.is_stale(now)})
+    if queued and not matching:  # recorded at launch; squeue not asked (or cannot answer)
+        more = f" and {len(queued) - 3} more" if len(queued) > 3 else ""
+        return (f"{target}: pilot job {', '.join(queued[:3])}{more} queued, not started yet "
+                f"(see 'nerschat ls')")
     if not matching:
         others = sorted({e.model for e in entries if not e.is_stale(now)})
         seen = f"; registered: {', '.join(others)}" if others else ""
@@ -89,8 +97,8 @@ def describe_status(registry: Registry, model: str | None = None, kind: str | No
     starting = [e for e in fresh if e.state == "starting"]
     if starting:
         oldest = min(starting, key=lambda e: e.started_at)
-        return (f"{target}: {len(starting)} endpoint(s) starting, the oldest for "
-                f"{now - oldest.started_at:.0f} s (log: {oldest.log_path})")
+        phase = describe_phase(oldest, now, log_line=last_line(registry, oldest.id))
+        return f"{target}: {len(starting)} endpoint(s) starting, the oldest {phase}"
     if any(e.state == "draining" for e in fresh):
         return f"{target}: only draining endpoints (pilots stopping)"
     if fresh:

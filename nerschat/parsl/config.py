@@ -1,7 +1,7 @@
-"""The site-config contract, and helpers shared by `parsl_configs/` and `--config FILE` loading.
+"""The site-config contract, and helpers shared by the site configs and `--config` loading.
 
-A site config is a Python module (`parsl_configs/local.py`, `slurm.py`, `perlmutter.py`, or a
-copy of one) that provides:
+A site config is a Python module (the packaged `nerschat.sites.local`, `slurm`, `perlmutter`,
+or a user's copy of one, loaded from its path) that provides:
 
 - `make_config(**kwargs) -> parsl.config.Config`: workflow mode, with the two labelled
   executors `pilots` and `clients`;
@@ -147,6 +147,8 @@ class Site:
     def pilot_options(self) -> dict[str, Any]:
         """Keyword arguments for `PilotConfig` / `PilotGroup` (workflow mode): no image."""
         options: dict[str, Any] = {"runtime": self.runtime}
+        if self.modules and self.runtime != "none":
+            options["runtime_modules"] = self.modules
         if self.hf_home:
             options["options"] = {"hf_cache": os.path.expandvars(self.hf_home)}
         return options
@@ -208,8 +210,28 @@ def activate_env_command(prefix: str | None = None) -> str:
     return f"export PATH={shlex.quote(str(Path(prefix) / 'bin'))}:$PATH"
 
 
+def load_site(spec: str | os.PathLike[str]) -> ModuleType:
+    """A site config by name (`local`, `slurm`, `perlmutter`: packaged) or by file path.
+
+    A name is imported from `nerschat.sites`, so it works outside a source checkout; anything
+    holding a path separator or ending in `.py` is loaded as a file (`load_config_module`).
+    ConfigError naming the choices for an unknown name.
+    """
+    from nerschat.sites import SITES
+
+    text = os.fspath(spec)
+    if text.endswith(".py") or os.sep in text or (os.altsep and os.altsep in text):
+        return load_config_module(text)
+    if text not in SITES:
+        raise ConfigError(f"unknown site {text!r}: choose {', '.join(SITES)} or pass the path "
+                          "of a site config file (e.g. ./my_site.py)")
+    module = importlib.import_module(f"nerschat.sites.{text}")
+    ensure_env_on_path()
+    return module
+
+
 def load_config_module(path: str | os.PathLike[str]) -> ModuleType:
-    """Import a config file (e.g. parsl_configs/local.py) that defines `make_config()`."""
+    """Import a config file (e.g. a copy of nerschat/sites/local.py) defining `make_config()`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Parsl config file {path} not found")
@@ -265,7 +287,7 @@ def ensure_env_on_path() -> None:
 
 @contextlib.contextmanager
 def parsl_session(config_path: str | os.PathLike[str] | None) -> Iterator[ModuleType | None]:
-    """Load a config file for the block, yield its module, clean up after it.
+    """Load a config (a site name or a file, see `load_site`), yield its module, clean up after it.
 
     With None, whatever config the caller loaded is used and left alone.
     """
@@ -274,7 +296,7 @@ def parsl_session(config_path: str | os.PathLike[str] | None) -> Iterator[Module
         return
     import parsl
 
-    module = load_config_module(config_path)
+    module = load_site(config_path)
     dfk = parsl.load(module.make_config())
     try:
         yield module
@@ -286,13 +308,13 @@ def parsl_session(config_path: str | os.PathLike[str] | None) -> Iterator[Module
 def add_pilot_arguments(parser: argparse.ArgumentParser, *, model: str) -> None:
     """The arguments every pipeline script in `pipelines/` takes to run its pilots.
 
-    `input`, `-o/--output`, `--config` (a Parsl config file), `--engine`, `--model`
+    `input`, `-o/--output`, `--config` (a site name or a Parsl config file), `--engine`, `--model`
     (default `model`), `--pilots` (servers to start), `--registry` (default
     `$NERSCHAT_REGISTRY`) and `--ready-timeout` (seconds for the pilots to become ready).
     """
     parser.add_argument("input", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--config", default="parsl_configs/local.py")
+    parser.add_argument("--config", default="local")
     parser.add_argument("--engine", default="vllm")
     parser.add_argument("--model", default=model)
     parser.add_argument("--pilots", type=int, default=1, help="servers to start")

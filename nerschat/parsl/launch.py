@@ -36,10 +36,9 @@ from typing import Any
 
 from nerschat.errors import FailureError, UsageError
 from nerschat.parsl.config import (
-    ConfigError,
     JobRequest,
     Site,
-    load_config_module,
+    load_site,
     pilot_provider_of,
     site_of,
 )
@@ -52,8 +51,8 @@ from nerschat.parsl.preflight import (
     check_weights,
 )
 from nerschat.registry import Endpoint, Kind, Registry
+from nerschat.sites import SITES as SITES  # re-exported: the names --site takes
 
-SITES = ("perlmutter", "slurm", "local")
 # A pending entry has no heartbeat: it stands until its pilot replaces it, the job's own
 # clean-up removes it, or a reader finds the job gone from the queue (by `slurm_job_id`).
 PENDING_TTL = 14 * 24 * 3600.0
@@ -160,21 +159,12 @@ def default_site() -> str:
 
 
 def resolve_site(site: str | None) -> ModuleType:
-    """Load a site config module; ConfigError naming where it looked if there is none.
+    """Load a site config module; ConfigError naming the choices if there is none.
 
-    `site` is a name (`parsl_configs/NAME.py` in the working directory or next to the nerschat
-    source) or a path to a config file; None means `default_site()`.
+    `site` is a packaged site's name (`perlmutter`, `slurm`, `local`: `nerschat.sites`) or a
+    path to a config file; None means `default_site()`.
     """
-    site = site or default_site()
-    if site.endswith(".py") or os.sep in site:
-        return load_config_module(site)
-    candidates = [Path.cwd() / "parsl_configs" / f"{site}.py",
-                  Path(__file__).resolve().parents[2] / "parsl_configs" / f"{site}.py"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return load_config_module(candidate)
-    raise ConfigError(f"site {site!r}: no parsl_configs/{site}.py in {Path.cwd()} or next to "
-                      "nerschat: pass --site PATH/TO/config.py")
+    return load_site(site or default_site())
 
 
 def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry, *,
@@ -192,6 +182,8 @@ def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry,
             argv.append("--shared")
         if replica.image:
             argv += ["--image", replica.image]
+            if site.modules:  # the site's runtime modules, e.g. Shifter's gpu,nccl-plugin
+                argv += ["--runtime-modules", ",".join(site.modules)]
         if replica.kind:
             argv += ["--kind", replica.kind]
         if replica.served_name:
@@ -549,35 +541,75 @@ def build_replicas(engine: str | None, model: str | None, replicas: int,
     return members
 
 
+def queued_job_groups(registry: Registry, targets: Sequence[str]) -> dict[str, list[str]]:
+    """Jobs not started yet among `targets`: job id -> the target ids in it.
+
+    A job counts when every registry entry recording it is `pending` (none of its pilots has
+    started) and all of them are among `targets` (one `stop` never cancels a job that also
+    serves endpoints it was not asked to stop).
+    """
+    wanted = set(targets)
+    by_job: dict[str, list[Endpoint]] = {}
+    for entry in registry.scan().entries:
+        if entry.slurm_job_id:
+            by_job.setdefault(entry.slurm_job_id, []).append(entry)
+    return {job: sorted(e.id for e in members) for job, members in sorted(by_job.items())
+            if all(e.state == "pending" and e.id in wanted for e in members)}
+
+
+def cancel_jobs(job_ids: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """`scancel` the given pilot jobs that are still queued or running, and ours.
+
+    Returns (cancelled, gone, refused): jobs cancelled, jobs no longer in the queue, and one
+    line per job left alone (another user's, not a nerschat job). Job ids come from registry
+    entries, which others may write: a job is cancelled only if `squeue` shows it with this
+    user as owner and a nerschat job name. LaunchError when SLURM cannot be asked or
+    `scancel` fails.
+    """
+    import getpass
+
+    from nerschat import slurm
+
+    if not job_ids:
+        return [], [], []
+    queue = slurm.queued_jobs(job_ids)
+    if queue is None:
+        raise LaunchError(f"cannot ask SLURM about job(s) {', '.join(job_ids)} (squeue did not "
+                          "answer): nothing cancelled; retry, or scancel them yourself")
+    me = getpass.getuser()
+    cancel, gone, refused = [], [], []
+    for job in job_ids:
+        queued = queue.get(job)
+        if queued is None:
+            gone.append(job)
+        elif queued.user != me:
+            refused.append(f"job {job} belongs to {queued.user or 'another user'}: not cancelled")
+        elif not queued.name.startswith("nerschat"):
+            refused.append(f"job {job} ({queued.name}) is not a nerschat pilot job: not "
+                           "cancelled")
+        else:
+            cancel.append(job)
+    problem = slurm.scancel(cancel)
+    if problem:
+        raise LaunchError(problem)
+    return cancel, gone, refused
+
+
 def cancel_pending(registry: Registry, targets: Sequence[str]) -> list[str]:
     """Cancel the queued jobs whose every entry is `pending` and among `targets`.
 
-    Their entries are removed; a job with a started pilot is left to drain. Returns the job ids
-    cancelled; LaunchError if `scancel` fails.
+    Their entries are removed (also those of jobs already gone from the queue); a job with a
+    started pilot is left to drain. Returns the job ids cancelled; LaunchError if SLURM cannot
+    be asked, `scancel` fails, or a job is not ours to cancel.
     """
-    import subprocess
-
-    entries = registry.scan().entries
-    wanted = set(targets)
-    by_job: dict[str, list[Endpoint]] = {}
-    for entry in entries:
-        if entry.slurm_job_id:
-            by_job.setdefault(entry.slurm_job_id, []).append(entry)
-    cancel = sorted(job for job, members in by_job.items()
-                    if all(e.state == "pending" and e.id in wanted for e in members))
-    if not cancel:
-        return []
-    try:
-        out = subprocess.run(["scancel", *cancel], capture_output=True, text=True,
-                             timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LaunchError(f"scancel {' '.join(cancel)} failed: {exc}") from None
-    if out.returncode != 0:
-        raise LaunchError(f"scancel {' '.join(cancel)} failed: {out.stderr.strip()}")
-    for job in cancel:
-        for entry in by_job[job]:
-            registry.remove(entry.id)
-    return cancel
+    groups = queued_job_groups(registry, targets)
+    cancelled, gone, refused = cancel_jobs(list(groups))
+    for job in cancelled + gone:
+        for endpoint_id in groups[job]:
+            registry.remove(endpoint_id)
+    if refused:
+        raise LaunchError("; ".join(refused))
+    return cancelled
 
 
 def forget_gone(registry: Registry) -> list[str]:
@@ -586,21 +618,15 @@ def forget_gone(registry: Registry) -> list[str]:
     (Cancelled by hand, refused by the scheduler.) Returns the ids removed; one `squeue` call;
     when `squeue` cannot answer nothing is removed.
     """
-    import subprocess
+    from nerschat.slurm import queued_jobs
 
     pending = [e for e in registry.scan().entries if e.state == "pending" and e.slurm_job_id]
     if not pending:
         return []
-    jobs = sorted({e.slurm_job_id for e in pending if e.slurm_job_id})
-    try:
-        out = subprocess.run(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(jobs)],
-                             capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
+    queue = queued_jobs({e.slurm_job_id for e in pending if e.slurm_job_id})
+    if queue is None:
         return []  # cannot tell: keep them
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return []
-    queued = set(out.stdout.split())
-    gone = [e.id for e in pending if e.slurm_job_id not in queued]
+    gone = [e.id for e in pending if e.slurm_job_id not in queue]
     for endpoint_id in gone:
         current = registry.get(endpoint_id)
         if current is not None and current.state == "pending":

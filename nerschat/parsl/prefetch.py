@@ -45,3 +45,39 @@ def prefetch(model: str, hf_home: Path, *, revision: str | None = None,
         raise FailureError(f"downloading {model} into {hf_home} failed: {type(exc).__name__}: "
                            f"{reason} (gated model? set $HF_TOKEN)") from None
     return Path(path)
+
+
+PULL_TIMEOUT = 3600.0
+"""A first pull of a multi-GB image can take many minutes on a busy login node."""
+
+
+def pull_image(runtime: str, image: str | None) -> str | None:
+    """Make `image` available to the site's container `runtime`, once, on a login node.
+
+    Returns what was done (`already pulled`, `pulled`), or None when the runtime needs no
+    pull (none, apptainer). Shifter: `shifterimg pull IMAGE` unless `shifterimg images` lists
+    it; podman-hpc: `podman-hpc pull IMAGE` likewise. FailureError with the command's last
+    line when the pull fails.
+    """
+    import subprocess
+
+    from nerschat.parsl.preflight import PreflightError, check_image
+
+    commands = {"shifter": ["shifterimg", "pull"], "podman-hpc": ["podman-hpc", "pull"]}
+    if image is None or runtime not in commands:
+        return None
+    try:
+        check_image(runtime, image)
+        return "already pulled"
+    except PreflightError as exc:
+        if "not pulled" not in str(exc):
+            raise
+    argv = [*commands[runtime], image]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=PULL_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FailureError(f"`{' '.join(argv)}` failed: {exc}") from None
+    if out.returncode != 0:
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        raise FailureError(f"`{' '.join(argv)}` failed: {lines[-1] if lines else out.returncode}")
+    return "pulled"

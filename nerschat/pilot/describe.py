@@ -1,4 +1,8 @@
-"""What clients need to know about a ready engine, asked from the engine itself.
+"""What clients need to know about an engine: its limits (asked from it), and its phase.
+
+`describe_phase` puts a registry entry's phase in words for `nerschat ls` and `nerschat
+wait`: the queued job and SLURM's reason for a `pending` entry, the node, the time since the
+start and the server log's last line for a `starting` one.
 
 TEI describes its limits at `/info` (`max_client_batch_size`, `max_batch_tokens`,
 `max_input_length`); vLLM lists `max_model_len` per model at `/v1/models`. The result is a
@@ -9,9 +13,18 @@ so clients never probe or guess the engine.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import httpx2
+
+LOG_LINE_CHARS = 120
+"""A starting pilot's last log line is cut to this many characters in a phase description."""
+
+if TYPE_CHECKING:
+    from nerschat.registry import Endpoint
+    from nerschat.slurm import QueuedJob
 
 
 def _int(value: Any) -> int | None:
@@ -46,3 +59,43 @@ def describe_engine(base_url: str, api_key: str | None, public_url: str | None =
     except (httpx2.HTTPError, ValueError, AttributeError):
         pass
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def describe_phase(entry: Endpoint, now: float | None = None,
+                   queue: Mapping[str, QueuedJob] | None = None,
+                   log_line: str | None = None) -> str:
+    """One line on where a pilot is in its life; "" for a plain `ready` entry.
+
+    `queue` is what `nerschat.slurm.queued_jobs` answered for the entries' jobs (None: SLURM
+    could not be asked); `log_line` the server log's last line (`server_log.last_line`).
+
+    - pending: `job 4242 pending: waiting for nodes to become free (Resources), expected
+      start 2026-12-01 10:00 (in 25m)`; `job 4242 left the queue without starting its
+      pilot` when SLURM no longer has it; `job 4242 queued (not started yet)` when SLURM
+      cannot be asked.
+    - starting: `for 42 s on nid001234: <last log line>`.
+    - draining / unhealthy: on which node, for the record.
+    """
+    now = time.time() if now is None else now
+    job = entry.slurm_job_id
+    if entry.state == "pending":
+        if not job:
+            return "queued as a local process (not started yet)"
+        if queue is None:
+            return f"job {job} queued (not started yet)"
+        queued = queue.get(job)
+        if queued is None:
+            return f"job {job} left the queue without starting its pilot ('nerschat ls --prune')"
+        if queued.state == "PENDING":
+            return queued.describe(now)
+        return f"job {job} {queued.state.lower()}" + (
+            f" on {queued.nodes}" if queued.nodes else "") + ", pilot not started yet"
+    if entry.state == "starting":
+        since = f"for {max(0.0, now - entry.started_at):.0f} s " if entry.started_at else ""
+        text = f"{since}on {entry.host}"
+        if log_line and len(log_line) > LOG_LINE_CHARS:
+            log_line = log_line[:LOG_LINE_CHARS - 3] + "..."
+        return f"{text}: {log_line}" if log_line else text
+    if entry.state in ("draining", "unhealthy"):
+        return f"{entry.state} on {entry.host}"
+    return ""

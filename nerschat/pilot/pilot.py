@@ -137,7 +137,8 @@ class PilotConfig:
 
     What to serve: `engine` (`vllm`, `tei`, `stub`), `model`, `kind` (default: the engine's),
     `served_name` (default: the model), `options` (engine options, NAME -> value),
-    `extra_args` (passed to the server unchanged), `runtime` and `image` (container).
+    `extra_args` (passed to the server unchanged), `runtime`, `image` and `runtime_modules`
+    (container, and the site's runtime modules such as Shifter's `gpu,nccl-plugin`).
     Where: `port` (None: a free one, retried up to `port_attempts` times when another
     process takes it first; an explicit port already in use is refused with
     PortInUseError), `host` (advertised name), `gpus` (ids; default `CUDA_VISIBLE_DEVICES`),
@@ -176,6 +177,7 @@ class PilotConfig:
     api_key: str | None = None
     runtime: str = "none"
     image: str | None = None
+    runtime_modules: tuple[str, ...] = ()  # the site's, e.g. Shifter's ("gpu", "nccl-plugin")
     extra_args: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     ttl: float = 30.0
@@ -210,7 +212,7 @@ class PilotConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         get_engine(self.engine)  # fail early on an unknown engine
-        runtime = get_runtime(self.runtime)
+        runtime = get_runtime(self.runtime, self.runtime_modules)
         if runtime.needs_image and not (self.image or get_engine(self.engine).default_image):
             raise ContainerError(f"runtime {self.runtime!r} needs --image")
 
@@ -395,7 +397,7 @@ class Pilot:
         """Build the command, start the server, publish the `starting` entry."""
         cfg = self.config
         launch = self.launch = self._launch(port, api_key)
-        command = get_runtime(cfg.runtime).wrap(launch, self._image())
+        command = get_runtime(cfg.runtime, cfg.runtime_modules).wrap(launch, self._image())
         job_id = current_job_id()
         endpoint_id = endpoint_id or _safe_id(
             f"{launch.served_model}.{host}.{port}.{uuid.uuid4().hex[:6]}"

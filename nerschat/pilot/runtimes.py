@@ -44,6 +44,10 @@ class ContainerRuntime(Protocol):
         """The command that runs `launch` in `image`, secrets kept off its argv."""
         ...
 
+    def with_modules(self, modules: tuple[str, ...]) -> ContainerRuntime:
+        """This runtime loading the site's `modules` (Shifter's `--module=`); others ignore them."""
+        ...
+
 
 class NoContainer:
     """No container: the server runs directly, secrets in its environment."""
@@ -52,20 +56,33 @@ class NoContainer:
     needs_image = False
     server_in_session = True
 
+    def with_modules(self, modules: tuple[str, ...]) -> ContainerRuntime:
+        """The same runtime: it has no modules to load."""
+        return self
+
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
         """The server's own command, secrets in its environment."""
         return Command(list(launch.argv), {**launch.env, **launch.secret_env})
 
 
 class Shifter:
-    """NERSC Shifter. It does not run the image ENTRYPOINT, so the argv names the program."""
+    """NERSC Shifter. It does not run the image ENTRYPOINT, so the argv names the program.
+
+    `modules` (`--module=`) are the site's (Perlmutter: `gpu,nccl-plugin`, see
+    `nerschat.sites.perlmutter`); none unless a site or `nerschat serve --runtime-modules`
+    names them.
+    """
 
     name = "shifter"
     needs_image = True
     server_in_session = True
 
-    def __init__(self, modules: tuple[str, ...] = ("gpu",)):
-        self.modules = modules
+    def __init__(self, modules: tuple[str, ...] = ()):
+        self.modules = tuple(modules)
+
+    def with_modules(self, modules: tuple[str, ...]) -> ContainerRuntime:
+        """Shifter loading `modules` (`--module=a,b`)."""
+        return Shifter(tuple(modules))
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
         """The runtime's command around the server's."""
@@ -84,6 +101,10 @@ class PodmanHpc:
     name = "podman-hpc"
     needs_image = True
     server_in_session = False  # conmon, not our command, is the container's parent
+
+    def with_modules(self, modules: tuple[str, ...]) -> ContainerRuntime:
+        """The same runtime: it has no modules to load."""
+        return self
 
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
         """The runtime's command around the server's."""
@@ -106,6 +127,10 @@ class Apptainer:
     needs_image = True
     server_in_session = True
 
+    def with_modules(self, modules: tuple[str, ...]) -> ContainerRuntime:
+        """The same runtime: it has no modules to load."""
+        return self
+
     def wrap(self, launch: ServerLaunch, image: str | None) -> Command:
         """`apptainer exec --nv` of the image (a docker:// URI unless a path or URI)."""
         assert image is not None
@@ -123,6 +148,15 @@ RUNTIMES: dict[str, ContainerRuntime] = {
 }
 
 
-def get_runtime(name: str) -> ContainerRuntime:
-    """The runtime called `name`; ContainerError naming the choices otherwise."""
-    return named(RUNTIMES, name, "container runtime", ContainerError)
+def get_runtime(name: str, modules: tuple[str, ...] = ()) -> ContainerRuntime:
+    """The runtime called `name`, loading `modules` where it has any (Shifter).
+
+    ContainerError naming the choices for an unknown name, or for a module name that is not a
+    plain word.
+    """
+    bad = [m for m in modules if not m or not all(c.isalnum() or c in "-_." for c in m)]
+    if bad:
+        raise ContainerError(f"runtime module {bad[0]!r} is not a module name (e.g. gpu, "
+                             "nccl-plugin)")
+    runtime = named(RUNTIMES, name, "container runtime", ContainerError)
+    return runtime.with_modules(tuple(modules)) if modules else runtime

@@ -4,7 +4,8 @@
 command and its arguments) in `log`; `sbatch` also copies the script it was given to
 `<log>.script.N` and answers `Submitted batch job 4242` (then 4243, ...). `shifterimg images`
 lists the images in $FAKE_SHIFTER_IMAGES (comma-separated) in Shifter's own format; `squeue`
-prints the job ids in $FAKE_SQUEUE_IDS (space-separated), one a line.
+prints the job ids in $FAKE_SQUEUE_IDS (space-separated), one a line, or the lines of
+$FAKE_SQUEUE_LINES as given (`\n` between lines) when that is set.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ exit 1
 """,
     "squeue": """#!/bin/bash
 echo "squeue $*" >> "$FAKE_SLURM_LOG"
+if [ -n "${FAKE_SQUEUE_LINES:-}" ]; then printf '%b\n' "$FAKE_SQUEUE_LINES"; exit 0; fi
 for id in ${FAKE_SQUEUE_IDS:-}; do echo "$id"; done
 """,
     "scancel": """#!/bin/bash

@@ -30,6 +30,7 @@ def test_pilot_runs_the_server_through_the_runtime(runtime: str, tmp_path: Path,
     pilot = subprocess.Popen(
         [sys.executable, "-m", "nerschat.cli.main", "serve", "--engine", "stub", "--model", "m1",
          "--runtime", runtime, "--image", "nerschat/stub:test", "--gpus", "3",
+         "--runtime-modules", "gpu,nccl-plugin",
          "--registry", str(registry.path)], env=env)
     try:
         (endpoint,) = nerschat.wait_for_endpoints(registry, "m1", timeout=30)
@@ -46,7 +47,7 @@ def test_pilot_runs_the_server_through_the_runtime(runtime: str, tmp_path: Path,
     assert endpoint.api_key and not any(endpoint.api_key in a for a in argv)
     assert "nerschat.testing.stub_server" in argv
     if runtime == "shifter":
-        assert argv[1:4] == ["--image=nerschat/stub:test", "--module=gpu",
+        assert argv[1:4] == ["--image=nerschat/stub:test", "--module=gpu,nccl-plugin",
                              "--env=CUDA_VISIBLE_DEVICES=3"]
         assert call_env["VLLM_API_KEY"] == endpoint.api_key
     elif runtime == "podman-hpc":

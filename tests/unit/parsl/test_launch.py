@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import re
+import shlex
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nerschat.parsl import preflight
 from nerschat.parsl.config import Site
 from nerschat.parsl.launch import (
+    LaunchError,
     Replica,
     cancel_pending,
     forget_gone,
@@ -31,8 +36,8 @@ from nerschat.registry import Registry
 from tests.fakes import slurm_commands
 
 REPO = Path(__file__).resolve().parents[3]
-PERLMUTTER = str(REPO / "parsl_configs" / "perlmutter.py")
-SLURM = str(REPO / "parsl_configs" / "slurm.py")
+PERLMUTTER = "perlmutter"
+SLURM = "slurm"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
@@ -104,11 +109,66 @@ def test_perlmutter_job_script_through_slurm_provider(perlmutter_env: Path, fake
     assert len(serve_lines) == 4
     for slot, line in enumerate(serve_lines):
         assert line.startswith(f'VLLM_CACHE_ROOT="$SCRATCH/cache_vllm/Llama-3.1-8B-Instruct/{slot}"')
-        assert f"--runtime shifter --image {VLLM_IMAGE}" in line
+        assert f"--runtime shifter --image {VLLM_IMAGE} --runtime-modules gpu,nccl-plugin" in line
         assert f'--gpus "$(gpu_slice {slot} 1)"' in line
         assert f"--id {launch_plan.jobs[0].ids[slot]}" in line
     assert not (registry.path / "jobs").exists(), "a dry run writes nothing"
     assert "sbatch" not in fake_slurm.read_text(), "a dry run submits nothing"
+
+
+def serve_configs(script: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The PilotConfig each `nerschat serve` line of a rendered script builds (not run)."""
+    from click.testing import CliRunner
+
+    import nerschat.cli.serve as serve_cli
+
+    configs: list[Any] = []
+
+    class Recorder:
+        def __init__(self, config: Any, registry: Registry) -> None:
+            configs.append(config)
+
+        def run(self, on_ready: Any = None) -> int:
+            return 0
+
+    monkeypatch.setattr(serve_cli, "Pilot", Recorder)
+    for line in script.splitlines():
+        if " nerschat serve " not in f" {line}":
+            continue
+        line = re.sub(r'"\$\(gpu_slice (\d+) (\d+)\)"', lambda m: m.group(1), line)
+        argv = shlex.split(line.removesuffix(" &"))
+        argv = argv[argv.index("serve") + 1:]
+        result = CliRunner().invoke(serve_cli.serve, argv)
+        assert result.exit_code == 0, result.output
+    return configs
+
+
+def test_perlmutter_pilots_run_shifter_with_the_pinned_image_and_nersc_modules(
+        perlmutter_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Shifter command line each pilot of the rendered script runs (PERLMUTTER.md #5, #7,
+    #11): `shifter --image=<pinned> --module=gpu,nccl-plugin --env=... <program>`."""
+    from nerschat.pilot.engines import LaunchRequest, get_engine
+    from nerschat.pilot.runtimes import get_runtime
+
+    launch_plan = plan([Replica("vllm", MODEL, gpus=1), Replica("tei", "BAAI/bge-m3", gpus=1)],
+                       site=PERLMUTTER, registry=Registry(tmp_path / "home" / "registry"),
+                       account="m1234", check=False)
+    script = render_scripts(launch_plan)
+    configs = serve_configs(script, monkeypatch)
+    assert [(c.engine, c.runtime, c.runtime_modules) for c in configs] == [
+        ("vllm", "shifter", ("gpu", "nccl-plugin")), ("tei", "shifter", ("gpu", "nccl-plugin"))]
+    programs = {"vllm": ["vllm", "serve"], "tei": ["text-embeddings-router"]}
+    for config, image in zip(configs, (VLLM_IMAGE, TEI_IMAGE)):
+        assert config.image == image
+        server = get_engine(config.engine).launch(LaunchRequest(
+            model=config.model, port=8001, api_key="k", gpus=config.gpus, containerized=True,
+            image=config.image))
+        argv = get_runtime(config.runtime, config.runtime_modules).wrap(server, image).argv
+        assert argv[:3] == ["shifter", f"--image={image}", "--module=gpu,nccl-plugin"]
+        assert argv[len(argv) - len(server.argv):][:len(programs[config.engine])] == \
+            programs[config.engine]
+    assert VLLM_IMAGE == "vllm/vllm-openai:v0.32.0"  # the release the local CPU build tests
+    assert TEI_IMAGE.endswith(":1.9.3")  # a patch release, not the floating 1.9
 
 
 def test_shared_qos_packs_two_gpus_per_job(perlmutter_env: Path, tmp_path: Path) -> None:
@@ -170,17 +230,40 @@ def test_submit_failure_is_one_line(fake_slurm: Path, tmp_path: Path) -> None:
     assert Registry(tmp_path / "r").scan().entries == []
 
 
-def test_cancel_pending_scancels_only_jobs_not_started(fake_slurm: Path, tmp_path: Path) -> None:
+def squeue_lines(monkeypatch: pytest.MonkeyPatch, *jobs: tuple[str, str, str]) -> None:
+    """Make the fake `squeue` show (job id, state, owner) lines in nerschat's format."""
+    monkeypatch.setenv("FAKE_SQUEUE_LINES", "\\n".join(
+        f"{job}|{state}|2026-12-01T10:00:00|{user}|nerschat.m.1|(null)|Resources"
+        for job, state, user in jobs))
+
+
+def test_cancel_pending_scancels_only_jobs_not_started(fake_slurm: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     registry = Registry(tmp_path / "registry")
-    jobs = submit(plan([Replica("stub", "m")] * 2, site=SLURM, registry=registry, check=False))
+    jobs = submit(plan([Replica("stub", "m")] * 3, site=SLURM, registry=registry, check=False))
     started = registry.get(jobs[1].ids[0])
     assert started is not None
     started.state = "starting"
     started.url = "http://h:1/v1"
     registry.publish(started)
+    me = getpass.getuser()
+    # job 0 is queued, job 1 runs its pilot, job 2 has left the queue (cancelled by hand)
+    squeue_lines(monkeypatch, (jobs[0].job_id, "PENDING", me), (jobs[1].job_id, "RUNNING", me))
     assert cancel_pending(registry, [e.id for e in registry.scan().entries]) == [jobs[0].job_id]
     assert f"scancel {jobs[0].job_id}" in fake_slurm.read_text().splitlines()
     assert [e.id for e in registry.scan().entries] == [started.id]
+
+
+def test_cancel_pending_never_cancels_another_users_job(fake_slurm: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = Registry(tmp_path / "registry")
+    (job,) = submit(plan([Replica("stub", "m")], site=SLURM, registry=registry, check=False))
+    squeue_lines(monkeypatch, (job.job_id, "PENDING", "somebody-else"))
+    with pytest.raises(LaunchError, match=f"job {job.job_id} belongs to somebody-else: not "
+                                          "cancelled"):
+        cancel_pending(registry, job.ids)
+    assert "scancel" not in fake_slurm.read_text()
+    assert [e.id for e in registry.scan().entries] == job.ids
 
 
 def test_unknown_engine_in_a_pack_is_refused_before_submission(fake_slurm: Path,
@@ -208,7 +291,7 @@ def test_forget_gone_removes_pending_entries_of_jobs_no_longer_queued(
         fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = Registry(tmp_path / "registry")
     jobs = submit(plan([Replica("stub", "m")] * 2, site=SLURM, registry=registry, check=False))
-    monkeypatch.setenv("FAKE_SQUEUE_IDS", jobs[1].job_id)
+    squeue_lines(monkeypatch, (jobs[1].job_id, "PENDING", getpass.getuser()))
     assert forget_gone(registry) == jobs[0].ids
     assert [e.id for e in registry.scan().entries] == jobs[1].ids
 

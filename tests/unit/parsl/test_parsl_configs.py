@@ -10,6 +10,7 @@ from nerschat.parsl.config import (
     JobRequest,
     Site,
     load_config_module,
+    load_site,
     pilot_options_of,
     pilot_provider_of,
     site_of,
@@ -27,7 +28,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_local_config_has_both_labels() -> None:
-    module = load_config_module(CONFIGS / "local.py")
+    module = load_site("local")
     config = module.make_config(run_dir="/tmp/unused")
     assert [e.label for e in config.executors] == ["pilots", "clients"]
     assert pilot_options_of(module) == {"runtime": "none"}
@@ -35,7 +36,7 @@ def test_local_config_has_both_labels() -> None:
 
 @pytest.mark.parametrize("name", ["local", "slurm", "perlmutter"])
 def test_every_config_gives_site_facts_without_images(name: str) -> None:
-    module = load_config_module(CONFIGS / f"{name}.py")
+    module = load_site(name)
     for engine in ("vllm", "tei", "stub"):
         site = site_of(module, engine)
         assert isinstance(site, Site)
@@ -44,7 +45,7 @@ def test_every_config_gives_site_facts_without_images(name: str) -> None:
 
 
 def test_perlmutter_config_requires_account_and_env() -> None:
-    module = load_config_module(CONFIGS / "perlmutter.py")
+    module = load_site("perlmutter")
     with pytest.raises(ConfigError, match=r"account is required: pass account=\.\.\. or set \$NERSCHAT_ACCOUNT"):
         module.make_config()
     with pytest.raises(ConfigError, match=r"env_path is required.*\$NERSCHAT_ENV"):
@@ -52,7 +53,7 @@ def test_perlmutter_config_requires_account_and_env() -> None:
 
 
 def test_perlmutter_site_facts(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = load_config_module(CONFIGS / "perlmutter.py")
+    module = load_site("perlmutter")
     vllm, tei = site_of(module, "vllm"), site_of(module, "tei")
     assert (vllm.runtime, vllm.modules, vllm.gpus_per_node) == ("shifter", ("gpu", "nccl-plugin"), 4)
     assert vllm.hf_home == "$SCRATCH/huggingface" and vllm.offline
@@ -60,11 +61,12 @@ def test_perlmutter_site_facts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert vllm.compile_cache == "$SCRATCH/cache_vllm" and tei.compile_cache is None
     monkeypatch.setenv("SCRATCH", "/pscratch/sd/u/user")
     assert pilot_options_of(module, "tei") == {
-        "runtime": "shifter", "options": {"hf_cache": "/pscratch/sd/u/user/huggingface"}}
+        "runtime": "shifter", "runtime_modules": ("gpu", "nccl-plugin"),
+        "options": {"hf_cache": "/pscratch/sd/u/user/huggingface"}}
 
 
 def test_perlmutter_workflow_config_matches_the_site(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = load_config_module(CONFIGS / "perlmutter.py")
+    module = load_site("perlmutter")
     monkeypatch.setattr(module, "address_by_interface", lambda name: "10.0.0.1")
     monkeypatch.setattr(SlurmProvider, "execute_wait", lambda self, cmd, timeout=None: (1, "", ""))
     config = module.make_config(account="m1234", env_path="/global/common/software/m1234/env")
@@ -82,7 +84,7 @@ def test_perlmutter_workflow_config_matches_the_site(monkeypatch: pytest.MonkeyP
 
 
 def test_pilot_provider_of_slurm_site(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = load_config_module(CONFIGS / "slurm.py")
+    module = load_site("slurm")
     monkeypatch.setattr(SlurmProvider, "execute_wait", lambda self, cmd, timeout=None: (1, "", ""))
     monkeypatch.setenv("NERSCHAT_ACCOUNT", "acct")
     provider = pilot_provider_of(module, JobRequest(gpus=2, walltime="00:10:00"))
@@ -93,7 +95,7 @@ def test_pilot_provider_of_slurm_site(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_renamed_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NERSCHAT_SLURM_GPUS_PER_NODE", "2")
-    module = load_config_module(CONFIGS / "slurm.py")
+    module = load_site("slurm")
     with pytest.raises(ConfigError, match=r"\$NERSCHAT_SLURM_GPUS_PER_NODE is no longer read: "
                                           r"rename it to \$NERSCHAT_GPUS_PER_NODE"):
         module.make_config()
@@ -110,3 +112,18 @@ def test_walltime_seconds() -> None:
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config_module(CONFIGS / "nope.py")
+
+
+@pytest.mark.parametrize("name", ["local", "slurm", "perlmutter"])
+def test_parsl_configs_files_are_the_packaged_sites(name: str) -> None:
+    packaged = load_site(name)
+    copy = load_config_module(CONFIGS / f"{name}.py")  # what `--site parsl_configs/X.py` loads
+    for function in ("make_config", "site", "pilot_provider"):
+        assert getattr(copy, function) is getattr(packaged, function)
+    assert load_site(str(CONFIGS / f"{name}.py")).site is packaged.site
+
+
+def test_unknown_site_name_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"unknown site 'mars': choose perlmutter, slurm, local "
+                                          r"or pass the path"):
+        load_site("mars")

@@ -15,7 +15,7 @@ from nerschat.registry import Registry
 from tests.fakes import slurm_commands
 
 REPO = Path(__file__).resolve().parents[3]
-PERLMUTTER = str(REPO / "parsl_configs" / "perlmutter.py")
+PERLMUTTER = "perlmutter"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 CLUSTER = Site(name="perlmutter", runtime="shifter", gpus_per_node=4, cluster=True)
 
@@ -187,3 +187,35 @@ def test_apptainer_sif_must_exist(tmp_path: Path) -> None:
     (tmp_path / "vllm.sif").touch()
     preflight.check_image("apptainer", str(tmp_path / "vllm.sif"))
     preflight.check_image("apptainer", "vllm/vllm-openai:v0.32.0")  # pulled by apptainer itself
+
+
+def test_prefetch_command_gets_weights_and_pulls_the_pinned_image(
+        login_node: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One command on the login node leaves both the weights and the image where the
+    pre-flight checks of `nerschat launch --site perlmutter` look for them."""
+    import sys
+    import types
+
+    from click.testing import CliRunner
+
+    from nerschat.cli.launch import prefetch
+
+    def snapshot_download(repo_id: str, revision: str | None, cache_dir: str,
+                          ignore_patterns: list[str] | None) -> str:
+        snap = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "r1"
+        snap.mkdir(parents=True, exist_ok=True)
+        (snap / "config.json").write_text("{}")
+        return str(snap)
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub",
+                        types.SimpleNamespace(snapshot_download=snapshot_download))
+    monkeypatch.setenv("FAKE_SHIFTER_IMAGES", "")  # nothing pulled yet
+    result = CliRunner().invoke(prefetch, ["org/new", "--site", "perlmutter"])
+    assert result.exit_code == 0, result.output
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert f"shifterimg pull {VLLM_IMAGE}" in calls
+    monkeypatch.setenv("FAKE_SHIFTER_IMAGES", VLLM_IMAGE)  # what the pull left behind
+    launch_plan(login_node, Replica("vllm", "org/new", gpus=1))
+    again = CliRunner().invoke(prefetch, ["org/new", "--site", "perlmutter"])
+    assert again.exit_code == 0 and "already pulled" in again.output
+    assert calls.count(f"shifterimg pull {VLLM_IMAGE}") == 1

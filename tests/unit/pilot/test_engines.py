@@ -117,12 +117,20 @@ def test_no_container() -> None:
 
 
 def test_shifter_wrap_keeps_secrets_off_argv() -> None:
-    command = get_runtime("shifter").wrap(VLLM, "vllm/vllm-openai:v0.12.0")
-    assert command.argv[:3] == ["shifter", "--image=vllm/vllm-openai:v0.12.0", "--module=gpu"]
+    command = get_runtime("shifter", ("gpu", "nccl-plugin")).wrap(VLLM, "vllm/vllm-openai:v0.12.0")
+    assert command.argv[:3] == ["shifter", "--image=vllm/vllm-openai:v0.12.0",
+                                "--module=gpu,nccl-plugin"]
     assert "--env=CUDA_VISIBLE_DEVICES=0" in command.argv
     assert command.argv[-len(VLLM.argv):] == VLLM.argv
     assert not any("s3cret" in a for a in command.argv)
     assert command.env["VLLM_API_KEY"] == "s3cret"
+
+
+def test_shifter_modules_come_from_the_site_not_the_runtime() -> None:
+    assert not any(a.startswith("--module") for a in get_runtime("shifter").wrap(VLLM, "i").argv)
+    with pytest.raises(ContainerError, match="'gpu;rm' is not a module name"):
+        get_runtime("shifter", ("gpu;rm",))
+    assert get_runtime("none", ("gpu",)).wrap(VLLM, None).argv == VLLM.argv
 
 
 def test_podman_hpc_wrap() -> None:
