@@ -82,6 +82,9 @@ def pool() -> None:
 @click.option("--drain-before", type=click.FloatRange(min=0), default=30.0,
               help="A member drains on its own this many seconds before its walltime "
                    "(the pool hands over earlier).")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=3,
+              help="A member's pilot restarts its dead or stuck engine in place at most this "
+                   "many times per 10 minutes; past that the pool replaces the member.")
 @click.option("--lead-floor", type=click.FloatRange(min=0), default=60.0,
               help="Least lead time (s) a replacement is submitted before it is needed; "
                    "the pool learns more from its members' queue and start-up times.")
@@ -101,7 +104,8 @@ def start(registry_path: str | None, shared: bool, engine: str, model: str, repl
           duration: str | None, gpus_per_replica: int | None, site: str | None,
           account: str | None, qos: str | None, walltime: str | None, constraint: str | None,
           image: str | None, kind: str | None, served_name: str | None,
-          options: tuple[str, ...], ttl: float | None, drain_before: float, lead_floor: float,
+          options: tuple[str, ...], ttl: float | None, drain_before: float, max_restarts: int,
+          lead_floor: float,
           overlap: float, period: float, no_check: bool, pool_id: str | None, detach: bool,
           extra_args: tuple[str, ...]) -> None:
     """Keep replicas of a model ready; runs the controller until the pool stops.
@@ -123,7 +127,7 @@ def start(registry_path: str | None, shared: bool, engine: str, model: str, repl
         gpus_per_replica=gpus_per_replica, site=site, walltime=walltime, account=account,
         qos=qos, constraint=constraint, image=image, kind=kind, served_name=served_name,
         options=options, extra_args=extra_args, ttl=ttl, drain_before=drain_before,
-        check=not no_check,
+        max_restarts=max_restarts, check=not no_check,
     )
     run_in_foreground(the_pool, f"{replicas} {engine}:{model}")
 

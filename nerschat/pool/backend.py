@@ -63,6 +63,8 @@ class PoolSpec:
 
     `drain_before` is the members' own walltime margin (seconds before the end at which a
     pilot drains even if the pool has not asked it to); the pool hands over earlier.
+    `max_restarts` (per 10 minutes) and `unhealthy_timeout` (seconds; None: the pilot's
+    default) are the members' restart-in-place watchdog (`nerschat serve --max-restarts`).
     """
 
     engine: str
@@ -81,6 +83,15 @@ class PoolSpec:
     ttl: float | None = 15.0  # heartbeats every 5 s: stop requests seen, frozen pilots found soon
     drain_before: float = 30.0
     check: bool = True
+    max_restarts: int = 3
+    unhealthy_timeout: float | None = None
+
+    def serve_args(self) -> tuple[str, ...]:
+        """The `nerschat serve` options of every member's pilot."""
+        args = ("--max-restarts", str(self.max_restarts))
+        if self.unhealthy_timeout is not None:
+            args += ("--unhealthy-timeout", f"{self.unhealthy_timeout:g}")
+        return args
 
 
 @dataclass
@@ -115,7 +126,8 @@ class LaunchBackend:
         launch_plan = plan([replica], site=spec.site, registry=self.registry,
                            account=spec.account, qos=spec.qos, walltime=spec.walltime,
                            constraint=spec.constraint, check=spec.check and not self._checked,
-                           ttl=spec.ttl, drain_before=spec.drain_before)
+                           ttl=spec.ttl, drain_before=spec.drain_before,
+                           serve_args=spec.serve_args())
         self._checked = True
         (job,) = submit(launch_plan)
         self._jobs[job.ids[0]] = job

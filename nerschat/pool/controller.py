@@ -233,8 +233,11 @@ class Pool:
         store.write_progress(self.registry, self.id, done, total)
 
     def progress(self) -> tuple[int, int | None] | None:
-        """`(done, total)` items: as reported to the pool, else by the workflows using its
-        model (summed), else None."""
+        """`(done, total)` items of the pool's work, None when nobody reported any.
+
+        As reported to the pool (`report_progress`), else summed over the workflows that use
+        its model (`nerschat.pool.progress`).
+        """
         return pool_progress(self.registry, self.state, self.clock())
 
     def usage(self) -> Usage:
@@ -503,8 +506,11 @@ class Pool:
 
 def pool_progress(registry: Registry, state: PoolState, now: float
                   ) -> tuple[int, int | None] | None:
-    """`(done, total)` of a pool's work: reported to the pool itself (`Pool.report_progress`),
-    else summed over the workflows using its model, else None."""
+    """`(done, total)` items of a pool's work, None when nobody reported any.
+
+    As reported to the pool itself (`Pool.report_progress`), else summed over the fresh
+    reports of the workflows using its model.
+    """
     own = store.read_progress(registry, state.id)
     if own is not None:
         return own
