@@ -303,6 +303,9 @@ class Pool:
                 continue
             why = ("its job left the queue" if job_gone else
                    "its heartbeat is stale" if entry is not None else "its entry was removed")
+            gave_up = store.exit_reason(self.registry, member.id)
+            if gave_up:
+                why = f"its pilot gave up: {gave_up}"
             if member.drain_at is None:
                 was = member.phase
                 member.reason = f"lost ({why}, was {was})"

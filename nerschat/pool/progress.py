@@ -28,6 +28,7 @@ WORKFLOW_DIR = "workflows"
 FRESH_FOR = 120.0  # seconds: a report older than this is a dead workflow's
 WRITE_EVERY = 2.0  # seconds between writes while the count moves
 BEAT_EVERY = 30.0  # seconds between writes while it does not
+MIN_RATE_S = 5.0  # seconds of a run before its rate is reported
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,10 @@ class WorkflowReporter:
         due = now - self._written_at >= (WRITE_EVERY if done != self._written else BEAT_EVERY)
         if not (force or due):
             return
-        elapsed = max(1e-9, now - self._started)
+        elapsed = now - self._started
+        rate = done / elapsed if elapsed >= MIN_RATE_S else 0.0  # too early to tell
         payload = {"model": self.model, "done": done, "total": self.total,
-                   "rate": round(done / elapsed, 6), "at": time.time(),
+                   "rate": round(rate, 6), "at": time.time(),
                    "host": socket.gethostname(), "pid": os.getpid()}
         with contextlib.suppress(OSError):
             pool_dir(self.registry).joinpath(WORKFLOW_DIR).mkdir(

@@ -231,3 +231,22 @@ def remove_files(registry: Registry, pool_id: str) -> None:
     """Remove the stop request (the state stays, as the pool's final record)."""
     with contextlib.suppress(FileNotFoundError):
         stop_path(registry, pool_id).unlink()
+
+
+def exit_reason(registry: Registry, member_id: str, limit: int = 16384) -> str | None:
+    """Why a member's pilot gave up, from the last line it wrote to its server log.
+
+    None when the log has no such line (the pilot was killed, or never started).
+    """
+    from nerschat.pilot.pilot import GAVE_UP
+
+    path = registry.log_dir / f"{member_id}.log"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - limit))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    prefix = f"{GAVE_UP} {member_id}: "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return lines[-1][len(prefix):].strip()[:300] or None if lines else None
