@@ -239,7 +239,7 @@ def status_dict(registry: Registry, state: store.PoolState, now: float) -> dict[
     data["usage"] = usage(state, now, pool_progress(registry, state, now)).to_dict()
     data["ready"] = sum(1 for m in state.members if m.phase == "ready" and m.drain_at is None)
     data["controller_age_s"] = round(now - state.heartbeat_at, 1)
-    work = remaining(registry, state.model, now)
+    work = remaining(registry, state.serves, now)
     data["workflows"] = None if work is None else {
         "count": work.workflows, "done": work.done, "total": work.total,
         "items_per_s": work.rate, "remaining": work.remaining, "eta_s": work.eta_s()}
@@ -317,7 +317,7 @@ def _print_state(out: Console, registry: Registry, state: store.PoolState, now: 
         f"used {use.gpu_hours:.3f} GPU-hours ({use.replica_hours:.3f} replica-hours), "
         f"{state.replaced_losses} losses replaced, {len(state.handovers)} hand-overs")))
     out.print(Text("  " + one_line(accounting_line(use))))
-    work = remaining(registry, state.model, now)
+    work = remaining(registry, state.serves, now)
     if work is not None:
         eta = work.eta_s()
         out.print(Text("  " + one_line(

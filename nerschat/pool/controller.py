@@ -361,6 +361,8 @@ class Pool:
             self._event(now, f"{member.id} (job {member.job_id}) ready again after "
                              f"{now - member.down_since:.1f} s")
             member.down_since = None
+        if entry.state == "ready" and entry.model and self.state.served_model != entry.model:
+            self.state.served_model = entry.model
         if entry.state == "ready" and member.ready_at is None:
             member.ready_at = entry.ready_at or now
             self.state.failed_starts = 0
@@ -476,7 +478,7 @@ class Pool:
             return
         waiting = sum(r[0] for r in known)
         running = sum(r[1] for r in known)
-        work = remaining(self.registry, st.model, now)
+        work = remaining(self.registry, st.serves, now)
         items_left = work.remaining if work is not None else 0
         why = self._scale_up_reason(waiting, len(known), work)
         if why and st.desired < st.max_replicas:
@@ -517,5 +519,5 @@ def pool_progress(registry: Registry, state: PoolState, now: float
     own = store.read_progress(registry, state.id)
     if own is not None:
         return own
-    work = remaining(registry, state.model, now)
+    work = remaining(registry, state.serves, now)
     return None if work is None else (work.done, work.total)

@@ -111,6 +111,12 @@ class PoolState:
     events: list[str] = field(default_factory=list)
     launch: dict[str, Any] = field(default_factory=dict)  # the PoolSpec, to resume
     timing: dict[str, float] = field(default_factory=dict)  # the controller's Timing
+    served_model: str = ""  # the name the members' entries publish (learned when ready)
+
+    @property
+    def serves(self) -> str:
+        """The model name clients and workflows use for this pool's members."""
+        return self.served_model or self.model
 
     def live_members(self) -> list[Member]:
         """Members not gone yet."""
