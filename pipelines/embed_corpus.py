@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from nerschat.parsl.config import add_pilot_arguments
-from nerschat.parsl.pilots import pipeline_pilots
+from nerschat.parsl.pilots import add_pool_arguments, pipeline_pilots
 from nerschat.registry import Registry
 from nerschat.workflows.embed import EmbedOptions, run_embed
 
@@ -23,6 +23,7 @@ from nerschat.workflows.embed import EmbedOptions, run_embed
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pilot_arguments(parser, model="local:minilm")
+    add_pool_arguments(parser)
     parser.add_argument("--shards", type=int, default=None)
     parser.add_argument("--prompt-name", default=None)
     parser.add_argument("--prefix", default="")

@@ -88,7 +88,7 @@ class PoolSpec:
 
     def serve_args(self) -> tuple[str, ...]:
         """The `nerschat serve` options of every member's pilot."""
-        args = ("--max-restarts", str(self.max_restarts))
+        args: tuple[str, ...] = ("--max-restarts", str(self.max_restarts))
         if self.unhealthy_timeout is not None:
             args += ("--unhealthy-timeout", f"{self.unhealthy_timeout:g}")
         return args

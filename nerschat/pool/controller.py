@@ -204,10 +204,17 @@ class Pool:
         if wait and self._thread is not None:
             self._thread.join(timeout)
 
-    def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
-        """Block until `desired` members are ready; PoolError with their phases if not."""
+    def wait_ready(self, timeout: float = 900.0, poll: float = 0.5, *,
+                   count_queue: bool = True) -> list[Endpoint]:
+        """Block until `desired` members are ready; PoolError with their phases if not.
+
+        With `count_queue=False` the `timeout` (seconds) is for start-up only: it does not
+        run while a member's job is still queued (`pending`).
+        """
         deadline = time.monotonic() + timeout
         while True:
+            if not count_queue and any(m.phase == "pending" for m in self.state.live_members()):
+                deadline = time.monotonic() + timeout
             if self.error is not None:
                 raise PoolError(f"pool {self.id}: controller failed: {self.error}")
             if self.state.error:
