@@ -42,7 +42,7 @@ def main() -> None:
                            registry=str(registry.path), model=ready[0].model,
                            shards=args.shards, runner=ShardRunner(parsl_loaded=True),
                            console=console)
-        console.print(judge_summary(report))
+        console.print(judge_summary(report, registry=registry))
 
 
 if __name__ == "__main__":

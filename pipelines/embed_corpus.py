@@ -10,6 +10,7 @@ On Perlmutter: `--engine tei --model BAAI/bge-large-en-v1.5 --pilots 8 --prompt-
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from nerschat.parsl.config import add_pilot_arguments
 from nerschat.parsl.pilots import add_pool_arguments, pipeline_pilots
 from nerschat.registry import Registry
 from nerschat.workflows.embed import EmbedOptions, run_embed
+from nerschat.workflows.summary import cost_text, run_cost
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,6 +68,9 @@ def main() -> None:
         console.print(f"embedded {manifest['count']} documents with {manifest['model']} "
                       f"(dimension {manifest['dimension']}, {manifest['truncated']} truncated) "
                       f"into {args.output}; {report.texts_per_second:.1f} texts/s")
+        ended = time.time()
+        cost = run_cost(registry, ready[0].model, ended - report.seconds, ended)
+        console.print(cost_text(cost, report.computed_texts, 0), highlight=False)
 
 
 if __name__ == "__main__":

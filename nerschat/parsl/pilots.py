@@ -204,7 +204,6 @@ def pooled_pilots(engine: str, model: str, replicas: int | tuple[int, int], *, s
     start-up only (it does not run while a member is queued). Raises PoolError when the
     pool cannot get its replicas ready.
     """
-    from nerschat.cli.pool import accounting_line
     from nerschat.pool import Pool
 
     console = console or Console(stderr=True)
@@ -226,7 +225,8 @@ def pooled_pilots(engine: str, model: str, replicas: int | tuple[int, int], *, s
         console.print(f"pool {pool.id}: {len(state.members)} pilot job(s), "
                       f"{len(state.handovers)} hand-over(s), {state.replaced_losses} loss(es) "
                       f"replaced, {sum(m.restarts for m in state.members)} engine restart(s); "
-                      f"{use.gpu_hours:.3f} GPU-hours; {accounting_line(use)}", highlight=False)
+                      f"{use.gpu_hours:.3f} GPU-hours ({use.replica_hours:.3f} job hours)",
+                      highlight=False)
 
 
 def add_pool_arguments(parser: argparse.ArgumentParser) -> None:

@@ -82,18 +82,33 @@ def run_cost(registry: Registry, model: str, started: float, ended: float) -> Ru
     return RunCost(gpu_hours, replica_hours, servers)
 
 
-def cost_rows(table: Table, cost: RunCost, processed: int, left: int) -> None:
-    """Rows: GPU-hours used, items per GPU-hour, GPU-hours the `left` items need."""
-    table.add_row("GPU-hours used", f"{cost.gpu_hours:.3f} ({cost.servers} server(s), "
-                                    f"{cost.replica_hours:.3f} job hours)")
+def cost_pairs(cost: RunCost, processed: int, left: int) -> list[tuple[str, str]]:
+    """(label, value): GPU-hours used, items per GPU-hour, GPU-hours the `left` items need.
+
+    Servers without GPUs (stub, CPU) get the same per job hour.
+    """
+    pairs = [("GPU-hours used", f"{cost.gpu_hours:.3f} ({cost.servers} server(s), "
+                                f"{cost.replica_hours:.3f} job hours)")]
     per_gpu = cost.per_gpu_hour(processed)
     per_job = cost.per_replica_hour(processed)
     if per_gpu is not None:
-        table.add_row("items per GPU-hour", f"{per_gpu:.0f}")
-        table.add_row("GPU-hours for the rest", f"{left / per_gpu:.3f} ({left} items left)")
+        pairs += [("items per GPU-hour", f"{per_gpu:.0f}"),
+                  ("GPU-hours for the rest", f"{left / per_gpu:.3f} ({left} items left)")]
     elif per_job is not None:
-        table.add_row("items per job hour (no GPUs)", f"{per_job:.0f}")
-        table.add_row("job hours for the rest", f"{left / per_job:.3f} ({left} items left)")
+        pairs += [("items per job hour (no GPUs)", f"{per_job:.0f}"),
+                  ("job hours for the rest", f"{left / per_job:.3f} ({left} items left)")]
+    return pairs
+
+
+def cost_rows(table: Table, cost: RunCost, processed: int, left: int) -> None:
+    """`cost_pairs` as rows of a summary table."""
+    for label, value in cost_pairs(cost, processed, left):
+        table.add_row(label, value)
+
+
+def cost_text(cost: RunCost, processed: int, left: int) -> str:
+    """`cost_pairs` on one line (for runs summarised in a sentence, e.g. embedding)."""
+    return "; ".join(f"{label} {value}" for label, value in cost_pairs(cost, processed, left))
 
 
 def _cost_rows(table: Table, report: RunReport, registry: Registry | str | None,

@@ -66,3 +66,12 @@ def test_judge_summary_has_the_cost_rows(tmp_path: Path) -> None:
     console = Console(width=200, record=True)
     console.print(judge_summary(no_model, registry=registry))
     assert "GPU-hours" not in console.export_text()  # no model known: no guess
+
+
+def test_cost_text_per_job_hour_without_gpus() -> None:
+    from nerschat.workflows.summary import RunCost, cost_text
+
+    assert cost_text(RunCost(0.0, 2.0, 1), 100, 50) == (
+        "GPU-hours used 0.000 (1 server(s), 2.000 job hours); items per job hour (no GPUs) 50; "
+        "job hours for the rest 1.000 (50 items left)")
+    assert cost_text(RunCost(0.0, 0.0, 0), 0, 0) == "GPU-hours used 0.000 (0 server(s), 0.000 job hours)"
