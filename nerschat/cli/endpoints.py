@@ -29,7 +29,7 @@ from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import Endpoint, Registry, RegistryError, RegistryProblem, is_safe_name
 
 STATE_STYLE = {"pending": "cyan", "ready": "green", "starting": "yellow",
-               "draining": "magenta", "stale": "red"}
+               "draining": "magenta", "stale": "red", "unhealthy": "red"}
 
 
 def _cell(value: object) -> Text:
