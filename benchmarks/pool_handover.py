@@ -55,9 +55,13 @@ def children(pid: int) -> list[int]:
 
 
 def inflict(kind: str, pool: Pool, registry: Registry, used: set[str]) -> Fault:
-    """Do `kind` to a ready member not hit before."""
-    victim = next(m for m in pool.state.members
-                  if m.phase == "ready" and m.drain_at is None and m.id not in used)
+    """Do `kind` to the ready member not hit before with the most walltime left.
+
+    (A member about to be handed over would be replaced by its hand-over anyway.)
+    """
+    victim = max((m for m in pool.state.members
+                  if m.phase == "ready" and m.drain_at is None and m.id not in used),
+                 key=lambda m: m.expires_at or float("inf"))
     used.add(victim.id)
     entry = registry.get(victim.id)
     assert entry is not None

@@ -448,3 +448,27 @@ def test_a_slow_rest_within_the_eta_does_not_scale_up(tmp_path: Path) -> None:
     assert pool.state.desired == 1
     report.close()
     assert remaining(registry, "m") is None
+
+
+def test_clients_stop_routing_to_a_member_restarting_its_engine(
+        setup: tuple[Pool, FakeCluster, Clock]) -> None:
+    from nerschat.client.routing import EndpointPool
+
+    def routed() -> set[str]:
+        """What a client's routing table holds (a fresh view: no caching between looks)."""
+        routing = EndpointPool(Registry(pool.registry.path), "m")
+        routing.refresh(force=True)
+        return {load.id for load in routing.loads()}
+
+    pool, cluster, clock = setup
+    pool.step()
+    for member in pool.state.members:
+        cluster.run(member.id, 3600)
+    pool.step()
+    first, second = pool.state.members
+    assert routed() == {first.id, second.id}
+    for state in ("starting", "unhealthy"):  # restarting in place, or not answering
+        cluster.set_state(first.id, state, restarts=1)
+        assert routed() == {second.id}
+    cluster.set_state(first.id, "ready")
+    assert routed() == {first.id, second.id}
