@@ -98,9 +98,13 @@ def main() -> None:
     parser.add_argument("--scancel-at", type=float, default=None)
     parser.add_argument("--kill9-at", type=float, default=None)
     parser.add_argument("--freeze-at", type=float, default=None)
-    parser.add_argument("--unhealthy-timeout", type=float, default=10.0,
+    parser.add_argument("--unhealthy-timeout", type=float, default=5.0,
                         help="seconds a frozen engine stays unhealthy before its pilot kills "
                              "and restarts it")
+    parser.add_argument("--health-timeout", type=float, default=2.0,
+                        help="seconds one health probe of a member's engine may take")
+    parser.add_argument("--health-failures", type=int, default=2,
+                        help="failed probes in a row that make a member unhealthy")
     parser.add_argument("--registry", default=None,
                         help="[default: a fresh directory under ~/.cache/nerschat]")
     args = parser.parse_args()
@@ -111,6 +115,8 @@ def main() -> None:
     pool = Pool("stub", model, args.replicas, registry=registry, site="slurm",
                 walltime=args.walltime, drain_before=args.drain_before,
                 unhealthy_timeout=args.unhealthy_timeout,
+                serve_options=("--health-timeout", f"{args.health_timeout:g}",
+                               "--health-failures", str(args.health_failures)),
                 timing=Timing(lead_floor=args.lead_floor, overlap=args.overlap))
     sampler = ReadySampler(registry, model)
     load = SteadyLoad(registry, model, rate=args.rate)

@@ -64,7 +64,9 @@ class PoolSpec:
     `drain_before` is the members' own walltime margin (seconds before the end at which a
     pilot drains even if the pool has not asked it to); the pool hands over earlier.
     `max_restarts` (per 10 minutes) and `unhealthy_timeout` (seconds; None: the pilot's
-    default) are the members' restart-in-place watchdog (`nerschat serve --max-restarts`).
+    default) are the members' restart-in-place watchdog (`nerschat serve --max-restarts`);
+    `serve_options` are further `nerschat serve` options of every member (e.g. faster health
+    probes: `("--health-timeout", "2", "--health-failures", "2")`).
     """
 
     engine: str
@@ -85,13 +87,14 @@ class PoolSpec:
     check: bool = True
     max_restarts: int = 3
     unhealthy_timeout: float | None = None
+    serve_options: tuple[str, ...] = ()
 
     def serve_args(self) -> tuple[str, ...]:
         """The `nerschat serve` options of every member's pilot."""
         args: tuple[str, ...] = ("--max-restarts", str(self.max_restarts))
         if self.unhealthy_timeout is not None:
             args += ("--unhealthy-timeout", f"{self.unhealthy_timeout:g}")
-        return args
+        return args + tuple(self.serve_options)
 
 
 @dataclass

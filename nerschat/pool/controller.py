@@ -150,7 +150,7 @@ class Pool:
             raise UsageError(f"{path} belongs to uid {owner}, not to you: not resuming a pool "
                              "from someone else's file")
         options = dict(old.launch)
-        for name in ("options", "extra_args"):
+        for name in ("options", "extra_args", "serve_options"):
             options[name] = tuple(options.get(name) or ())
         engine, model = options.pop("engine", old.engine), options.pop("model", old.model)
         timing = Timing(**{k: v for k, v in old.timing.items()
