@@ -15,7 +15,7 @@ import argparse
 from rich.console import Console
 
 from nerschat.parsl.config import add_pilot_arguments
-from nerschat.parsl.pilots import pipeline_pilots
+from nerschat.parsl.pilots import add_pool_arguments, pipeline_pilots
 from nerschat.workflows.core import ShardRunner, run_items
 from nerschat.workflows.judge import JudgeOptions
 from nerschat.workflows.summary import judge_summary
@@ -25,6 +25,7 @@ from nerschat.workflows.tasks import JudgeTask
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pilot_arguments(parser, model="local:gemma-3-270m")
+    add_pool_arguments(parser)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--reasoning-tokens", "--max-tokens", dest="reasoning_tokens", type=int,
                         default=256, help="tokens of reasoning before the verdict (0: none)")
@@ -41,7 +42,7 @@ def main() -> None:
                            registry=str(registry.path), model=ready[0].model,
                            shards=args.shards, runner=ShardRunner(parsl_loaded=True),
                            console=console)
-        console.print(judge_summary(report))
+        console.print(judge_summary(report, registry=registry))
 
 
 if __name__ == "__main__":

@@ -10,19 +10,22 @@ On Perlmutter: `--engine tei --model BAAI/bge-large-en-v1.5 --pilots 8 --prompt-
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from rich.console import Console
 
 from nerschat.parsl.config import add_pilot_arguments
-from nerschat.parsl.pilots import pipeline_pilots
+from nerschat.parsl.pilots import add_pool_arguments, pipeline_pilots
 from nerschat.registry import Registry
 from nerschat.workflows.embed import EmbedOptions, run_embed
+from nerschat.workflows.summary import cost_text, run_cost
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pilot_arguments(parser, model="local:minilm")
+    add_pool_arguments(parser)
     parser.add_argument("--shards", type=int, default=None)
     parser.add_argument("--prompt-name", default=None)
     parser.add_argument("--prefix", default="")
@@ -65,6 +68,9 @@ def main() -> None:
         console.print(f"embedded {manifest['count']} documents with {manifest['model']} "
                       f"(dimension {manifest['dimension']}, {manifest['truncated']} truncated) "
                       f"into {args.output}; {report.texts_per_second:.1f} texts/s")
+        ended = time.time()
+        cost = run_cost(registry, ready[0].model, ended - report.seconds, ended)
+        console.print(cost_text(cost, report.computed_texts, 0), highlight=False)
 
 
 if __name__ == "__main__":

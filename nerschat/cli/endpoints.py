@@ -38,7 +38,7 @@ from nerschat.server_log import last_line
 from nerschat.slurm import QueuedJob, queued_jobs
 
 STATE_STYLE = {"pending": "cyan", "ready": "green", "starting": "yellow",
-               "draining": "magenta", "stale": "red"}
+               "draining": "magenta", "stale": "red", "unhealthy": "red"}
 
 
 def _cell(value: object) -> Text:
@@ -84,11 +84,19 @@ def _queue_dict(entry: Endpoint, queue: dict[str, QueuedJob] | None) -> dict[str
                    "the SLURM queue without starting.")
 @click.option("--model", default=None)
 @click.option("--kind", type=click.Choice(["llm", "embedding", "router"]), default=None)
+@click.option("--pool", "pools", is_flag=True,
+              help="List the running pools instead: desired replicas, members' jobs and "
+                   "phases, GPU-hours, items per GPU-hour, GPU-hours the rest needs.")
 @registry_option
 def ls(registry_path: str | None, as_json: bool, prune: bool,
-       model: str | None, kind: str | None) -> None:
+       model: str | None, kind: str | None, pools: bool) -> None:
     """List registered endpoints (files that are not valid, trusted entries are reported)."""
     registry = open_registry(registry_path)
+    if pools:
+        from nerschat.cli.pool import print_pools
+
+        print_pools(registry, as_json)
+        return
     try:
         if prune:
             for entry in registry.prune():

@@ -13,11 +13,14 @@ import uuid
 from types import FrameType
 
 import click
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from nerschat.cli.common import (
     console,
     format_age,
+    one_line,
     open_registry,
     registry_option,
     shared_option,
@@ -26,8 +29,9 @@ from nerschat.cli.launch import job_options
 from nerschat.errors import FailureError, UsageError
 from nerschat.parsl.launch import SITES
 from nerschat.pool import state as store
-from nerschat.pool.accounting import usage
-from nerschat.pool.controller import Pool, Timing
+from nerschat.pool.accounting import Usage, member_hours, usage
+from nerschat.pool.controller import Pool, Timing, pool_progress
+from nerschat.pool.progress import remaining
 from nerschat.registry import Registry
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -82,6 +86,9 @@ def pool() -> None:
 @click.option("--drain-before", type=click.FloatRange(min=0), default=30.0,
               help="A member drains on its own this many seconds before its walltime "
                    "(the pool hands over earlier).")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=3,
+              help="A member's pilot restarts its dead or stuck engine in place at most this "
+                   "many times per 10 minutes; past that the pool replaces the member.")
 @click.option("--lead-floor", type=click.FloatRange(min=0), default=60.0,
               help="Least lead time (s) a replacement is submitted before it is needed; "
                    "the pool learns more from its members' queue and start-up times.")
@@ -101,7 +108,8 @@ def start(registry_path: str | None, shared: bool, engine: str, model: str, repl
           duration: str | None, gpus_per_replica: int | None, site: str | None,
           account: str | None, qos: str | None, walltime: str | None, constraint: str | None,
           image: str | None, kind: str | None, served_name: str | None,
-          options: tuple[str, ...], ttl: float | None, drain_before: float, lead_floor: float,
+          options: tuple[str, ...], ttl: float | None, drain_before: float, max_restarts: int,
+          lead_floor: float,
           overlap: float, period: float, no_check: bool, pool_id: str | None, detach: bool,
           extra_args: tuple[str, ...]) -> None:
     """Keep replicas of a model ready; runs the controller until the pool stops.
@@ -123,7 +131,7 @@ def start(registry_path: str | None, shared: bool, engine: str, model: str, repl
         gpus_per_replica=gpus_per_replica, site=site, walltime=walltime, account=account,
         qos=qos, constraint=constraint, image=image, kind=kind, served_name=served_name,
         options=options, extra_args=extra_args, ttl=ttl, drain_before=drain_before,
-        check=not no_check,
+        max_restarts=max_restarts, check=not no_check,
     )
     run_in_foreground(the_pool, f"{replicas} {engine}:{model}")
 
@@ -149,7 +157,7 @@ def run_in_foreground(the_pool: Pool, what: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     final = the_pool.run()
-    summary = usage(final, time.time(), store.read_progress(registry, final.id))
+    summary = usage(final, time.time(), pool_progress(registry, final, time.time()))
     console.print(f"pool {final.id} stopped: {len(final.members)} members, "
                   f"{len(final.handovers)} hand-overs, {final.replaced_losses} losses replaced, "
                   f"{summary.gpu_hours:.3f} GPU-hours", highlight=False)
@@ -226,11 +234,15 @@ def _registry_args(registry: Registry) -> list[str]:
 
 
 def status_dict(registry: Registry, state: store.PoolState, now: float) -> dict[str, object]:
-    """A pool's state with its usage and ready count, as `status --json` prints it."""
+    """A pool's state with its usage, ready count and workflows' items left (`--json`)."""
     data = state.to_dict()
-    data["usage"] = usage(state, now, store.read_progress(registry, state.id)).to_dict()
+    data["usage"] = usage(state, now, pool_progress(registry, state, now)).to_dict()
     data["ready"] = sum(1 for m in state.members if m.phase == "ready" and m.drain_at is None)
     data["controller_age_s"] = round(now - state.heartbeat_at, 1)
+    work = remaining(registry, state.serves, now)
+    data["workflows"] = None if work is None else {
+        "count": work.workflows, "done": work.done, "total": work.total,
+        "items_per_s": work.rate, "remaining": work.remaining, "eta_s": work.eta_s()}
     return data
 
 
@@ -243,54 +255,90 @@ def status(registry_path: str | None, pool_id: str | None, as_json: bool,
            show_all: bool) -> None:
     """Show pools: desired replicas, members and their phases, hand-overs, GPU-hours."""
     registry = open_registry(registry_path)
-    now = time.time()
     if pool_id:
         states = [store.read_state(registry, pool_id)]
+        print_pools(registry, as_json, states=states)
     else:
+        print_pools(registry, as_json, show_all=show_all)
+
+
+def print_pools(registry: Registry, as_json: bool = False, *, show_all: bool = False,
+                states: list[store.PoolState] | None = None) -> None:
+    """The pools of a registry (`nerschat ls --pool`, `nerschat pool status`), on stdout.
+
+    Per pool: desired replicas (min..max), each member's job, phase and restarts, GPU-hours
+    used so far, items per GPU-hour and the GPU-hours the rest needs (where a workflow
+    reported its progress). Everything read from files is printed as plain, escaped text.
+    """
+    now = time.time()
+    if states is None:
         states = [s for s in store.list_states(registry) if show_all or s.status != "stopped"]
     if as_json:
         click.echo(json.dumps([status_dict(registry, s, now) for s in states], indent=1))
         return
+    out = Console()
+    if not out.is_terminal:
+        out.width = 200
     if not states:
-        console.print(f"no pools in {registry.path}", highlight=False)
+        out.print(Text(one_line(f"no running pools in {registry.path}")), style="dim")
         return
     for state in states:
-        _print_state(registry, state, now)
+        _print_state(out, registry, state, now)
 
 
-def _print_state(registry: Registry, state: store.PoolState, now: float) -> None:
+def _print_state(out: Console, registry: Registry, state: store.PoolState, now: float) -> None:
     data = status_dict(registry, state, now)
-    use = usage(state, now, store.read_progress(registry, state.id))
+    use = usage(state, now, pool_progress(registry, state, now))
     span = (f"{state.min_replicas}..{state.max_replicas}"
             if state.min_replicas != state.max_replicas else str(state.min_replicas))
     left = "until stopped" if state.until is None else f"{format_age(state.until - now)} left"
-    console.print(
-        f"[bold]{state.id}[/bold] {state.engine}:{state.model} {state.status}, "
-        f"ready {data['ready']}/{state.desired} (replicas {span}), {left}, controller "
-        f"{state.controller_host}:{state.controller_pid} seen {format_age(now - state.heartbeat_at)}"
-        f" ago, lead time {state.lead_time_s:.0f}s", highlight=False)
-    table = Table("member", "job", "phase", "walltime left", "up", "note", box=None)
-    for m in state.members:
-        if not m.live and len(state.members) > 12:
-            continue
-        remaining = m.time_left(now)
-        table.add_row(m.id, m.job_id, m.phase, format_age(remaining) if m.live else "-",
-                      format_age(((m.ended_at or now) - m.started_at) if m.started_at else None),
-                      m.reason)
-    console.print(table)
+    out.print(Text.assemble(
+        (one_line(state.id), "bold"), " ",
+        one_line(f"{state.engine}:{state.model} {state.status}: desired {state.desired} "
+                 f"(replicas {span}), ready {data['ready']}, {left}; controller "
+                 f"{state.controller_host}:{state.controller_pid} seen "
+                 f"{format_age(now - state.heartbeat_at)} ago, lead time "
+                 f"{state.lead_time_s:.0f}s")))
+    if state.error:
+        out.print(Text("  " + one_line(f"gave up: {state.error}"), style="red"))
+    table = Table("member", "job", "phase", "restarts", "walltime left", "up", "GPU-h", "note",
+                  box=None)
+    shown = [m for m in state.members if m.live or len(state.members) <= 12]
+    for m in shown[-24:]:
+        table.add_row(*(Text(one_line(str(v))) for v in (
+            m.id, m.job_id, m.phase, m.restarts or "-",
+            format_age(m.time_left(now)) if m.live else "-",
+            format_age(((m.ended_at or now) - m.started_at) if m.started_at else None),
+            f"{member_hours(m, now) * m.gpus:.3f}" if m.gpus else "-", m.reason)))
+    out.print(table)
     for h in state.handovers[-5:]:
-        console.print(f"  hand-over {h.old} -> {h.new}: overlap {h.overlap_s:.1f}s",
-                      highlight=False)
-    line = (f"  used {use.gpu_hours:.3f} GPU-hours ({use.replica_hours:.3f} replica-hours), "
-            f"{state.replaced_losses} losses replaced, {len(state.handovers)} hand-overs")
-    if use.items_done is not None:
-        line += f"; {use.items_done}" + (f"/{use.items_total}" if use.items_total else "") + \
-            " items"
-        if use.items_per_gpu_hour is not None:
-            line += f", {use.items_per_gpu_hour:.0f} items/GPU-hour"
-        if use.gpu_hours_rest is not None:
-            line += f", about {use.gpu_hours_rest:.2f} GPU-hours for the rest"
-    console.print(line, highlight=False)
+        out.print(Text("  " + one_line(f"hand-over {h.old} -> {h.new}: overlap {h.overlap_s:.1f}s")))
+    out.print(Text("  " + one_line(
+        f"used {use.gpu_hours:.3f} GPU-hours ({use.replica_hours:.3f} replica-hours), "
+        f"{state.replaced_losses} losses replaced, {len(state.handovers)} hand-overs")))
+    out.print(Text("  " + one_line(accounting_line(use))))
+    work = remaining(registry, state.serves, now)
+    if work is not None:
+        eta = work.eta_s()
+        out.print(Text("  " + one_line(
+            f"{work.workflows} workflow(s) using it: {work.remaining} items left at "
+            f"{work.rate:.2f} items/s" + (f", about {format_age(eta)}" if eta else ""))))
+
+
+def accounting_line(use: Usage) -> str:
+    """`items`, items per GPU-hour and the GPU-hours the rest needs, in one line."""
+    if use.items_done is None:
+        return "items: none reported (workflows report theirs while they run)"
+    line = f"{use.items_done}" + (f"/{use.items_total}" if use.items_total else "") + " items"
+    if use.items_per_gpu_hour is not None:
+        line += f", {use.items_per_gpu_hour:.0f} items per GPU-hour"
+    elif use.items_per_replica_hour is not None:
+        line += f", {use.items_per_replica_hour:.0f} items per replica-hour (no GPUs)"
+    if use.gpu_hours_rest is not None:
+        line += f", about {use.gpu_hours_rest:.2f} GPU-hours for the rest"
+    elif use.replica_hours_rest is not None:
+        line += f", about {use.replica_hours_rest:.2f} replica-hours for the rest"
+    return line
 
 
 @pool.command()

@@ -115,7 +115,8 @@ def judge(input_path: str, output: str, model: str | None, system_prompt: str,
         both_orders=both_orders, **judging)
     report = _run(task, input_path, output, model=model, **options)
     if judging.get("mode", "best-of") == "best-of":
-        console.print(judge_summary(report))  # streams: no second pass over a huge output
+        # Streams: no second pass over a huge output.
+        console.print(judge_summary(report, registry=options["registry_path"]))
     else:
         summary, path = summarize_output(output)
         console.print(summary_table(summary))
@@ -132,5 +133,5 @@ def judge(input_path: str, output: str, model: str | None, system_prompt: str,
 def run_batch(input_path: str, output: str, **run_options: Any) -> None:
     """Run an OpenAI batch file over every ready endpoint, resumably."""
     report = _run(BatchTask(), input_path, output, model=None, **run_options)
-    console.print(batch_summary(report))
+    console.print(batch_summary(report, registry=run_options["registry_path"]))
     _finish(report)

@@ -168,8 +168,12 @@ def resolve_site(site: str | None) -> ModuleType:
 
 
 def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry, *,
-                ttl: float | None = None, drain_before: float | None = None) -> str:
-    """The job body: exports of the site's environment, one `nerschat serve` per replica."""
+                ttl: float | None = None, drain_before: float | None = None,
+                serve_args: Sequence[str] = ()) -> str:
+    """The job body: exports of the site's environment, one `nerschat serve` per replica.
+
+    `serve_args` are further `nerschat serve` options for every pilot (e.g. `--max-restarts 3`).
+    """
     template = resources.files("nerschat").joinpath("templates/pilot-job.sh").read_text()
     exports = [f"export {k}={_dq(v)}" for k, v in site.environment().items()]
     lines: list[str] = []
@@ -194,6 +198,7 @@ def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry,
             argv += ["--ttl", f"{ttl:g}"]
         if drain_before is not None:
             argv += ["--drain-before", f"{drain_before:g}"]
+        argv += list(serve_args)
         prefix = ""
         if site.compile_cache and replica.engine == "vllm":
             cache = f"{site.compile_cache}/{_slug(replica.model)}/{slot}"
@@ -294,7 +299,7 @@ class LaunchPlan:
 def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Registry | None = None,
          account: str | None = None, qos: str | None = None, walltime: str | None = None,
          constraint: str | None = None, check: bool = True, ttl: float | None = None,
-         drain_before: float | None = None) -> LaunchPlan:
+         drain_before: float | None = None, serve_args: Sequence[str] = ()) -> LaunchPlan:
     """Pack the replicas into jobs, run the pre-flight checks, render each job's body.
 
     Raises
@@ -331,7 +336,8 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
         check_registry_shared(registry.path, base)
         check_python_env(base)
     for job in jobs:
-        job.body = render_body(launch_id, job, base, registry, ttl=ttl, drain_before=drain_before)
+        job.body = render_body(launch_id, job, base, registry, ttl=ttl, drain_before=drain_before,
+                               serve_args=serve_args)
     result = LaunchPlan(launch_id, base, module, request, registry, jobs)
     if check:
         # The provider resolves defaults (walltime, account) from the site config itself.

@@ -1,4 +1,11 @@
-"""Pilots as Parsl apps, and a small API to run a group of them around a workflow.
+"""Pilots as Parsl apps, and a small API to run a group of them (or a pool) around a workflow.
+
+Pipeline scripts (`pipelines/`) run their pilots as a pool by default (`pooled_pilots`):
+service-mode jobs submitted through the config's `pilot_provider`, replaced before each
+walltime and after a loss, restarted in place when their engine dies, so a run longer than
+one walltime finishes on its own. `--fixed-pilots` runs plain `PilotGroup` apps on the
+config's `pilots` executor instead (they drain at their block's walltime; nothing replaces
+them).
 
 A pilot app runs for its block's life. Parsl cannot cancel a running task, so the pilot
 stops itself: on a stop request in the registry (`PilotGroup.stop()`), or ahead of the
@@ -27,6 +34,8 @@ from rich.console import Console
 from nerschat.errors import FailureError, UsageError
 from nerschat.pilot.pilot import PilotConfig, group_stop_id
 from nerschat.registry import Endpoint, Registry
+
+POOL_STOP_TIMEOUT = 300.0  # seconds for the pool's members to drain after the work
 
 
 class PilotLaunchError(FailureError, RuntimeError):
@@ -182,16 +191,78 @@ def running_pilots(engine: str, model: str, count: int = 1, *,
 
 
 @contextlib.contextmanager
+def pooled_pilots(engine: str, model: str, replicas: int | tuple[int, int], *, site: str,
+                  registry: Registry | str | None = None, ready_timeout: float = 900.0,
+                  console: Console | None = None, kind: str | None = None,
+                  walltime: str | None = None, max_restarts: int = 3
+                  ) -> Iterator[list[Endpoint]]:
+    """Keep `replicas` (or `(min, max)`) pilots ready as a pool around the block.
+
+    `site` is a site name or config file whose `pilot_provider` submits the members.
+    Yields the ready endpoints (clients should go through the registry: members change);
+    afterwards drains the members and prints the pool's GPU-hours. `ready_timeout` is for
+    start-up only (it does not run while a member is queued). Raises PoolError when the
+    pool cannot get its replicas ready.
+    """
+    from nerschat.pool import Pool
+
+    console = console or Console(stderr=True)
+    pool = Pool(engine, model, replicas, registry=registry, site=site, kind=kind,
+                walltime=walltime, max_restarts=max_restarts)
+    low = replicas if isinstance(replicas, int) else replicas[0]
+    pool.start()
+    try:
+        with console.status(f"pool {pool.id}: starting {low} {model} pilot(s)"):
+            ready = pool.wait_ready(timeout=ready_timeout + 60, count_queue=False)
+        console.print(f"pool {pool.id}: {len(ready)} pilot(s) ready: "
+                      f"{', '.join(e.url for e in ready)} ('nerschat ls --pool' to watch)",
+                      highlight=False)
+        yield ready
+    finally:
+        with console.status(f"pool {pool.id}: draining its pilots"):
+            pool.stop(timeout=POOL_STOP_TIMEOUT)
+        state, use = pool.state, pool.usage()
+        console.print(f"pool {pool.id}: {len(state.members)} pilot job(s), "
+                      f"{len(state.handovers)} hand-over(s), {state.replaced_losses} loss(es) "
+                      f"replaced, {sum(m.restarts for m in state.members)} engine restart(s); "
+                      f"{use.gpu_hours:.3f} GPU-hours ({use.replica_hours:.3f} job hours)",
+                      highlight=False)
+
+
+def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pool arguments of the pipeline scripts (after `add_pilot_arguments`).
+
+    `--fixed-pilots` (plain Parsl pilot apps instead of a pool), `--max-pilots` (the pool
+    scales up to this many while the run has items left), `--walltime` (of each pool member's
+    job) and `--max-restarts` (engine restarts in place per member per 10 minutes).
+    """
+    parser.add_argument("--fixed-pilots", action="store_true",
+                        help="run --pilots plain pilot apps on the config's `pilots` executor "
+                             "instead of a pool (no hand-over before the walltime, no "
+                             "replacement after a loss)")
+    parser.add_argument("--max-pilots", type=int, default=None,
+                        help="pool: scale up to this many pilots while the run has items "
+                             "left [default: --pilots]")
+    parser.add_argument("--walltime", default=None,
+                        help="pool: walltime of each pilot job, HH:MM:SS [default: the "
+                             "config's]; the pool hands over to a new job before it ends")
+    parser.add_argument("--max-restarts", type=int, default=3,
+                        help="pool: engine restarts in place per pilot per 10 minutes")
+
+
+@contextlib.contextmanager
 def pipeline_pilots(args: argparse.Namespace, console: Console | None = None,
                     **pilot_options: Any) -> Iterator[tuple[Registry, list[Endpoint]]]:
     """Run a pipeline script's pilots around its work, yielding (registry, ready endpoints).
 
-    Loads `args.config`, starts `args.pilots` pilots of `args.engine`/`args.model`, and
-    afterwards stops the pilots and cleans up Parsl.
+    Loads `args.config` (for the client apps), keeps `args.pilots` pilots of
+    `args.engine`/`args.model` ready as a pool whose members the config's `pilot_provider`
+    submits (`pooled_pilots`), and afterwards stops the pool and cleans up Parsl. With
+    `args.fixed_pilots`, starts plain pilot apps on the config's `pilots` executor instead.
 
-    `args` carries what `nerschat.parsl.config.add_pilot_arguments` adds; the config
-    module's site options for the engine are passed to the pilots, then `pilot_options`.
-    Raises PilotLaunchError if a pilot fails before it is ready.
+    `args` carries what `nerschat.parsl.config.add_pilot_arguments` and `add_pool_arguments`
+    add; `pilot_options` (e.g. `kind="embedding"`) go to the pilots. Raises
+    PilotLaunchError (fixed pilots) or PoolError if the pilots do not become ready.
     """
     from nerschat.parsl.config import parsl_session, pilot_options_of
 
@@ -199,8 +270,16 @@ def pipeline_pilots(args: argparse.Namespace, console: Console | None = None,
     with parsl_session(args.config) as module:
         if module is None:
             raise UsageError("pipeline_pilots needs a Parsl config file (--config)")
-        options = {**pilot_options_of(module, args.engine), **pilot_options}
-        with running_pilots(args.engine, args.model, args.pilots, registry=registry,
-                            ready_timeout=args.ready_timeout, console=console,
-                            **options) as ready:
+        if getattr(args, "fixed_pilots", True):
+            options = {**pilot_options_of(module, args.engine), **pilot_options}
+            with running_pilots(args.engine, args.model, args.pilots, registry=registry,
+                                ready_timeout=args.ready_timeout, console=console,
+                                **options) as ready:
+                yield registry, ready
+            return
+        most = max(args.pilots, args.max_pilots or args.pilots)
+        with pooled_pilots(args.engine, args.model, (args.pilots, most), site=args.config,
+                           registry=registry, ready_timeout=args.ready_timeout,
+                           console=console, kind=pilot_options.get("kind"),
+                           walltime=args.walltime, max_restarts=args.max_restarts) as ready:
             yield registry, ready

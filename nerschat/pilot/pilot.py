@@ -108,6 +108,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+GAVE_UP = "# nerschat pilot gave up:"  # last line of the server log when the pilot gives up
+
+
 def tail(path: Path | None, lines: int = 20) -> str:
     """The last `lines` lines of a log file ("" if it cannot be read)."""
     if path is None:
@@ -350,7 +353,12 @@ class Pilot:
                 why += (f"; restarted {len(restarts)} time(s) in the last "
                         f"{cfg.restart_window:.0f} s already, the most --max-restarts allows")
             self._abandon()
-            raise PilotError(f"{why}. Last lines of {self.log_path}:\n{tail(self.log_path)}")
+            message = f"{why}. Last lines of {self.log_path}:\n{tail(self.log_path)}"
+            if self.log_path is not None:
+                # The reason, for `nerschat pool status` / `ls --pool` once the entry is gone.
+                with contextlib.suppress(OSError), open(self.log_path, "a") as log:
+                    log.write(f"{GAVE_UP} {self._entry.id}: {why}\n")
+            raise PilotError(message)
         logger.warning("pilot %s: %s; restarting it (%s of %s within %.0f s)", self._entry.id,
                        why, len(restarts) + 1, cfg.max_restarts, cfg.restart_window)
         self._kill_server()

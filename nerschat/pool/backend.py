@@ -63,6 +63,10 @@ class PoolSpec:
 
     `drain_before` is the members' own walltime margin (seconds before the end at which a
     pilot drains even if the pool has not asked it to); the pool hands over earlier.
+    `max_restarts` (per 10 minutes) and `unhealthy_timeout` (seconds; None: the pilot's
+    default) are the members' restart-in-place watchdog (`nerschat serve --max-restarts`);
+    `serve_options` are further `nerschat serve` options of every member (e.g. faster health
+    probes: `("--health-timeout", "2", "--health-failures", "2")`).
     """
 
     engine: str
@@ -81,6 +85,16 @@ class PoolSpec:
     ttl: float | None = 15.0  # heartbeats every 5 s: stop requests seen, frozen pilots found soon
     drain_before: float = 30.0
     check: bool = True
+    max_restarts: int = 3
+    unhealthy_timeout: float | None = None
+    serve_options: tuple[str, ...] = ()
+
+    def serve_args(self) -> tuple[str, ...]:
+        """The `nerschat serve` options of every member's pilot."""
+        args: tuple[str, ...] = ("--max-restarts", str(self.max_restarts))
+        if self.unhealthy_timeout is not None:
+            args += ("--unhealthy-timeout", f"{self.unhealthy_timeout:g}")
+        return args + tuple(self.serve_options)
 
 
 @dataclass
@@ -115,7 +129,8 @@ class LaunchBackend:
         launch_plan = plan([replica], site=spec.site, registry=self.registry,
                            account=spec.account, qos=spec.qos, walltime=spec.walltime,
                            constraint=spec.constraint, check=spec.check and not self._checked,
-                           ttl=spec.ttl, drain_before=spec.drain_before)
+                           ttl=spec.ttl, drain_before=spec.drain_before,
+                           serve_args=spec.serve_args())
         self._checked = True
         (job,) = submit(launch_plan)
         self._jobs[job.ids[0]] = job

@@ -15,9 +15,17 @@ One round (`Pool.step`), every `period` seconds:
    below `desired` while the queue lets replacements start.
 4. **trim** surplus members (after a scale-down): queued ones are cancelled first, then ready
    ones drain while enough others stay ready.
-5. **scale** (when min < max): one more replica when the ready endpoints' waiting requests
-   (vLLM's `vllm:num_requests_waiting`) exceed `scale_up_waiting` each; one fewer after
-   `idle_after` seconds with nothing waiting or running.
+5. **scale** (when min < max), one replica at a time (not while an added one is not ready
+   yet): one more when the ready endpoints' waiting requests (vLLM's
+   `vllm:num_requests_waiting`) exceed `scale_up_waiting` each, or when the workflows using
+   the model report remaining items that take longer than `scale_up_eta` seconds at their
+   current rate (`nerschat.pool.progress`); one fewer after `idle_after` seconds with nothing
+   waiting or running and no workflow reporting items left.
+
+A member whose pilot is restarting its engine in place (entry back in `starting` after it was
+ready: phase `restarting`) or whose engine stopped answering (`unhealthy`) is not routed to by
+clients; once that lasts `restart_grace` seconds it no longer counts as serving either, so the
+pool submits a replacement (and trims the surplus if the member recovers).
 
 The lead time is learned from this pool's own members (submission to ready: queue wait plus
 start-up): 1.5 times the longest of the last five, never below `lead_floor`.
@@ -41,7 +49,8 @@ from nerschat.pool import state as store
 from nerschat.pool.accounting import Usage, usage
 from nerschat.pool.backend import Backend, LaunchBackend, PoolSpec
 from nerschat.pool.metrics import backlog
-from nerschat.pool.state import Handover, Member, PoolState
+from nerschat.pool.progress import Remaining, remaining
+from nerschat.pool.state import Handover, Member, Phase, PoolState
 from nerschat.registry import Endpoint, Registry
 
 logger = logging.getLogger(__name__)
@@ -66,6 +75,8 @@ class Timing:
     metrics_period: float = 10.0
     scale_up_waiting: float = 4.0
     idle_after: float = 120.0
+    restart_grace: float = 30.0
+    scale_up_eta: float = 1800.0
 
 
 def _replicas(replicas: int | tuple[int, int]) -> tuple[int, int]:
@@ -139,7 +150,7 @@ class Pool:
             raise UsageError(f"{path} belongs to uid {owner}, not to you: not resuming a pool "
                              "from someone else's file")
         options = dict(old.launch)
-        for name in ("options", "extra_args"):
+        for name in ("options", "extra_args", "serve_options"):
             options[name] = tuple(options.get(name) or ())
         engine, model = options.pop("engine", old.engine), options.pop("model", old.model)
         timing = Timing(**{k: v for k, v in old.timing.items()
@@ -193,10 +204,17 @@ class Pool:
         if wait and self._thread is not None:
             self._thread.join(timeout)
 
-    def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> list[Endpoint]:
-        """Block until `desired` members are ready; PoolError with their phases if not."""
+    def wait_ready(self, timeout: float = 900.0, poll: float = 0.5, *,
+                   count_queue: bool = True) -> list[Endpoint]:
+        """Block until `desired` members are ready; PoolError with their phases if not.
+
+        With `count_queue=False` the `timeout` (seconds) is for start-up only: it does not
+        run while a member's job is still queued (`pending`).
+        """
         deadline = time.monotonic() + timeout
         while True:
+            if not count_queue and any(m.phase == "pending" for m in self.state.live_members()):
+                deadline = time.monotonic() + timeout
             if self.error is not None:
                 raise PoolError(f"pool {self.id}: controller failed: {self.error}")
             if self.state.error:
@@ -221,9 +239,17 @@ class Pool:
         """Record the items finished so far (and the total) for the pool's accounting."""
         store.write_progress(self.registry, self.id, done, total)
 
+    def progress(self) -> tuple[int, int | None] | None:
+        """`(done, total)` items of the pool's work, None when nobody reported any.
+
+        As reported to the pool (`report_progress`), else summed over the workflows that use
+        its model (`nerschat.pool.progress`).
+        """
+        return pool_progress(self.registry, self.state, self.clock())
+
     def usage(self) -> Usage:
         """GPU-hours so far, items per GPU-hour and the estimate for the rest."""
-        return usage(self.state, self.clock(), store.read_progress(self.registry, self.id))
+        return usage(self.state, self.clock(), self.progress())
 
     def __enter__(self) -> Pool:
         return self.start()
@@ -284,6 +310,9 @@ class Pool:
                 continue
             why = ("its job left the queue" if job_gone else
                    "its heartbeat is stale" if entry is not None else "its entry was removed")
+            gave_up = store.exit_reason(self.registry, member.id)
+            if gave_up:
+                why = f"its pilot gave up: {gave_up}"
             if member.drain_at is None:
                 was = member.phase
                 member.reason = f"lost ({why}, was {was})"
@@ -323,6 +352,24 @@ class Pool:
             member.started_at = entry.started_at or now
         if entry.expires_at is not None:
             member.expires_at = entry.expires_at
+        restarts = entry.extra.get("restarts")
+        if isinstance(restarts, int) and restarts > member.restarts:
+            member.restarts = restarts
+            self._event(now, f"{member.id} (job {member.job_id}): engine restarted in place "
+                             f"({restarts} so far)")
+        phase: Phase = entry.state
+        if entry.state == "starting" and member.ready_at is not None:
+            phase = "restarting"  # its pilot restarts a dead engine in place
+        if phase in ("unhealthy", "restarting"):
+            if member.down_since is None:
+                member.down_since = now
+                self._event(now, f"{member.id} (job {member.job_id}) {phase}: not routed to")
+        elif member.down_since is not None and entry.state == "ready":
+            self._event(now, f"{member.id} (job {member.job_id}) ready again after "
+                             f"{now - member.down_since:.1f} s")
+            member.down_since = None
+        if entry.state == "ready" and entry.model and self.state.served_model != entry.model:
+            self.state.served_model = entry.model
         if entry.state == "ready" and member.ready_at is None:
             member.ready_at = entry.ready_at or now
             self.state.failed_starts = 0
@@ -330,7 +377,7 @@ class Pool:
             self.state.lead_samples = [*self.state.lead_samples[-19:], round(sample, 3)]
             self._event(now, f"{member.id} (job {member.job_id}) ready {sample:.1f} s after "
                              "submission")
-        member.phase = entry.state
+        member.phase = phase
 
     def _due(self, member: Member, now: float) -> bool:
         left = member.time_left(now)
@@ -341,9 +388,15 @@ class Pool:
             return False  # it outlasts the pool
         return left <= self.spec.drain_before + self.lead_time() + self.timing.overlap
 
+    def _down_too_long(self, member: Member, now: float) -> bool:
+        """Unhealthy or restarting for `restart_grace` seconds: a replica the pool lacks."""
+        return (member.down_since is not None
+                and now - member.down_since >= self.timing.restart_grace)
+
     def _serving(self, now: float) -> list[Member]:
         return [m for m in self.state.live_members()
-                if m.drain_at is None and m.phase != "draining" and not self._due(m, now)]
+                if m.drain_at is None and m.phase != "draining" and not self._due(m, now)
+                and not self._down_too_long(m, now)]
 
     def _fill(self, now: float) -> None:
         missing = self.state.desired - len(self._serving(now))
@@ -425,17 +478,23 @@ class Pool:
         if st.min_replicas == st.max_replicas or now < self._next_metrics:
             return
         self._next_metrics = now + self.timing.metrics_period
-        readings = [self.metrics(e) for e in self.ready_endpoints()]
+        ready = self.ready_endpoints()
+        readings = [self.metrics(e) for e in ready]
         known = [r for r in readings if r is not None]
         if not known:
             return
         waiting = sum(r[0] for r in known)
         running = sum(r[1] for r in known)
-        if waiting >= self.timing.scale_up_waiting * len(known) and st.desired < st.max_replicas:
+        work = remaining(self.registry, st.serves, now)
+        items_left = work.remaining if work is not None else 0
+        why = self._scale_up_reason(waiting, len(known), work)
+        if why and st.desired < st.max_replicas:
+            if len(ready) < st.desired:
+                return  # the last one added is not ready yet: judge again once it is
             st.desired += 1
             self._idle_since = None
-            self._event(now, f"scale up to {st.desired}: {waiting:.0f} requests waiting")
-        elif waiting == 0 and running == 0:
+            self._event(now, f"scale up to {st.desired}: {why}")
+        elif waiting == 0 and running == 0 and items_left == 0:
             if self._idle_since is None:
                 self._idle_since = now
             elif now - self._idle_since >= self.timing.idle_after and st.desired > st.min_replicas:
@@ -445,3 +504,27 @@ class Pool:
                                  f"{self.timing.idle_after:.0f} s")
         else:
             self._idle_since = None
+
+    def _scale_up_reason(self, waiting: float, endpoints: int, work: Remaining | None) -> str:
+        """Why one more replica would help now ("" if it would not)."""
+        if waiting >= self.timing.scale_up_waiting * endpoints:
+            return f"{waiting:.0f} requests waiting"
+        eta = work.eta_s() if work is not None else None
+        if work is not None and eta is not None and eta > self.timing.scale_up_eta:
+            return (f"{work.remaining} items left in {work.workflows} workflow(s), "
+                    f"{eta / 60:.0f} min at {work.rate:.2f} items/s")
+        return ""
+
+
+def pool_progress(registry: Registry, state: PoolState, now: float
+                  ) -> tuple[int, int | None] | None:
+    """`(done, total)` items of a pool's work, None when nobody reported any.
+
+    As reported to the pool itself (`Pool.report_progress`), else summed over the fresh
+    reports of the workflows using its model.
+    """
+    own = store.read_progress(registry, state.id)
+    if own is not None:
+        return own
+    work = remaining(registry, state.serves, now)
+    return None if work is None else (work.done, work.total)

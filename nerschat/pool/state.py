@@ -2,7 +2,8 @@
 
 The controller writes the state every period; any process reads it (`nerschat pool status`)
 and asks the controller to stop by writing `pools/<id>.stop` (`nerschat pool stop`).
-Callers that know how far a workflow got write `pools/<id>.progress.json` ({done, total}).
+Callers that know how far a workflow got write `pools/<id>.progress` ({done, total}); workflows
+report their remaining items under `pools/workflows/` (`nerschat.pool.progress`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from nerschat.errors import UsageError
 from nerschat.registry import Registry
 
 POOL_DIR = "pools"
-# `unhealthy`: the pilot is restarting its engine in place (it still counts as a member).
-Phase = Literal["pending", "starting", "ready", "unhealthy", "draining", "gone"]
-PHASES = ("pending", "starting", "ready", "unhealthy", "draining", "gone")
+# `unhealthy`: the engine stopped answering (the pilot may recover or restart it);
+# `restarting`: the pilot restarts its engine in place after a death (entry back in `starting`).
+# Neither is routed to; past the controller's `restart_grace` neither counts as serving.
+Phase = Literal["pending", "starting", "ready", "unhealthy", "restarting", "draining", "gone"]
+PHASES = ("pending", "starting", "ready", "unhealthy", "restarting", "draining", "gone")
 
 
 class PoolNotFound(UsageError):
@@ -48,10 +51,17 @@ class Member:
     drain_at: float | None = None
     ended_at: float | None = None
     reason: str = ""  # why it left: handed over, lost (...), scaled down, pool stopped
+    restarts: int = 0  # engine restarts in place so far (from its pilot's entry)
+    down_since: float | None = None  # unhealthy or restarting since (epoch s), None if not
+
+    @property
+    def recovering(self) -> bool:
+        """Its pilot is recovering or restarting its engine (not routed to)."""
+        return self.phase in ("unhealthy", "restarting")
 
     @property
     def live(self) -> bool:
-        """Not gone yet (pending, starting, ready or draining)."""
+        """Not gone yet (pending, starting, ready, unhealthy, restarting or draining)."""
         return self.phase != "gone"
 
     def time_left(self, now: float) -> float | None:
@@ -101,6 +111,12 @@ class PoolState:
     events: list[str] = field(default_factory=list)
     launch: dict[str, Any] = field(default_factory=dict)  # the PoolSpec, to resume
     timing: dict[str, float] = field(default_factory=dict)  # the controller's Timing
+    served_model: str = ""  # the name the members' entries publish (learned when ready)
+
+    @property
+    def serves(self) -> str:
+        """The model name clients and workflows use for this pool's members."""
+        return self.served_model or self.model
 
     def live_members(self) -> list[Member]:
         """Members not gone yet."""
@@ -221,3 +237,22 @@ def remove_files(registry: Registry, pool_id: str) -> None:
     """Remove the stop request (the state stays, as the pool's final record)."""
     with contextlib.suppress(FileNotFoundError):
         stop_path(registry, pool_id).unlink()
+
+
+def exit_reason(registry: Registry, member_id: str, limit: int = 16384) -> str | None:
+    """Why a member's pilot gave up, from the last line it wrote to its server log.
+
+    None when the log has no such line (the pilot was killed, or never started).
+    """
+    from nerschat.pilot.pilot import GAVE_UP
+
+    path = registry.log_dir / f"{member_id}.log"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - limit))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    prefix = f"{GAVE_UP} {member_id}: "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return lines[-1][len(prefix):].strip()[:300] or None if lines else None

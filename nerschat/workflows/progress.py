@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from nerschat.pool.progress import WorkflowReporter
 from nerschat.registry import Registry
 
 METRIC_NAMES = {
@@ -122,6 +123,8 @@ class RunProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
+        # Remaining items for pools serving the model (nerschat.pool.progress).
+        self.reporter = WorkflowReporter(registry, model, total) if model else None
 
     def _render(self) -> Group:
         table = Table(box=None, show_header=False, padding=(0, 2))
@@ -145,6 +148,8 @@ class RunProgress:
         tokens = f"{self.counter.tokens / elapsed:.0f} tokens/s" if self.counter.tokens else ""
         self.progress.update(self.task, completed=done, rate=done / elapsed,
                              errors=self.counter.errors, tokens=tokens)
+        if self.reporter is not None:
+            self.reporter.update(done)
 
     def __enter__(self) -> RunProgress:
         self._started = time.monotonic()
@@ -154,7 +159,7 @@ class RunProgress:
                         transient=False)
             live.__enter__()
         self._live = live
-        if self.enabled:
+        if self.enabled or self.reporter is not None:
             self._thread = threading.Thread(target=self._loop, args=(live,), daemon=True)
             self._thread.start()
         return self
@@ -167,3 +172,5 @@ class RunProgress:
             self.refresh()
             self._live.update(self._render())
             self._live.__exit__(None, None, None)
+        if self.reporter is not None:
+            self.reporter.close()

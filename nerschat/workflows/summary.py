@@ -1,17 +1,128 @@
-"""End-of-run summaries of the merged output (read as a stream), as rich tables."""
+"""End-of-run summaries of the merged output (read as a stream), as rich tables.
+
+Each summary also reports what the run cost: GPU-hours of the jobs serving its model during
+the run (from the jobs' start and end times and their GPUs: pool members as their pool
+recorded them, other registry entries from their start to now), items per GPU-hour, and the
+GPU-hours the items still missing would need at that rate.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from nerschat.workflows.core import RunReport
+from nerschat.registry import Registry, RegistryError
+from nerschat.workflows.core import RunReport, parts_dir, stored_config
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """GPU-hours (and job hours) of the servers of one model over a run's time window."""
+
+    gpu_hours: float
+    replica_hours: float
+    servers: int
+
+    def per_gpu_hour(self, items: int) -> float | None:
+        """Items per GPU-hour (None without GPU-hours or items)."""
+        return items / self.gpu_hours if self.gpu_hours > 0 and items > 0 else None
+
+    def per_replica_hour(self, items: int) -> float | None:
+        """Items per job hour, for servers without GPUs (stub, CPU)."""
+        return items / self.replica_hours if self.replica_hours > 0 and items > 0 else None
+
+
+def _overlap_hours(start: float | None, end: float, window: tuple[float, float]) -> float:
+    if start is None:
+        return 0.0
+    return max(0.0, min(end, window[1]) - max(start, window[0])) / 3600.0
+
+
+def run_cost(registry: Registry, model: str, started: float, ended: float) -> RunCost:
+    """GPU-hours of `model`'s servers between `started` and `ended` (epoch seconds).
+
+    Pool members count from their job's start to their end as the pool recorded it; entries
+    of the registry outside pools from their start to `ended`. Servers that left the
+    registry without a pool recording them are not known (and not counted).
+    """
+    from nerschat.pool.state import list_states
+
+    window = (started, ended)
+    gpu_hours = replica_hours = 0.0
+    seen: set[str] = set()
+    servers = 0
+    for state in list_states(registry):
+        if state.serves != model and state.model != model:
+            continue
+        for member in state.members:
+            seen.add(member.id)
+            hours = _overlap_hours(member.started_at, member.ended_at or ended, window)
+            servers += hours > 0
+            replica_hours += hours
+            gpu_hours += hours * member.gpus
+    entries = []
+    with contextlib.suppress(RegistryError, OSError):
+        entries = registry.scan().entries
+    for entry in entries:
+        if entry.model != model or entry.id in seen or entry.state == "pending":
+            continue
+        hours = _overlap_hours(entry.started_at or None, ended, window)
+        servers += hours > 0
+        replica_hours += hours
+        gpu_hours += hours * len([g for g in (entry.gpus or "").split(",") if g])
+    return RunCost(gpu_hours, replica_hours, servers)
+
+
+def cost_pairs(cost: RunCost, processed: int, left: int) -> list[tuple[str, str]]:
+    """(label, value): GPU-hours used, items per GPU-hour, GPU-hours the `left` items need.
+
+    Servers without GPUs (stub, CPU) get the same per job hour.
+    """
+    pairs = [("GPU-hours used", f"{cost.gpu_hours:.3f} ({cost.servers} server(s), "
+                                f"{cost.replica_hours:.3f} job hours)")]
+    per_gpu = cost.per_gpu_hour(processed)
+    per_job = cost.per_replica_hour(processed)
+    if per_gpu is not None:
+        pairs += [("items per GPU-hour", f"{per_gpu:.0f}"),
+                  ("GPU-hours for the rest", f"{left / per_gpu:.3f} ({left} items left)")]
+    elif per_job is not None:
+        pairs += [("items per job hour (no GPUs)", f"{per_job:.0f}"),
+                  ("job hours for the rest", f"{left / per_job:.3f} ({left} items left)")]
+    return pairs
+
+
+def cost_rows(table: Table, cost: RunCost, processed: int, left: int) -> None:
+    """`cost_pairs` as rows of a summary table."""
+    for label, value in cost_pairs(cost, processed, left):
+        table.add_row(label, value)
+
+
+def cost_text(cost: RunCost, processed: int, left: int) -> str:
+    """`cost_pairs` on one line (for runs summarised in a sentence, e.g. embedding)."""
+    return "; ".join(f"{label} {value}" for label, value in cost_pairs(cost, processed, left))
+
+
+def _cost_rows(table: Table, report: RunReport, registry: Registry | str | None,
+               model: str | None) -> None:
+    model = model or stored_config(parts_dir(report.output)).get("model")
+    if not isinstance(model, str) or not model:
+        return
+    try:
+        reg = Registry.of(registry)
+    except (RegistryError, OSError):
+        return
+    ended = time.time()
+    cost = run_cost(reg, model, ended - report.seconds, ended)
+    cost_rows(table, cost, report.processed, report.merged.get("missing", 0))
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -41,8 +152,13 @@ def _error_rows(table: Table, errors: Counter[str]) -> None:
         table.add_row(f"error x{count}", escape(message))
 
 
-def judge_summary(report: RunReport) -> Table:
-    """Run counts, choices, agreement with the reference and both orders, top errors."""
+def judge_summary(report: RunReport, registry: Registry | str | None = None,
+                  model: str | None = None) -> Table:
+    """Run counts, choices, agreement with the reference and both orders, top errors, cost.
+
+    The cost rows are those of `run_cost` for `model` (default: the run's own) in
+    `registry` (default: `$NERSCHAT_REGISTRY`).
+    """
     choices: Counter[Any] = Counter()
     errors: Counter[str] = Counter()
     tokens = ok = graded = right = agree = with_agreement = 0
@@ -69,11 +185,17 @@ def judge_summary(report: RunReport) -> Table:
     if with_agreement:
         table.add_row("both orders agree", f"{agree}/{ok} ({agree / max(1, ok):.0%})")
     _error_rows(table, errors)
+    _cost_rows(table, report, registry, model)
     return table
 
 
-def batch_summary(report: RunReport) -> Table:
-    """Run counts, HTTP statuses, tokens and top errors of a run-batch output."""
+def batch_summary(report: RunReport, registry: Registry | str | None = None,
+                  model: str | None = None) -> Table:
+    """Run counts, HTTP statuses, tokens, top errors and cost of a run-batch output.
+
+    `registry` and `model` as for `judge_summary` (a batch names its models per line: without
+    `model`, the cost rows need the one the run stored).
+    """
     statuses: Counter[Any] = Counter()
     errors: Counter[str] = Counter()
     tokens = 0
@@ -90,6 +212,7 @@ def batch_summary(report: RunReport) -> Table:
     for status, count in sorted(statuses.items(), key=str):
         table.add_row(f"HTTP {status}", str(count))
     _error_rows(table, errors)
+    _cost_rows(table, report, registry, model)
     return table
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import parsl
@@ -109,28 +111,36 @@ def test_service_script_and_wait(slurm_jobs: list[str], tmp_path: Path) -> None:
     wait_until(lambda: Registry(registry).scan().entries == [], 30, "the entry to go")
 
 
+@pytest.mark.parametrize("fixed", [False, True], ids=["pool", "fixed-pilots"])
 def test_judge_workflow_with_pilots_and_clients_in_slurm_jobs(slurm_jobs: list[str],
-                                                              tmp_path: Path) -> None:
-    """pipelines/batch_judge.py on the slurm config: pilots and shards all run as SLURM jobs."""
+                                                              tmp_path: Path,
+                                                              fixed: bool) -> None:
+    """pipelines/batch_judge.py on the slurm config: pilots and shards all run as SLURM jobs
+    (the pilots as a pool's member jobs by default, as Parsl pilot apps with --fixed-pilots)."""
     source, output = tmp_path / "items.jsonl", tmp_path / "judged.jsonl"
     items = [json.loads(x) for x in
              (REPO / "examples" / "data" / "judge_sample.jsonl").read_text().splitlines()[:60]]
     source.write_text("".join(json.dumps(i) + "\n" for i in items))
     env = {**os.environ, "NERSCHAT_GPUS_PER_NODE": "2", "NERSCHAT_WALLTIME": "00:10:00"}
+    # The pool's member jobs check that the registry is on a file system the nodes see.
+    registry = Path.home() / ".cache" / "nerschat" / "test-pool" / uuid.uuid4().hex[:8]
     before = set(squeue_ids())
-    result = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "batch_judge.py"), str(source), "-o",
-         str(output), "--config", str(REPO / "parsl_configs" / "slurm.py"), "--engine", "stub",
-         "--model", "m1", "--pilots", "2", "--shards", "3", "--registry",
-         str(tmp_path / "registry")],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 pilot(s) ready" in result.stderr
-    lines = [json.loads(x) for x in output.read_text().splitlines()]
-    assert [r["id"] for r in lines] == [i["id"] for i in items]
-    assert all(r["error"] is None for r in lines)
-    # The shards ran as Parsl apps inside SLURM jobs, on the pilots' replicas.
-    submitted = list((tmp_path / "runinfo").rglob("parsl.clients.block-*"))
-    assert submitted, "no client block was submitted to SLURM"
-    assert Registry(tmp_path / "registry").scan().entries == []
+    try:
+        result = subprocess.run(
+            [sys.executable, str(REPO / "pipelines" / "batch_judge.py"), str(source), "-o",
+             str(output), "--config", str(REPO / "parsl_configs" / "slurm.py"), "--engine",
+             "stub", "--model", "m1", "--pilots", "2", "--shards", "3", "--registry",
+             str(registry), *(["--fixed-pilots"] if fixed else [])],
+            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "2 pilot(s) ready" in result.stderr
+        lines = [json.loads(x) for x in output.read_text().splitlines()]
+        assert [r["id"] for r in lines] == [i["id"] for i in items]
+        assert all(r["error"] is None for r in lines)
+        # The shards ran as Parsl apps inside SLURM jobs, on the pilots' replicas.
+        submitted = list((tmp_path / "runinfo").rglob("parsl.clients.block-*"))
+        assert submitted, "no client block was submitted to SLURM"
+        assert Registry(registry).scan().entries == []
+    finally:
+        shutil.rmtree(registry, ignore_errors=True)
     wait_until(lambda: not (set(squeue_ids()) - before), 60, "the workflow's blocks to leave")

@@ -15,6 +15,7 @@ from nerschat.pool import Member, Pool, Timing
 from nerschat.pool import state as store
 from nerschat.pool.backend import JobInfo
 from nerschat.pool.controller import SUBMIT_GRACE
+from nerschat.pool.progress import WorkflowReporter, remaining
 from nerschat.registry import Endpoint, Registry
 
 
@@ -82,6 +83,16 @@ class FakeCluster:
                 del self.jobs[job]
                 left.append(member_id)
         return left
+
+    def set_state(self, member_id: str, state: str, restarts: int = 0) -> None:
+        """The member's pilot rewrites its entry (`restarts`: engine restarts so far)."""
+        entry = self.registry.get(member_id)
+        assert entry is not None
+        entry.state = state  # type: ignore[assignment]
+        entry.heartbeat_at = self.clock()
+        if restarts:
+            entry.extra["restarts"] = restarts
+        self.registry.publish(entry)
 
     def kill(self, member_id: str) -> None:
         """scancel: the job and its pilot's entry disappear."""
@@ -342,3 +353,122 @@ def test_queued_jobs_cancelled_by_someone_else_are_resubmitted_at_once(
         pool.step()
         assert pool.state.failed_starts == 0
         assert len(pool.state.live_members()) == 2
+
+
+@pytest.mark.parametrize(("state", "phase"), [("starting", "restarting"),
+                                              ("unhealthy", "unhealthy")])
+def test_a_member_restarting_its_engine_is_not_serving_once_it_takes_long(
+        setup: tuple[Pool, FakeCluster, Clock], state: str, phase: str) -> None:
+    pool, cluster, clock = setup
+    pool.step()
+    for member in pool.state.members:
+        cluster.run(member.id, 3600)
+    pool.step()
+    first = pool.state.members[0]
+    cluster.set_state(first.id, state, restarts=1)
+    clock.now += 1
+    pool.step()
+    assert first.phase == phase and first.down_since is not None
+    assert [e.id for e in pool.ready_endpoints()] == [pool.state.members[1].id]  # not routed
+    assert len(pool.state.live_members()) == 2  # a short restart is waited for
+    clock.now += pool.timing.restart_grace
+    pool.step()
+    assert len(pool.state.live_members()) == 3  # a long one gets a replacement
+    assert pool.state.members[2].phase == "pending"
+    cluster.set_state(first.id, "ready")
+    clock.now += 1
+    pool.step()
+    assert first.phase == "ready" and first.down_since is None
+    assert first.restarts == 1
+    assert pool.state.members[2].reason == "scaled down"  # the queued surplus is cancelled
+    assert cluster.cancelled == [pool.state.members[2].job_id]
+    assert any("restarting: not routed to" in e or "unhealthy: not routed to" in e
+               for e in pool.state.events)
+
+
+def test_workflow_items_left_scale_up_one_at_a_time_and_hold_off_idling(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    clock = Clock()
+    cluster = FakeCluster(registry, clock)
+    pool = Pool("stub", "m", (1, 3), registry=registry, backend=cluster, clock=clock,
+                metrics=lambda e: (0.0, 0.0),  # the engines are idle between shards
+                timing=Timing(lead_floor=20, overlap=5, metrics_period=0, idle_after=5,
+                              scale_up_eta=600), drain_before=10)
+    pool.step()
+    cluster.run(pool.state.members[0].id, 3600)
+    pool.step()
+    assert pool.state.desired == 1  # nothing reported: idle, at the minimum
+    report = WorkflowReporter(registry, "m", total=10_000)
+    report._started -= 100  # 10 items/s so far: the 9,000 left take 15 min
+    report.update(1000, force=True)
+    assert remaining(registry, "m") is not None
+    clock.now += 1
+    pool.step()
+    assert pool.state.desired == 2
+    assert "9000 items left in 1 workflow(s)" in pool.state.events[-2]
+    for _ in range(3):
+        clock.now += 1
+        pool.step()
+    assert pool.state.desired == 2  # not again before the added one is ready
+    cluster.run(pool.state.members[1].id, 3600)
+    clock.now += 1
+    pool.step()
+    assert pool.state.desired == 3
+    cluster.run(pool.state.members[2].id, 3600)
+    for _ in range(20):
+        clock.now += 1
+        pool.step()
+    assert pool.state.desired == 3  # idle engines, but items left: no scale-down
+    assert pool.progress() == (1000, 10_000)
+    assert pool.usage().items_done == 1000
+    report.close()
+    for _ in range(20):
+        clock.now += 1
+        cluster.honour_stops()
+        pool.step()
+    assert pool.state.desired == 1
+
+
+def test_a_slow_rest_within_the_eta_does_not_scale_up(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    clock = Clock()
+    cluster = FakeCluster(registry, clock)
+    pool = Pool("stub", "m", (1, 3), registry=registry, backend=cluster, clock=clock,
+                metrics=lambda e: (0.0, 1.0),
+                timing=Timing(lead_floor=20, overlap=5, metrics_period=0, scale_up_eta=600),
+                drain_before=10)
+    pool.step()
+    cluster.run(pool.state.members[0].id, 3600)
+    report = WorkflowReporter(registry, "m", total=2000)
+    report._started -= 100
+    report.update(1000, force=True)  # 1,000 left at 10/s: 100 s, below the 600 s threshold
+    for _ in range(5):
+        clock.now += 1
+        pool.step()
+    assert pool.state.desired == 1
+    report.close()
+    assert remaining(registry, "m") is None
+
+
+def test_clients_stop_routing_to_a_member_restarting_its_engine(
+        setup: tuple[Pool, FakeCluster, Clock]) -> None:
+    from nerschat.client.routing import EndpointPool
+
+    def routed() -> set[str]:
+        """What a client's routing table holds (a fresh view: no caching between looks)."""
+        routing = EndpointPool(Registry(pool.registry.path), "m")
+        routing.refresh(force=True)
+        return {load.id for load in routing.loads()}
+
+    pool, cluster, clock = setup
+    pool.step()
+    for member in pool.state.members:
+        cluster.run(member.id, 3600)
+    pool.step()
+    first, second = pool.state.members
+    assert routed() == {first.id, second.id}
+    for state in ("starting", "unhealthy"):  # restarting in place, or not answering
+        cluster.set_state(first.id, state, restarts=1)
+        assert routed() == {second.id}
+    cluster.set_state(first.id, "ready")
+    assert routed() == {first.id, second.id}

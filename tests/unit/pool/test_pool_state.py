@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,26 @@ def test_launch_keep_needs_one_engine_and_model(tmp_path: Path) -> None:
     out = CliRunner().invoke(launch, ["--keep", "--pack", "stub:a", "--registry",
                                       str(tmp_path / "reg")])
     assert isinstance(out.exception, UsageError) and "--keep needs" in str(out.exception)
+
+
+def test_workflow_reports_are_summed_per_model_and_dead_or_bad_ones_ignored(
+        tmp_path: Path) -> None:
+    from nerschat.pool.progress import FRESH_FOR, WorkflowReporter, remaining, workflow_dir
+
+    registry = Registry(tmp_path / "reg")
+    assert remaining(registry, "m") is None
+    one, two = WorkflowReporter(registry, "m", 100), WorkflowReporter(registry, "m", 50)
+    other = WorkflowReporter(registry, "other", 7)
+    one.update(40, force=True)
+    two.update(10, force=True)
+    other.update(1, force=True)
+    (workflow_dir(registry) / "garbage.json").write_text("{not json")
+    (workflow_dir(registry) / "wrong.json").write_text('{"model": "m", "done": "x"}')
+    work = remaining(registry, "m")
+    assert work is not None
+    assert (work.workflows, work.done, work.total, work.remaining) == (2, 50, 150, 100)
+    assert oct(one.path.stat().st_mode & 0o777) == "0o600"
+    assert remaining(registry, "m", now=time.time() + FRESH_FOR + 1) is None  # dead workflows
+    one.close()
+    two.close()
+    assert remaining(registry, "m") is None
