@@ -31,7 +31,7 @@ import openai
 PER_MESSAGE = 8  # tokens a chat template adds around each message (high)
 FINAL_OVERHEAD = 16  # tokens of "Final answer: ", the template's end and re-tokenisation slack
 SHRINK_BELOW = 16  # a reasoning cap at or under this many tokens is dropped, not halved
-_DIGIT = re.compile(r"\d")
+_SINGLE = re.compile(r"[^A-Za-z\s]")  # within ASCII: digits and punctuation
 _CONTEXT_WORDS = ("context length", "maximum context", "max_model_len", "too long",
                   "input tokens", "prompt is too long", "exceeds")
 
@@ -39,14 +39,16 @@ _CONTEXT_WORDS = ("context length", "maximum context", "max_model_len", "too lon
 def text_tokens(text: str) -> int:
     """A high estimate of the tokens of `text` for common BPE / SentencePiece tokenizers.
 
-    ASCII text at 3 characters a token (English averages about 4), each digit a token
-    (Gemma and others split numbers into digits), and non-ASCII text at one token per two
+    Each ASCII digit or punctuation mark a token (Gemma and others split numbers into
+    digits; code is dense in tokens), each run of letters and white space between them at 3
+    characters a token (English averages about 4), and non-ASCII text at one token per two
     UTF-8 bytes (a CJK character, three bytes, is usually one token).
     """
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    non_ascii_bytes = len(text.encode("utf-8", "surrogatepass")) - ascii_chars
-    digits = len(_DIGIT.findall(text))
-    return math.ceil((ascii_chars - digits) / 3) + digits + math.ceil(non_ascii_bytes / 2)
+    plain = text.encode("ascii", "ignore").decode("ascii")
+    non_ascii_bytes = len(text.encode("utf-8", "surrogatepass")) - len(plain)
+    runs = _SINGLE.split(plain)
+    return (len(runs) - 1) + sum(math.ceil(len(run) / 3) for run in runs) \
+        + math.ceil(non_ascii_bytes / 2)
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
