@@ -255,13 +255,13 @@ class ResultIndex:
             for block_h, _ in _index_blocks(path, number):
                 collected.frombytes(block_h.tobytes())
         hashes = np.frombuffer(collected, dtype=np.uint64)  # shares the array's memory
+        del collected
         hashes.sort()
         if len(hashes) > 1:  # drop repeats in place (an item redone after an error)
             distinct = np.empty(len(hashes), dtype=bool)
             distinct[0] = True
             np.not_equal(hashes[1:], hashes[:-1], out=distinct[1:])
             if not distinct.all():
-                kept = int(distinct.sum())
                 hashes = hashes[distinct]
             del distinct
         places = np.zeros(len(hashes), dtype=np.uint64)
