@@ -193,16 +193,21 @@ def _result_body(line: bytes) -> bytes:
     return line[start:-2]
 
 
-def done_hashes(path: Path) -> set[int]:
-    """Hashes of the items a results file finished successfully (one shard: small)."""
-    done: set[int] = set()
+def done_hashes(path: Path) -> np.ndarray:
+    """Sorted hashes (uint64, 8 bytes each) of the items a results file finished successfully.
+
+    A shard can hold the whole input (one shard by default), so not a set of Python ints.
+    """
+    done = array.array("Q")
     if path.exists():
         with open(path, "rb") as handle:
             for line in handle:
                 parsed = _parse_prefix(line)
                 if parsed is not None and parsed[1]:
-                    done.add(parsed[0])
-    return done
+                    done.append(parsed[0])
+    hashes = np.frombuffer(done, dtype=np.uint64).copy()
+    hashes.sort()
+    return hashes
 
 
 OK_BIT = np.uint64(1 << 63)
@@ -432,12 +437,14 @@ def next_run(workdir: Path) -> int:
 
 # -- running shards ---------------------------------------------------------------------
 
-def _shard_items(task: ItemTask, shard_in: Path, done: set[int]
+def _shard_items(task: ItemTask, shard_in: Path, done: np.ndarray
                  ) -> Iterator[tuple[int, int, Any]]:
     for number, raw in iter_lines(shard_in):
         h = item_hash(raw)
-        if h in done:
-            continue  # a retried shard does not redo what it finished
+        if len(done):
+            pos = int(np.searchsorted(done, np.uint64(h)))
+            if pos < len(done) and int(done[pos]) == h:
+                continue  # a retried shard does not redo what it finished
         yield h, len(raw), task.parse(decode_line(shard_in, number, raw))
 
 
