@@ -5,7 +5,8 @@ answer and lets it continue (`continue_final_message`); step 2 appends "Final an
 constrains the answer to the labels (`structured_outputs.choice`) with log-probabilities.
 Step 2's prompt extends step 1's, so with prefix caching the second request recomputes only
 the reasoning. The answer is checked against the labels (a server that ignores the
-constraint answers freely) and retried, or becomes a per-item error.
+constraint answers freely) and retried, or becomes a per-item error. The reasoning is kept
+inside the model's context by `nerschat.judging.budget.ContextBudget`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import openai
 
+from nerschat.judging.budget import ContextBudget, is_context_error
 from nerschat.judging.labels import (
     TokenDist,
     known_distributions,
@@ -59,24 +61,38 @@ def _continue(messages: list[dict[str, str]], text: str) -> list[Any]:
     return [*messages, {"role": "assistant", "content": text}]
 
 
+def answer_tokens(labels: list[str]) -> int:
+    """The most tokens a forced answer among `labels` takes (a token is at least a character)."""
+    return max(len(label) for label in labels) + 1
+
+
 async def decide(client: openai.AsyncOpenAI, messages: list[dict[str, str]],
-                 labels: list[str], settings: StepSettings) -> Decision:
-    """Reason, then choose one of `labels`. Raises JudgeAnswerError for an answer off the list."""
+                 labels: list[str], settings: StepSettings,
+                 budget: ContextBudget | None = None,
+                 reasoning_tokens: int | None = None) -> Decision:
+    """Reason, then choose one of `labels`. Raises JudgeAnswerError for an answer off the list.
+
+    `reasoning_tokens` (default: the settings') caps step 1; with a `budget`, a reasoning
+    that would not leave room for the answer in the context is cut back before step 2.
+    """
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     continue_body = {"continue_final_message": True, "add_generation_prompt": False}
     headers = settings.headers or None
     reasoning = ""
-    if settings.reasoning_tokens:
+    cap = settings.reasoning_tokens if reasoning_tokens is None else reasoning_tokens
+    if cap:
         step1 = await client.chat.completions.create(
             model=settings.model, messages=_continue(messages, settings.prefill),
-            max_tokens=settings.reasoning_tokens, temperature=settings.temperature,
+            max_tokens=cap, temperature=settings.temperature,
             extra_body={**continue_body, **settings.extra_body}, extra_headers=headers)
         reasoning = (step1.choices[0].message.content or "").strip()
         _add_usage(usage, step1.usage)
+        if budget is not None:
+            reasoning = budget.fit_reasoning(reasoning, step1.usage)
     prefill = f"{settings.prefill} {reasoning}".rstrip() + FINAL_PREFIX
     step2 = await client.chat.completions.create(
         model=settings.model, messages=_continue(messages, prefill),
-        max_tokens=max(len(label) for label in labels) + 1,  # a token is at least a character
+        max_tokens=answer_tokens(labels),
         temperature=settings.temperature, logprobs=True, top_logprobs=TOP_LOGPROBS,
         extra_body={**continue_body, "structured_outputs": {"choice": labels},
                     **settings.extra_body},
@@ -118,16 +134,34 @@ def error_message(exc: Exception) -> str:
 
 
 async def decide_with_retries(client: openai.AsyncOpenAI, messages: list[dict[str, str]],
-                              labels: list[str], settings: StepSettings, attempts: int
+                              labels: list[str], settings: StepSettings, attempts: int,
+                              max_model_len: int | None = None
                               ) -> tuple[Decision | None, str | None]:
-    """(decision, None), or (None, one-line error) after up to `attempts` tries."""
+    """(decision, None), or (None, one-line error) after up to `attempts` tries.
+
+    With `max_model_len` (tokens), the reasoning is capped so the verdict still fits; a
+    context-length refusal is retried with half the reasoning, then none (not counted as an
+    attempt), and only then becomes the item's error, naming the limit.
+    """
+    budget = ContextBudget(max_model_len, answer_tokens(labels))
+    cap = budget.reasoning_cap(_continue(messages, settings.prefill), settings.reasoning_tokens)
     error = None
-    for attempt in range(attempts):
+    attempt = 0
+    while attempt < attempts:
+        attempt += 1
         try:
-            return await decide(client, messages, labels, settings), None
+            return await decide(client, messages, labels, settings, budget, cap), None
         except JudgeAnswerError as exc:
-            error = f"{exc} (after {attempt + 1} attempt(s))"
+            error = f"{exc} (after {attempt} attempt(s))"
         except openai.APIStatusError as exc:
+            if is_context_error(exc):
+                smaller = budget.after_context_error(cap)
+                if smaller is not None:
+                    cap = smaller
+                    attempt -= 1  # less reasoning is not a failed attempt
+                    continue
+                error = budget.error(messages, exc)
+                break
             error = error_message(exc)
             if exc.status_code < 500:
                 break  # a bad request stays bad

@@ -220,11 +220,20 @@ class _Protocol:
         return item.id
 
     async def process(self, clients: Any, item: Item) -> dict[str, Any]:
-        """One output line, through `clients.openai` (the workflow core's entry point)."""
-        return await self.judge(clients.openai, item)
+        """One output line, through `clients.openai` (the workflow core's entry point).
 
-    async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
-        """One output line for one item; request and answer errors become its `error`."""
+        The reasoning is capped so the verdict request fits `clients.max_model_len` (tokens,
+        from the endpoints' registry entries) when the core knows it.
+        """
+        return await self.judge(clients.openai, item,
+                                max_model_len=getattr(clients, "max_model_len", None))
+
+    async def judge(self, client: openai.AsyncOpenAI, item: Item,
+                    max_model_len: int | None = None) -> dict[str, Any]:
+        """One output line for one item; request and answer errors become its `error`.
+
+        `max_model_len` (tokens; None: unknown) is the context the requests must fit.
+        """
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,10 +273,12 @@ class _Protocol:
             headers=affinity_headers(self.name, item.id) if self.options.affinity else {})
 
     async def _decide(self, client: openai.AsyncOpenAI, item: Item, values: dict[str, str],
-                      labels: list[str]) -> tuple[Decision | None, str | None]:
+                      labels: list[str], max_model_len: int | None
+                      ) -> tuple[Decision | None, str | None]:
         """One decision among `labels` for the prompt filled with `values` (see decide)."""
         return await decide_with_retries(client, self.messages(values), labels,
-                                         self.settings(item), self.options.attempts)
+                                         self.settings(item), self.options.attempts,
+                                         max_model_len)
 
     def _gold_or_reference(self, record: dict[str, Any],
                            fits: Callable[[Any], bool]) -> tuple[Any, str]:
@@ -333,7 +344,8 @@ class PairwiseTask(_Protocol):
                     _optional_str(record, self._key("model_a")),
                     _optional_str(record, self._key("model_b")))
 
-    async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
+    async def judge(self, client: openai.AsyncOpenAI, item: Item,
+                    max_model_len: int | None = None) -> dict[str, Any]:
         """Judge the pair in each order; combine the verdicts (disagreement: a tie)."""
         orders = ["ab", "ba"] if self.options.both_orders else ["ab"]
         verdicts = []
@@ -341,7 +353,8 @@ class PairwiseTask(_Protocol):
         for order in orders:
             shown = {"a": item.answers[0], "b": item.answers[1]}
             values = {**item.values, "answer_a": shown[order[0]], "answer_b": shown[order[1]]}
-            decision, error = await self._decide(client, item, values, PAIR_LABELS)
+            decision, error = await self._decide(client, item, values, PAIR_LABELS,
+                                                  max_model_len)
             if decision is None:
                 return self._failed(item, error, winner=None)
             verdicts.append(pair_verdict(order, decision))
@@ -410,9 +423,11 @@ class ScoreTask(_Protocol):
             gold = int(raw)
         return Item(item_id, values, gold=gold, group=group)
 
-    async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
+    async def judge(self, client: openai.AsyncOpenAI, item: Item,
+                    max_model_len: int | None = None) -> dict[str, Any]:
         """Reason, choose a score, and weigh the scale by the label probabilities."""
-        decision, error = await self._decide(client, item, item.values, self.labels)
+        decision, error = await self._decide(client, item, item.values, self.labels,
+                                              max_model_len)
         if decision is None:
             return self._failed(item, error, score=None, expected_score=None)
         score = int(decision.label)
@@ -461,10 +476,11 @@ class ClassifyTask(_Protocol):
                                      f"got {raw!r}")
         return Item(item_id, values, gold=raw, group=group)
 
-    async def judge(self, client: openai.AsyncOpenAI, item: Item) -> dict[str, Any]:
+    async def judge(self, client: openai.AsyncOpenAI, item: Item,
+                    max_model_len: int | None = None) -> dict[str, Any]:
         """Reason, then choose one label; its probability among the labels."""
         decision, error = await self._decide(client, item, item.values,
-                                             list(self.options.labels))
+                                             list(self.options.labels), max_model_len)
         if decision is None:
             return self._failed(item, error, label=None, probability=None)
         probs = _rounded(decision.probs)

@@ -52,6 +52,7 @@ class StubSettings:
     max_batch_tokens: int = 16384
     capacity_unit: str = "requests"  # "texts": an embedding request holds one slot per text
     check_context: bool = False  # refuse chat prompts over max_model_len words, like vLLM
+    strict_context: bool = False  # also refuse prompt + max_tokens over it (older vLLM)
 
 
 @dataclass
@@ -192,7 +193,7 @@ class StubServer:
     # -- runtime fault switches (tests and benchmarks) ----------------------------------
 
     FAULTS = ("error_every", "error_status", "hang", "hang_after", "slow_factor", "latency",
-              "chunk_delay", "fail_after")
+              "chunk_delay", "fail_after", "check_context", "strict_context")
 
     async def get_faults(self, request: web.Request) -> web.Response:
         """`GET /admin/faults`: the current fault knobs."""
@@ -294,8 +295,9 @@ class StubServer:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/chat/completions`: a deterministic answer, streamed or not.
 
-        400 for bad `messages`, a served kind other than "llm", or (with `check_context`) a
-        prompt over `max_model_len` words.
+        400 for bad `messages`, a served kind other than "llm", (with `check_context`) a
+        prompt over `max_model_len` words, or (with `strict_context`) a prompt plus
+        `max_tokens` over it.
         """
         body = await self._begin(request, "llm", "The model does not support Chat Completions API")
         if isinstance(body, web.Response):
@@ -310,6 +312,15 @@ class StubServer:
             return _error(400, f"This model's maximum context length is "
                                f"{self.settings.max_model_len} tokens. However, your prompt "
                                f"contains at least {self.settings.max_model_len + 1} input tokens")
+        wanted = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        if self.settings.strict_context and isinstance(wanted, int) and \
+                len(_words(prompt)) + wanted > self.settings.max_model_len:
+            words = len(_words(prompt))
+            return _error(400, f"This model's maximum context length is "
+                               f"{self.settings.max_model_len} tokens. However, you requested "
+                               f"{words + wanted} tokens ({words} in the messages, {wanted} in "
+                               f"the completion). Please reduce the length of the messages or "
+                               f"completion.")
         await self._work()
         n = int(body.get("n") or 1)
         outputs = [self._generate(prompt, body, i) for i in range(n)]

@@ -193,90 +193,105 @@ def _result_body(line: bytes) -> bytes:
     return line[start:-2]
 
 
-def done_hashes(path: Path) -> set[int]:
-    """Hashes of the items a results file finished successfully (one shard: small)."""
-    done: set[int] = set()
+def done_hashes(path: Path) -> np.ndarray:
+    """Sorted hashes (uint64, 8 bytes each) of the items a results file finished successfully.
+
+    A shard can hold the whole input (one shard by default), so not a set of Python ints.
+    """
+    done = array.array("Q")
     if path.exists():
         with open(path, "rb") as handle:
             for line in handle:
                 parsed = _parse_prefix(line)
                 if parsed is not None and parsed[1]:
-                    done.add(parsed[0])
-    return done
+                    done.append(parsed[0])
+    hashes = np.frombuffer(done, dtype=np.uint64).copy()
+    hashes.sort()
+    return hashes
 
 
-def _index_blocks(path: Path, block: int = 65536
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(hashes, offsets, ok) of a results file's complete lines, in compact blocks."""
-    h: list[int] = []
-    off: list[int] = []
-    ok: list[bool] = []
+OK_BIT = np.uint64(1 << 63)
+FILE_SHIFT = 40  # a result's place: ok << 63 | file number << 40 | byte offset
+
+
+def _index_blocks(path: Path, number: int, block: int = 65536
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(hashes, places) of a results file's complete lines, in compact blocks.
+
+    A place packs the ok flag, the file number and the offset into one uint64, ordered so
+    that the larger place is the better result: a success over an error, else the latest.
+    """
+    h = array.array("Q")
+    place = array.array("Q")
+    base = number << FILE_SHIFT
     position = 0
     with open(path, "rb") as handle:
         for line in handle:
             parsed = _parse_prefix(line)
             if parsed is not None:
                 h.append(parsed[0])
-                off.append(position)
-                ok.append(parsed[1])
+                place.append(base | position | (1 << 63 if parsed[1] else 0))
                 if len(h) >= block:
-                    yield (np.array(h, dtype=np.uint64), np.array(off, dtype=np.int64),
-                           np.array(ok, dtype=bool))
-                    h, off, ok = [], [], []
+                    yield (np.frombuffer(h, dtype=np.uint64).copy(),
+                           np.frombuffer(place, dtype=np.uint64).copy())
+                    h, place = array.array("Q"), array.array("Q")
             position += len(line)
-    yield np.array(h, dtype=np.uint64), np.array(off, dtype=np.int64), np.array(ok, dtype=bool)
+    yield np.frombuffer(h, dtype=np.uint64).copy(), np.frombuffer(place, dtype=np.uint64).copy()
 
 
 @dataclass
 class ResultIndex:
-    """Where the best result of each item hash is: a success over an error, else the latest."""
+    """Where the best result of each item hash is: a success over an error, else the latest.
+
+    16 bytes per distinct item (its hash and its place), built in two streaming passes over
+    the results files, so a million results cost about 16 MB.
+    """
 
     files: list[Path]
-    hashes: np.ndarray  # uint64, sorted
-    file_of: np.ndarray  # uint32
-    offset: np.ndarray  # int64
-    ok: np.ndarray  # bool
+    hashes: np.ndarray  # uint64, sorted, distinct
+    places: np.ndarray  # uint64: ok << 63 | file number << 40 | byte offset
 
     @classmethod
     def build(cls, workdir: Path) -> ResultIndex:
         """The index of every result file in `workdir` (empty if it does not exist)."""
         files = sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl")) if workdir.is_dir() else []
-        hashes: list[np.ndarray] = []
-        file_of: list[np.ndarray] = []
-        offsets: list[np.ndarray] = []
-        oks: list[np.ndarray] = []
+        collected = array.array("Q")
         for number, path in enumerate(files):
-            for block_h, block_off, block_ok in _index_blocks(path):
-                hashes.append(block_h)
-                offsets.append(block_off)
-                oks.append(block_ok)
-                file_of.append(np.full(len(block_h), number, dtype=np.uint32))
-        if not hashes:
-            empty = np.zeros(0, dtype=np.uint64)
-            return cls(files, empty, np.zeros(0, np.uint32), np.zeros(0, np.int64),
-                       np.zeros(0, bool))
-        all_h = np.concatenate(hashes)
-        all_ok = np.concatenate(oks)
-        sequence = np.arange(len(all_h))
-        order = np.lexsort((sequence, all_ok, all_h))  # best of each hash comes last
-        all_h = all_h[order]
-        last = np.ones(len(all_h), dtype=bool)
-        last[:-1] = all_h[:-1] != all_h[1:]
-        keep = order[last]
-        return cls(files, all_h[last], np.concatenate(file_of)[keep],
-                   np.concatenate(offsets)[keep], all_ok[keep])
+            for block_h, _ in _index_blocks(path, number):
+                collected.frombytes(block_h.tobytes())
+        hashes = np.frombuffer(collected, dtype=np.uint64)  # shares the array's memory
+        del collected
+        hashes.sort()
+        if len(hashes) > 1:  # drop repeats in place (an item redone after an error)
+            distinct = np.empty(len(hashes), dtype=bool)
+            distinct[0] = True
+            np.not_equal(hashes[1:], hashes[:-1], out=distinct[1:])
+            if not distinct.all():
+                hashes = hashes[distinct]
+            del distinct
+        places = np.zeros(len(hashes), dtype=np.uint64)
+        for number, path in enumerate(files):
+            for block_h, block_place in _index_blocks(path, number):
+                np.maximum.at(places, np.searchsorted(hashes, block_h), block_place)
+        return cls(files, hashes, places)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Boolean array: which indexed items have a successful result."""
+        return (self.places & OK_BIT) != 0
 
     def done(self, hashes: np.ndarray) -> np.ndarray:
         """Boolean mask: which of `hashes` already have a successful result."""
         if not len(self.hashes):
             return np.zeros(len(hashes), dtype=bool)
         pos = np.searchsorted(self.hashes, hashes).clip(0, len(self.hashes) - 1)
-        return (self.hashes[pos] == hashes) & self.ok[pos]
+        return (self.hashes[pos] == hashes) & ((self.places[pos] & OK_BIT) != 0)
 
     def merge(self, order: np.ndarray, output: Path, chunk: int = 65536) -> dict[str, int]:
         """Write the result of each hash in `order` (input order) to `output`, atomically."""
         counts = {"written": 0, "errors": 0, "missing": 0}
         handles: dict[int, IO[bytes]] = {}
+        mask = (1 << FILE_SHIFT) - 1
         try:
             with atomic_write(output, "wb") as out:
                 for start in range(0, len(order), chunk):
@@ -287,15 +302,15 @@ class ResultIndex:
                     pos = np.searchsorted(self.hashes, part).clip(0, len(self.hashes) - 1)
                     found = self.hashes[pos] == part
                     counts["missing"] += int((~found).sum())
-                    for p in pos[found]:
-                        number = int(self.file_of[p])
+                    for place in self.places[pos[found]].tolist():
+                        number = (place >> FILE_SHIFT) & 0x7FFFFF
                         handle = handles.get(number)
                         if handle is None:
                             handle = handles[number] = open(self.files[number], "rb")  # noqa: SIM115
-                        handle.seek(int(self.offset[p]))
+                        handle.seek(place & mask)
                         out.write(_result_body(handle.readline()) + b"\n")
                         counts["written"] += 1
-                        counts["errors"] += not bool(self.ok[p])
+                        counts["errors"] += not place >> 63
         finally:
             for handle in handles.values():
                 handle.close()
@@ -422,12 +437,14 @@ def next_run(workdir: Path) -> int:
 
 # -- running shards ---------------------------------------------------------------------
 
-def _shard_items(task: ItemTask, shard_in: Path, done: set[int]
+def _shard_items(task: ItemTask, shard_in: Path, done: np.ndarray
                  ) -> Iterator[tuple[int, int, Any]]:
     for number, raw in iter_lines(shard_in):
         h = item_hash(raw)
-        if h in done:
-            continue  # a retried shard does not redo what it finished
+        if len(done):
+            pos = int(np.searchsorted(done, np.uint64(h)))
+            if pos < len(done) and int(done[pos]) == h:
+                continue  # a retried shard does not redo what it finished
         yield h, len(raw), task.parse(decode_line(shard_in, number, raw))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import openai
 
 from nerschat.errors import FailureError
+from nerschat.judging.budget import ContextBudget, is_context_error
 from nerschat.workflows.inputs import FieldError, require_str
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -156,37 +157,13 @@ class JudgeAnswerError(FailureError):
     """The model's final answer is not one of the labels (constraint ignored?)."""
 
 
-CHARS_PER_TOKEN = 3  # a conservative (high) estimate of prompt tokens from characters
-FINAL_MARGIN = 32  # tokens for the chat template, the final prefix and the answer
-
-
 class ContextTooLong(FailureError):
     """The prompt does not fit the model's context (max_model_len)."""
 
 
-def estimate_tokens(messages: list[dict[str, str]]) -> int:
-    """A high estimate of a chat's prompt tokens (no tokenizer on the client)."""
-    return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 8 * len(messages)
-
-
-def reasoning_budget(messages: list[dict[str, str]], wanted: int, max_model_len: int | None
-                     ) -> int:
-    """Reasoning tokens that still leave room for the forced-choice step (0: none)."""
-    if max_model_len is None:
-        return wanted
-    room = max_model_len - estimate_tokens(messages) - len(REASONING_PREFILL) - FINAL_MARGIN
-    return max(0, min(wanted, room // 2))  # the reasoning is sent again in the final step
-
-
-def _is_context_error(exc: openai.APIStatusError) -> bool:
-    text = _message(exc).lower()
-    return exc.status_code in (400, 413, 422) and any(
-        s in text for s in ("context length", "maximum context", "max_model_len", "too long",
-                            "max_tokens", "exceeds"))
-
-
 async def _judge_once(client: openai.AsyncOpenAI, model: str, item: JudgeItem, order: list[int],
-                      options: JudgeOptions, reasoning_tokens: int) -> dict[str, Any]:
+                      options: JudgeOptions, reasoning_tokens: int,
+                      budget: ContextBudget | None = None) -> dict[str, Any]:
     labels = list(string.ascii_uppercase[: len(order)])
     messages: list[Any] = build_messages(item, order, options)
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -202,6 +179,8 @@ async def _judge_once(client: openai.AsyncOpenAI, model: str, item: JudgeItem, o
         )
         reasoning = (_first_choice(step1).message.content or "").strip()
         _add_usage(usage, step1.usage)
+        if budget is not None:
+            reasoning = budget.fit_reasoning(reasoning, step1.usage)
     prefill = f"{REASONING_PREFILL} {reasoning}".rstrip() + FINAL_PREFIX
     step2 = await client.chat.completions.create(
         model=model,
@@ -277,25 +256,25 @@ async def _judge_with_retries(client: openai.AsyncOpenAI, model: str, item: Judg
     """
     error = None
     messages = build_messages(item, order, options)
-    budget = reasoning_budget(messages, options.reasoning_tokens, max_model_len)
-    if max_model_len is not None and estimate_tokens(messages) + FINAL_MARGIN > max_model_len:
-        budget = 0
+    budget = ContextBudget(max_model_len, answer_tokens=2)
+    cap = budget.reasoning_cap(
+        [*messages, {"role": "assistant", "content": REASONING_PREFILL}],
+        options.reasoning_tokens)
     attempt = 0
     while attempt < options.attempts:
         attempt += 1
         try:
-            return await _judge_once(client, model, item, order, options, budget), None
+            return await _judge_once(client, model, item, order, options, cap, budget), None
         except JudgeAnswerError as exc:
             error = f"{exc} (after {attempt} attempt(s))"
         except openai.APIStatusError as exc:
-            if _is_context_error(exc):
-                limit = f" (max_model_len {max_model_len})" if max_model_len else ""
-                error = (f"prompt too long for the model's context{limit}: "
-                         f"{_message(exc)}")
-                if budget > 0:
-                    budget = budget // 2 if budget > 16 else 0
-                    attempt -= 1  # shrinking the reasoning is not a failed attempt
+            if is_context_error(exc):
+                smaller = budget.after_context_error(cap)
+                if smaller is not None:
+                    cap = smaller
+                    attempt -= 1  # less reasoning is not a failed attempt
                     continue
+                error = budget.error(messages, exc)
                 break
             error = f"HTTP {exc.status_code}: {_message(exc)}"
             if exc.status_code < 500 and exc.status_code != 429:

@@ -75,3 +75,23 @@ def test_classify_on_the_real_model(gemma: Registry, tmp_path: Path) -> None:
         assert 0.0 < line["probability"] <= 1.0
         assert line["probability"] == line["probs"][line["label"]]
         assert sum(line["probs"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["best-of", "pairwise", "score", "classify"])
+def test_item_near_the_context_limit_is_judged(gemma: Registry, tmp_path: Path,
+                                               mode: str) -> None:
+    # gemma-3-270m runs with max_model_len 2048; this prompt is ~1,800 tokens: it fits, but
+    # not with 256 tokens of reasoning re-sent in the verdict request.
+    line: dict[str, object] = {"id": "near-limit", "question": "token " * 1780}
+    if mode == "best-of":
+        line["answers"] = ["yes", "no"]
+    elif mode == "pairwise":
+        line.update(answer_a="yes", answer_b="no")
+    else:
+        line["answer"] = "yes"
+    source, output = tmp_path / "items.jsonl", tmp_path / "judged.jsonl"
+    source.write_text(json.dumps(line) + "\n")
+    run_items(make_task(mode, reasoning_tokens=256), source, output, registry=str(gemma.path),
+              show_progress=False, timeout=120)
+    result = json.loads(output.read_text())
+    assert result["error"] is None, result["error"]

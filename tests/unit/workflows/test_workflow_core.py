@@ -93,3 +93,18 @@ def test_result_line_survives_text_that_is_not_unicode() -> None:
     decoded = json.loads(line)
     assert decoded["r"]["answer"] == "half an emoji \ud83d" and decoded["h"] == f"{7:016x}"
     line.decode("utf-8")
+
+
+def test_a_retried_shard_skips_only_what_it_finished(tmp_path: Path) -> None:
+    from nerschat.workflows.core import _shard_items, done_hashes
+
+    source = tmp_path / "input-000-0000.jsonl"
+    raws = write_items(source, [f"question {i}" for i in range(50)])
+    results = tmp_path / "results-000-0000.jsonl"
+    finish(tmp_path, results.name, [(raw, i % 3 != 0, {"id": f"q{i}"})  # every 3rd failed
+                                    for i, raw in enumerate(raws[:40])])
+    done = done_hashes(results)
+    assert done.dtype.name == "uint64" and len(done) == sum(i % 3 != 0 for i in range(40))
+    left = [task_item.id for _, _, task_item in _shard_items(JudgeTask(), source, done)]
+    assert left == [f"q{i}" for i in range(50) if i % 3 == 0 or i >= 40]
+    assert done_hashes(tmp_path / "missing.jsonl").size == 0
