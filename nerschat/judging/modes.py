@@ -25,6 +25,8 @@ reference-guided templates (`reference=True`).
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +39,7 @@ from nerschat.judging.affinity import affinity_headers
 from nerschat.judging.decide import Decision, StepSettings, decide_with_retries
 from nerschat.judging.labels import expected_value
 from nerschat.judging.templates import (
+    check_template,
     default_template,
     item_fields,
     render,
@@ -70,6 +73,43 @@ class JudgingConfigError(UsageError, ValueError):
     """A bad judging option (scale, labels, field names): one line naming it."""
 
 
+MAX_SCALE_POINTS = 101
+"""A score scale has at most this many points (e.g. 0-100): each is a label of the verdict's
+constrained choice, and its probabilities are asked for."""
+
+
+def check_temperature(value: Any) -> Any:
+    """`value` if it is a finite number >= 0 (a sampling temperature); JudgingConfigError else.
+
+    NaN and infinity cannot be sent (they are not JSON) and a negative one is refused by the
+    servers, so every request of the run would fail.
+    """
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise JudgingConfigError(f"temperature {value!r}: must be a finite number >= 0 "
+                                 "(e.g. 0 for greedy judging)")
+    return value
+
+
+def check_scale(value: Any, spec: str | None = None) -> tuple[int, int]:
+    """A score scale (low, high) of integers, low < high, at most MAX_SCALE_POINTS points.
+
+    `spec` is the option text to name in the error (JudgingConfigError); default: the value.
+    """
+    shown = f"--scale {spec!r}" if spec is not None else f"scale {value!r}"
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise JudgingConfigError(f"{shown}: expected two integers (low, high), e.g. (1, 10)")
+    low, high = value
+    if low >= high:
+        raise JudgingConfigError(f"{shown}: the low end must be below the high end")
+    points = high - low + 1
+    if points > MAX_SCALE_POINTS:
+        raise JudgingConfigError(f"{shown}: {points} points; at most {MAX_SCALE_POINTS} "
+                                 f"(e.g. 0-100), each is a label the judge chooses among")
+    return low, high
+
+
 @dataclass
 class JudgingOptions:
     """What every protocol takes.
@@ -93,10 +133,11 @@ class JudgingOptions:
     affinity: bool = True
 
     def __post_init__(self) -> None:
-        if self.reasoning_tokens < 0:
-            raise JudgingConfigError(f"reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
-        if self.attempts < 1:
-            raise JudgingConfigError(f"attempts must be >= 1, got {self.attempts}")
+        check_temperature(self.temperature)
+        for name, least in (("reasoning_tokens", 0), ("attempts", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise JudgingConfigError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 @dataclass
@@ -114,10 +155,7 @@ class ScoreOptions(JudgingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        low, high = (int(v) for v in self.scale)
-        if low >= high:
-            raise JudgingConfigError(f"scale {low}-{high}: the low end must be below the high end")
-        self.scale = (low, high)
+        self.scale = check_scale(self.scale)
 
 
 @dataclass
@@ -140,10 +178,7 @@ def parse_scale(spec: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(-?\d+)\s*-\s*(-?\d+)\s*", spec)
     if not match:
         raise JudgingConfigError(f"--scale {spec!r}: expected LOW-HIGH integers, e.g. 1-10")
-    low, high = int(match.group(1)), int(match.group(2))
-    if low >= high:
-        raise JudgingConfigError(f"--scale {spec!r}: the low end must be below the high end")
-    return low, high
+    return check_scale((int(match.group(1)), int(match.group(2))), spec)
 
 
 def parse_labels(spec: str) -> tuple[list[str], dict[str, str]]:
@@ -208,12 +243,14 @@ class _Protocol:
     prefill: ClassVar[str]
     provided: ClassVar[tuple[str, ...]] = ()
 
+    verdict_fields: ClassVar[tuple[str, ...]]
     options: JudgingOptions
 
     def __init__(self, options: JudgingOptions):
         self.options = options
         self.template = options.template or default_template(self.mode,
                                                              reference=options.reference)
+        check_template(self.template, "template")
 
     def item_id(self, item: Item) -> str:
         """The item's id (the output key)."""
@@ -239,6 +276,20 @@ class _Protocol:
     def to_dict(self) -> dict[str, Any]:
         """A plain description; `task_from_dict` rebuilds the task from it."""
         return {"task": self.name, "options": asdict(self.options)}
+
+    def config(self) -> dict[str, Any]:
+        """What the verdicts depend on (every option but `attempts`), in its JSON form.
+
+        The workflow core fingerprints it in OUT.parts/config.json; being JSON already, the
+        rerun's configuration compares equal to the stored one (a scale tuple is a list).
+        """
+        options = asdict(self.options)
+        options.pop("attempts", None)
+        return json_form({"task": self.name, **options})
+
+    def error_result(self, item: Item, message: str) -> dict[str, Any]:
+        """The output line of an item whose handling failed with `message` (verdicts null)."""
+        return self._failed(item, message, **dict.fromkeys(self.verdict_fields))
 
     def needs_model(self) -> bool:
         """True until a model is named or bound."""
@@ -319,6 +370,7 @@ class PairwiseTask(_Protocol):
     system_prompt = PAIRWISE_SYSTEM_PROMPT
     prefill = "Let me compare the two answers."
     provided = ("answer_a", "answer_b")
+    verdict_fields = ("winner",)
     options: PairwiseOptions
 
     def __init__(self, options: PairwiseOptions | None = None):
@@ -403,6 +455,7 @@ class ScoreTask(_Protocol):
     system_prompt = SCORE_SYSTEM_PROMPT
     prefill = "Let me assess the answer."
     provided = ("scale_min", "scale_max")
+    verdict_fields = ("score", "expected_score")
     options: ScoreOptions
 
     def __init__(self, options: ScoreOptions | None = None):
@@ -457,6 +510,7 @@ class ClassifyTask(_Protocol):
     system_prompt = CLASSIFY_SYSTEM_PROMPT
     prefill = "Let me check the answer."
     provided = ("label_list", "labels")
+    verdict_fields = ("label", "probability")
     options: ClassifyOptions
 
     def __init__(self, options: ClassifyOptions | None = None):
@@ -504,6 +558,8 @@ class BestOfTask(JudgeTask):
 
     def __init__(self, options: JudgeOptions | None = None, affinity: bool = True):
         super().__init__(options)
+        check_temperature(self.options.temperature)
+        check_template(self.options.template, "template")
         self.affinity = affinity
 
     async def process(self, clients: Any, item: JudgeItem) -> dict[str, Any]:
@@ -527,12 +583,27 @@ class BestOfTask(JudgeTask):
         """A plain description; `task_from_dict` rebuilds the task from it."""
         return {"task": self.name, "options": asdict(self.options), "affinity": self.affinity}
 
+    def config(self) -> dict[str, Any]:
+        """What the verdicts depend on (every option but `attempts`), in its JSON form."""
+        return json_form(super().config())
+
+    def error_result(self, item: JudgeItem, message: str) -> dict[str, Any]:
+        """Today's failed judge line (verdict fields null) with `"mode": "best-of"`."""
+        result = super().error_result(item, message)
+        return {"id": result.pop("id"), "mode": self.mode, **result}
+
     def needs_model(self) -> bool:
         """True until a model is named or bound."""
         return self.options.model is None
 
 
 JudgingTask = PairwiseTask | ScoreTask | ClassifyTask | BestOfTask
+
+
+def json_form(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` as JSON reads it back (tuples become lists, keys strings): how it is stored."""
+    result: dict[str, Any] = json.loads(json.dumps(value))
+    return result
 
 
 def make_task(mode: str, **options: Any) -> JudgingTask:
@@ -564,7 +635,7 @@ def make_task(mode: str, **options: Any) -> JudgingTask:
     except TypeError as exc:
         raise JudgingConfigError(f"judging mode {mode}: {exc}") from None
     except ValueError as exc:
-        if isinstance(exc, JudgingConfigError):
+        if isinstance(exc, UsageError):  # already one line naming the option
             raise
         raise JudgingConfigError(f"judging mode {mode}: {exc}") from None
     raise JudgingConfigError(f"unknown judging mode {mode!r}; choose one of best-of, pairwise, "

@@ -3,7 +3,9 @@
 A template is a Python format string (`str.format`) with named fields. Some fields are filled
 by the protocol itself (`{candidates}`, `{answer_a}`, `{label_list}`, ...); every other field
 comes from the input line (through an optional field-name mapping), and an item that lacks one
-is rejected before anything is sent.
+is rejected before anything is sent. Fields are plain `{name}`: every value is text, so a
+format spec, conversion, attribute or index (`{q:>99999}`, `{q!r}`, `{q.x}`, `{q[0]}`) could
+only fail, or exhaust memory, per item; it is refused when the template is read.
 """
 
 from __future__ import annotations
@@ -38,26 +40,43 @@ def load_template(path: str | Path) -> str:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"{path}: cannot read the template: {exc}") from None
-    try:
-        template_fields(text)
-    except ValueError as exc:
-        raise TemplateError(f"{path}: not a valid template ({exc}); write literal braces "
-                            "as {{ and }}") from None
+    check_template(text, str(path))
     return text
 
 
-def template_fields(template: str) -> list[str]:
-    """Named fields of a format string, in order of first use (`{a.b}` counts as `a`).
+def check_template(template: str, source: str) -> None:
+    """Raise TemplateError (`SOURCE: not a valid template (why)`) unless it is well-formed.
 
-    Raises ValueError for a malformed string or a positional field (`{}` / `{0}`).
+    Well-formed: `template_fields` reads it (named, plain fields only). `source` names the
+    file or option the template came from.
+    """
+    try:
+        template_fields(template)
+    except ValueError as exc:
+        raise TemplateError(f"{source}: not a valid template ({exc}); write literal braces "
+                            "as {{ and }}") from None
+
+
+def template_fields(template: str) -> list[str]:
+    """Named fields of a format string, in order of first use.
+
+    Raises ValueError for a malformed string, a positional field (`{}` / `{0}`), or a field
+    that is not a plain `{name}` (format spec, conversion, attribute or index), naming it.
     """
     names: list[str] = []
-    for _, name, _, _ in string.Formatter().parse(template):
+    for _, name, spec, conversion in string.Formatter().parse(template):
         if name is None:
             continue
         root = name.split(".", 1)[0].split("[", 1)[0]
         if not root or root.isdigit():
             raise ValueError("positional fields ({} or {0}) are not allowed; name each field")
+        if spec or conversion or root != name:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") \
+                + (f":{spec}" if spec else "") + "}"
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            raise ValueError(f"field {shown}: only plain {{name}} fields are allowed, without "
+                             "format spec, conversion, attribute or index")
         if root not in names:
             names.append(root)
     return names

@@ -143,7 +143,8 @@ def check_config(workdir: Path, output: Path, config: dict[str, Any]) -> None:
         return
     changed = [f"{key} {_short(stored.get(key))} -> {_short(value)}"
                for key, value in sorted(config.items())
-               if value is not None and stored.get(key) != value]
+               if value is not None  # compared in its JSON form: a tuple equals its list
+               and stored.get(key) != json.loads(json.dumps(value))]
     changed += [f"{key} {_short(value)} -> (none)" for key, value in sorted(stored.items())
                 if key not in config]
     if changed:

@@ -51,3 +51,26 @@ def test_user_template_file_checked(tmp_path: Path) -> None:
         load_template(positional)
     with pytest.raises(TemplateError, match="cannot read"):
         load_template(tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize("field", ["{question:>99999999999}", "{question!r}", "{question.x}",
+                                   "{question[0]}", "{question:{answer}}", "{question:d}"])
+def test_template_fields_must_be_plain_names(tmp_path: Path, field: str) -> None:
+    """A format spec could exhaust memory per item (MemoryError); refused when read, by name."""
+    path = tmp_path / "t.txt"
+    path.write_text(f"Q: {field}\nA: {{answer}}\n")
+    with pytest.raises(TemplateError) as caught:
+        load_template(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a valid template (field {field[:20]}")
+    assert "\n" not in message and "plain {name}" in message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_api_templates_checked_before_anything_is_sent(mode: str) -> None:
+    from nerschat.judging import make_task
+
+    extra = {"best-of": "{candidates}", "pairwise": "{answer_a}{answer_b}"}.get(mode, "")
+    with pytest.raises(TemplateError, match=r"template: not a valid template \(field "
+                                            r"\{question:>99999999999\}"):
+        make_task(mode, template="{question:>99999999999}" + extra)
