@@ -1,4 +1,9 @@
-"""`nerschat chat`: a terminal chat with any registered LLM, streaming its answers."""
+"""`nerschat chat`: a terminal chat with any registered LLM, streaming its answers.
+
+Everything shown that the user typed, a server sent or the registry holds (model names,
+replies, error messages) is plain text, with control characters escaped (`one_line`,
+`printable`): no markup in it is interpreted and it cannot drive the terminal.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import click
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
+from rich.text import Text
 
-from nerschat.cli.common import fail, registry_option
+from nerschat.cli.common import fail, one_line, printable, registry_option
 from nerschat.client.connect import connect, pool_of
 from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import Registry
@@ -74,14 +80,15 @@ def chat(model: str | None, system_prompt: str | None, max_tokens: int, temperat
     try:
         with console.status("waiting for a ready LLM endpoint") as status:
             wait_for_endpoints(Registry.of(registry_path), model, None if model else "llm", timeout,
-                               on_status=lambda s: status.update(f"waiting: {s}"))
+                               on_status=lambda s: status.update(Text(one_line(f"waiting: {s}"))))
     except EndpointTimeout as exc:
         fail(str(exc))
     # One client for every LLM, routed by each request's model, so /model can switch.
     client = connect(None, "llm", registry_path, timeout, wait=False)
     model = model or llm_models(client)[0]
     session = ChatSession(client, model, system_prompt)
-    console.print(f"[bold]nerschat chat[/] with [cyan]{model}[/] — {HELP}", highlight=False)
+    console.print(Text.assemble(("nerschat chat", "bold"), " with ", (one_line(model), "cyan"),
+                                f" — {HELP}"), highlight=False)
     while True:
         try:
             text = console.input("[bold green]you>[/] ").strip()
@@ -97,26 +104,32 @@ def chat(model: str | None, system_prompt: str | None, max_tokens: int, temperat
             console.print("[dim]history cleared[/]")
             continue
         if text == "/models":
-            console.print(", ".join(llm_models(client)) or "no LLM ready")
+            console.print(Text(one_line(", ".join(llm_models(client)) or "no LLM ready")),
+                          highlight=False)
             continue
         if text.startswith("/model"):
             name = text.removeprefix("/model").strip()
             if not name:
-                console.print(f"talking to [cyan]{session.model}[/]")
+                console.print(Text.assemble("talking to ", (one_line(session.model), "cyan")),
+                              highlight=False)
                 continue
             session.model = name
             session.reset()
-            console.print(f"now talking to [cyan]{name}[/] (history cleared)")
+            console.print(Text.assemble("now talking to ", (one_line(name), "cyan"),
+                                        " (history cleared)"), highlight=False)
             continue
         if text.startswith("/"):
-            console.print(f"[yellow]unknown command[/] {text}; {HELP}")
+            console.print(Text.assemble(("unknown command", "yellow"), " ", one_line(text),
+                                        f"; {HELP}"), highlight=False)
             continue
-        console.print(f"[bold cyan]{session.model}>[/] ", end="")
+        console.print(Text(f"{one_line(session.model)}> ", "bold cyan"), end="")
         try:
             for piece in session.stream_reply(text, max_tokens, temperature):
-                console.print(piece, end="", markup=False, highlight=False)
+                console.print(printable(piece), end="", markup=False, highlight=False)
             console.print()
         except openai.APIError as exc:
-            console.print(f"\n[red]error:[/] {exc}")
+            console.print()
+            console.print(Text.assemble(("error:", "red"), " ", one_line(str(exc))),
+                          highlight=False)
         except KeyboardInterrupt:
             console.print("\n[dim](interrupted)[/]")

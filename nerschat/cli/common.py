@@ -86,3 +86,12 @@ def format_age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def printable(text: str) -> str:
+    r"""`text` with its line breaks and tabs kept, every other control character shown as `\xNN`.
+
+    For multi-line text from a server or a file (a streamed reply); print it with
+    `markup=False` or as a `Text`. `one_line` is the one-line form.
+    """
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else repr(ch)[1:-1] for ch in text)

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import click
+from rich.text import Text
 
-from nerschat.cli.common import console
+from nerschat.cli.common import console, one_line
 
 
 @click.command(name="judge-report")
@@ -35,6 +36,6 @@ def judge_report(output: str, directory: str | None, no_plots: bool, as_json: bo
         click.echo(json.dumps(summary, indent=1))
         return
     console.print(summary_table(summary))
-    console.print(f"summary: {path}", highlight=False)
+    console.print(Text(one_line(f"summary: {path}")), highlight=False)
     for png in written:
-        console.print(f"plot:    {png}", highlight=False)
+        console.print(Text(one_line(f"plot:    {png}")), highlight=False)

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from rich.text import Text
 
-from nerschat.cli.common import console, registry_option
+from nerschat.cli.common import console, one_line, registry_option
 from nerschat.errors import FailureError
 from nerschat.judging.cli_options import judging_kwargs, judging_options, task_from_options
 from nerschat.judging.report import summarize_output, summary_table
@@ -120,7 +121,7 @@ def judge(input_path: str, output: str, model: str | None, system_prompt: str,
     else:
         summary, path = summarize_output(output)
         console.print(summary_table(summary))
-        console.print(f"summary: {path}; plots: nerschat judge-report {output}", highlight=False)
+        console.print(Text(one_line(f"summary: {path}; plots: nerschat judge-report {output}")))
     _finish(report)
 
 

@@ -8,6 +8,9 @@
 - `position-bias.png` pairwise: first/second/tie picks per presentation order
 - `scores.png`        score: histogram of chosen scores per group
 - `confusion.png`     any mode with gold verdicts: the confusion matrix
+
+Names from the output file (models, groups, labels) are drawn as they are: `$...$` is not
+read as mathtext (`text.parse_math` off), control characters are shown escaped (`one_line`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nerschat.cli.common import one_line
 from nerschat.errors import UsageError
 
 
@@ -43,15 +47,22 @@ def draw(summary: dict[str, Any], directory: str | Path) -> list[Path]:
     for name, painter in (("win-rates.png", _rates), ("ranking.png", _ranking),
                           ("position-bias.png", _position_bias), ("scores.png", _scores),
                           ("confusion.png", _confusion)):
-        figure = painter(plt, summary)
-        if figure is None:
-            continue
-        path = directory / name
-        figure.tight_layout()
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
+        with plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+            figure = painter(plt, summary)
+            if figure is None:
+                continue
+            path = directory / name
+            figure.tight_layout()
+            figure.savefig(path, dpi=100)
+            plt.close(figure)
         written.append(path)
     return written
+
+
+def _name(value: object) -> str:
+    """A name from the output file as a plot label: one line, control characters escaped."""
+    text = one_line(str(value))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _bars(axis: Any, names: list[str], rows: list[dict[str, float]], colour: str) -> None:
@@ -68,7 +79,7 @@ def _rates(plt: Any, summary: dict[str, Any]) -> Any:
     if mode == "pairwise" and summary.get("pairs"):
         pairs = summary["pairs"]
         figure, axis = plt.subplots(figsize=(7, 0.6 * len(pairs) + 1.5))
-        labels = [f"{p['model']} vs {p['opponent']}" for p in pairs]
+        labels = [_name(f"{p['model']} vs {p['opponent']}") for p in pairs]
         left = [0.0] * len(pairs)
         for key, colour in (("wins", "#4c9f70"), ("tie", "#b0b0b0"), ("losses", "#d1495b")):
             widths = [p[key]["rate"] for p in pairs]
@@ -89,7 +100,7 @@ def _rates(plt: Any, summary: dict[str, Any]) -> Any:
         outcomes = summary["outcomes"]
         names = list(outcomes)
         figure, axis = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
-        _bars(axis, names, [outcomes[n] for n in names], "#4c72b0")
+        _bars(axis, [_name(n) for n in names], [outcomes[n] for n in names], "#4c72b0")
         axis.set_xlabel("share of items (95% Wilson interval)")
         axis.set_title("verdicts" if mode == "pairwise" else "labels")
         return figure
@@ -101,7 +112,7 @@ def _ranking(plt: Any, summary: dict[str, Any]) -> Any:
     if not ranking:
         return None
     figure, axis = plt.subplots(figsize=(6, 0.5 * len(ranking) + 1.5))
-    names = [row["model"] for row in ranking]
+    names = [_name(row["model"]) for row in ranking]
     ratings = [row["rating"] for row in ranking]
     errors = [[max(0.0, r["rating"] - r["low"]) for r in ranking],
               [max(0.0, r["high"] - r["rating"]) for r in ranking]]
@@ -123,7 +134,7 @@ def _position_bias(plt: Any, summary: dict[str, Any]) -> Any:
                                         ("tie", "#b0b0b0"))):
         xs = [i + (k - 1) * width for i in range(len(orders))]
         axis.bar(xs, [bias[o][slot] for o in orders], width, label=f"picked {slot}", color=colour)
-    axis.set_xticks(range(len(orders)), [f"order {o}" for o in orders])
+    axis.set_xticks(range(len(orders)), [_name(f"order {o}") for o in orders])
     axis.set_ylabel("verdicts")
     axis.set_title("position bias: which slot the judge picked")
     axis.legend(fontsize=8)
@@ -141,7 +152,7 @@ def _scores(plt: Any, summary: dict[str, Any]) -> Any:
         histogram = groups[name]["histogram"]
         xs = [int(v) + (k - (len(names) - 1) / 2) * width for v in histogram]
         mean = groups[name]["mean"]
-        label = name if mean is None else f"{name} (mean {mean:.2f})"
+        label = _name(name if mean is None else f"{name} (mean {mean:.2f})")
         axis.bar(xs, list(histogram.values()), width, label=label)
     low, high = summary["scale"]
     axis.set_xticks(range(low, high + 1))
@@ -156,7 +167,7 @@ def _confusion(plt: Any, summary: dict[str, Any]) -> Any:
     found = summary.get("agreement")
     if not found or not found.get("confusion"):
         return None
-    labels, matrix = found["labels"], found["confusion"]
+    labels, matrix = [_name(label) for label in found["labels"]], found["confusion"]
     size = 1.8 + 0.5 * len(labels)
     figure, axis = plt.subplots(figsize=(size + 1, size))
     image = axis.imshow(matrix, cmap="Blues")

@@ -15,6 +15,10 @@ without one is today's best-of judge) and returns plain JSON-able data:
      best-of:  "chosen" {index: count}, "orders_agree", "agreement"}
 
 "agreement" (with gold verdicts): {n, accuracy, kappa, labels, confusion: [[...]]}.
+
+`summary_table` shows every value taken from the file (mode, models, groups, labels, error
+messages) as plain text on one line, control characters escaped (`one_line`): an output file
+is data, and nothing in it is read as rich markup or reaches the terminal raw.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
+from nerschat.cli.common import one_line
 from nerschat.errors import UsageError
 from nerschat.judging import stats
 
@@ -248,47 +254,64 @@ def _pct(row: dict[str, float]) -> str:
     return f"{row['rate']:.1%} [{row['low']:.1%}, {row['high']:.1%}] (n={row['count']})"
 
 
+def _cell(value: object, limit: int | None = None) -> Text:
+    """`value` as one line of plain text (no markup, control characters escaped).
+
+    A `Text` (a label of this module's own) is kept as it is.
+    """
+    if isinstance(value, Text):
+        return value
+    text = one_line(str(value))
+    return Text(text if limit is None else text[:limit])
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
-    """The summary as a two-column rich table (rates with their 95% intervals)."""
-    table = Table(title=f"judge summary ({summary['mode']})", show_header=False,
+    """The summary as a two-column rich table (rates with their 95% intervals).
+
+    Every cell is plain text (`_cell`): names and messages from the file are never markup.
+    """
+    mode = summary["mode"]
+    table = Table(title=_cell(f"judge summary ({mode})"), show_header=False,
                   title_justify="left")
-    table.add_row("items", str(summary["items"]))
-    table.add_row("judged", str(summary["judged"]))
-    table.add_row("errors", str(summary["errors"]))
+
+    def row(label: object, value: object, limit: int | None = None) -> None:
+        table.add_row(_cell(label), _cell(value, limit))
+
+    row("items", summary["items"])
+    row("judged", summary["judged"])
+    row("errors", summary["errors"])
     if summary.get("tokens"):
-        table.add_row("tokens (prompt+completion)", str(summary["tokens"]))
-    for name, row in (summary.get("outcomes") or {}).items():
-        table.add_row(f"{'winner ' if summary['mode'] == 'pairwise' else ''}{name}", _pct(row))
-    if summary["mode"] == "pairwise":
-        table.add_row("orders disagree (counted as tie)", str(summary["inconsistent"]))
-        table.add_row("  of which flipped A<->B", str(summary["flipped"]))
+        row("tokens (prompt+completion)", summary["tokens"])
+    for name, counts in (summary.get("outcomes") or {}).items():
+        row(f"{'winner ' if mode == 'pairwise' else ''}{name}", _pct(counts))
+    if mode == "pairwise":
+        row("orders disagree (counted as tie)", summary["inconsistent"])
+        row(Text("  of which flipped A<->B"), summary["flipped"])
         for order, counts in sorted(summary.get("position_bias", {}).items()):
-            table.add_row(f"order {order}: first/second/tie",
-                          f"{counts['first']}/{counts['second']}/{counts['tie']}")
-        for row in summary.get("ranking", []):
-            table.add_row(f"#{row['rank']} {row['model']}",
-                          f"{row['rating']:.0f} [{row['low']:.0f}, {row['high']:.0f}] "
-                          f"({row['wins']}W {row['ties']}T {row['losses']}L)")
-    if summary["mode"] == "score":
+            row(f"order {order}: first/second/tie",
+                f"{counts['first']}/{counts['second']}/{counts['tie']}")
+        for ranked in summary.get("ranking", []):
+            row(f"#{ranked['rank']} {ranked['model']}",
+                f"{ranked['rating']:.0f} [{ranked['low']:.0f}, {ranked['high']:.0f}] "
+                f"({ranked['wins']}W {ranked['ties']}T {ranked['losses']}L)")
+    if mode == "score":
         for name, group in summary["groups"].items():
             mean = "-" if group["mean"] is None else f"{group['mean']:.2f}"
             interval = ("" if group["low"] is None
                         else f" [{group['low']:.2f}, {group['high']:.2f}]")
             expected = ("" if group["expected_mean"] is None
                         else f", expected {group['expected_mean']:.2f}")
-            table.add_row(f"score {name}", f"{mean}{interval} (n={group['n']}{expected})")
-    if summary["mode"] == "classify" and summary.get("mean_probability") is not None:
-        table.add_row("mean probability of the label", f"{summary['mean_probability']:.2f}")
-    if summary["mode"] == "best-of":
+            row(f"score {name}", f"{mean}{interval} (n={group['n']}{expected})")
+    if mode == "classify" and summary.get("mean_probability") is not None:
+        row("mean probability of the label", f"{summary['mean_probability']:.2f}")
+    if mode == "best-of":
         for index, count in summary["chosen"].items():
-            label = "orders disagree" if index == "disagree" else f"chose candidate {index}"
-            table.add_row(label, str(count))
+            row("orders disagree" if index == "disagree" else f"chose candidate {index}", count)
     agreement_row = summary.get("agreement")
     if agreement_row:
         kappa = "-" if agreement_row["kappa"] is None else f"{agreement_row['kappa']:.3f}"
-        table.add_row("accuracy vs gold", f"{agreement_row['accuracy']:.1%} "
-                                          f"(n={agreement_row['n']})")
-        table.add_row("Cohen's kappa vs gold", kappa)
+        row("accuracy vs gold", f"{agreement_row['accuracy']:.1%} (n={agreement_row['n']})")
+        row("Cohen's kappa vs gold", kappa)
     for message, count in summary.get("top_errors", [])[:3]:
-        table.add_row(f"error x{count}", str(message)[:60])
+        row(f"error x{count}", message, limit=60)
     return table

@@ -139,3 +139,64 @@ def test_judge_report_with_all_ties_and_a_mean_at_the_scale_end(tmp_path: Path) 
                "probs": {str(v): 0.1 for v in range(1, 11)}} for i, s in enumerate([10, 10, 8])]
     group = summarize(scores)["groups"]["g"]
     assert group["high"] == 10.0 and group["low"] < group["mean"]
+
+
+# Markup, mathtext, a terminal escape and a bell: every one is data, shown as text.
+HOSTILE = "[/]x [bold]$\\frac{$\x1b[2J\x07"
+
+
+def hostile_lines(mode: str) -> list[dict[str, Any]]:
+    if mode == "pairwise":
+        lines = [pair_line(i, HOSTILE + "a", HOSTILE + "b", "a", ("A", "B"), gold="a")
+                 for i in range(4)]
+        for line in lines:
+            line["group"] = HOSTILE
+            line["verdicts"][0]["order"] = HOSTILE
+    elif mode == "score":
+        lines = [{"id": str(i), "mode": "score", "score": 1 + i % 2, "expected_score": 1.5,
+                  "probs": {"1": 0.5, "2": 0.5}, "group": HOSTILE + str(i % 2), "gold": 1,
+                  "error": None} for i in range(4)]
+    elif mode == "classify":
+        lines = [{"id": str(i), "mode": "classify", "label": [HOSTILE, "b"][i % 2],
+                  "probability": 0.5, "probs": {HOSTILE: 0.5, "b": 0.5}, "group": HOSTILE,
+                  "gold": HOSTILE, "error": None} for i in range(4)]
+    elif mode == "best-of":
+        lines = [{"id": str(i), "mode": "best-of", "index": 0, "reference": 0, "error": None}
+                 for i in range(4)]
+    else:  # a mode nerschat never writes
+        lines = [{"id": "1", "mode": HOSTILE, "error": None}]
+    return [*lines, {"id": "e", "mode": mode, "error": f"HTTP 400: {HOSTILE}"}]
+
+
+@pytest.mark.parametrize("mode", ["pairwise", "score", "classify", "best-of", HOSTILE])
+def test_hostile_values_in_every_printed_field_are_shown_as_text(tmp_path: Path,
+                                                                 mode: str) -> None:
+    (tmp_path / "[").mkdir()  # the path holds "[/]" too
+    output = write_lines(tmp_path / "[" / "]out\x1b[2J.jsonl", hostile_lines(mode))
+    result = CliRunner().invoke(cli, ["judge-report", str(output)])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\\x1b[2J" in result.output and "[/]" in result.output
+    if mode != "best-of":
+        assert "[/]x [bold]$\\frac{$" in result.output  # the data, verbatim
+    written = sorted(p.name for p in (tmp_path / "[" / "]out\x1b[2J.report").glob("*.png"))
+    expected = {"pairwise": ["confusion.png", "position-bias.png", "ranking.png",
+                             "win-rates.png"],
+                "score": ["confusion.png", "scores.png"],
+                "classify": ["confusion.png", "win-rates.png"],
+                "best-of": ["confusion.png"]}.get(mode, [])
+    assert written == expected
+
+
+def test_summary_table_cells_are_text_not_markup() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    for mode in ("pairwise", "score", "classify", "best-of", HOSTILE):
+        out = StringIO()
+        Console(file=out, width=200, color_system=None).print(
+            summary_table(summarize(hostile_lines(mode))))
+        shown = out.getvalue()
+        assert "\x1b" not in shown and "HTTP 400: [/]x [bold]$\\frac{$\\x1b[2J\\x07" in shown
