@@ -17,9 +17,44 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-JOB_ID = re.compile(r"\d{1,12}(?:_\d{1,9})?")
-"""A SLURM job id as nerschat records it (array tasks as `ID_TASK`); anything else is never
-passed to a SLURM command."""
+from nerschat.errors import UsageError
+
+JOB_ID = re.compile(r"\d{1,12}(?:_\d{1,9}|\+\d{1,6})?(?:\.[A-Za-z0-9_]{1,32})?", re.ASCII)
+"""A SLURM job id: `ID`, an array task `ID_TASK`, a heterogeneous component `ID+N`, each
+optionally with a step (`ID.0`, `ID.batch`). Anything else is never passed to a SLURM command:
+job ids come from registry entries and pool state files, which others may write."""
+
+
+class JobIdError(UsageError):
+    """A value that is not a SLURM job id where one was expected (never passed to SLURM)."""
+
+
+def is_job_id(value: object) -> bool:
+    """Whether `value` is a string of one of the `JOB_ID` forms."""
+    return isinstance(value, str) and JOB_ID.fullmatch(value) is not None
+
+
+def job_id_problem(value: object) -> str | None:
+    """Why `value` is not a SLURM job id (one line, the value escaped), or None if it is one."""
+    if is_job_id(value):
+        return None
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{shown} is not a SLURM job id (ID, ID_TASK or ID+N, optionally .STEP)"
+
+
+def job_operands(job_ids: Collection[str]) -> list[str]:
+    """`["--", ID, ...]`: job ids as the operands of a SLURM command (`scancel`).
+
+    The one place job ids are checked before they reach a command line: JobIdError naming
+    the first value that is not a job id (so nothing is run at all), and `--` so that no id
+    can ever be read as an option.
+    """
+    for job in job_ids:
+        problem = job_id_problem(job)
+        if problem:
+            raise JobIdError(f"{problem}: not passed to SLURM")
+    return ["--", *job_ids]
 
 NERSCHAT_JOB_NAME = "nerschat-serve"
 """The job name `scripts/nerschat-serve.sbatch` gives its jobs (`-J nerschat-<anything>` too)."""
@@ -137,7 +172,7 @@ def queued_jobs(job_ids: Collection[str], timeout: float = 30.0) -> dict[str, Qu
     SLURM cannot answer (no `squeue`, a timeout, an error other than unknown job ids): then
     nothing can be said about any of them. Ids that are not plain job ids are never asked.
     """
-    ids = sorted({j for j in job_ids if JOB_ID.fullmatch(j)})
+    ids = sorted({j for j in job_ids if is_job_id(j)})
     if not ids:
         return {}
     if not available():
@@ -162,12 +197,19 @@ def queued_jobs(job_ids: Collection[str], timeout: float = 30.0) -> dict[str, Qu
 
 
 def scancel(job_ids: Collection[str], timeout: float = 120.0) -> str | None:
-    """Cancel jobs (`scancel ID...`); None on success, else SLURM's one-line reason."""
-    ids = sorted({j for j in job_ids if JOB_ID.fullmatch(j)})
+    """Cancel jobs (`scancel -- ID...`); None on success, else a one-line reason.
+
+    A value that is not a job id (see `JOB_ID`) cancels nothing at all: the reason names it.
+    """
+    ids = sorted(set(job_ids))
     if not ids:
         return None
     try:
-        out = subprocess.run(["scancel", *ids], capture_output=True, text=True,
+        operands = job_operands(ids)
+    except JobIdError as exc:
+        return str(exc)
+    try:
+        out = subprocess.run(["scancel", *operands], capture_output=True, text=True,
                              timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"scancel {' '.join(ids)} failed: {exc}"

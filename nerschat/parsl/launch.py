@@ -254,11 +254,13 @@ class LaunchedJob:
         `PENDING (Resources), expected start 2026-...`, `RUNNING`, `not in the queue` (also when
         SLURM cannot answer), or `local process` for `--site local`.
         """
-        from nerschat.slurm import squeue
+        from nerschat.slurm import is_job_id, squeue
 
         if not self.slurm:
             return "local process"
-        line = squeue("-j", self.job_id, "-o", "%T|%r|%S").strip().splitlines()
+        if not is_job_id(self.job_id):
+            return "not in the queue"
+        line = squeue(f"--jobs={self.job_id}", "-o", "%T|%r|%S").strip().splitlines()
         if not line:
             return "not in the queue"
         state, reason, start = (line[0].split("|") + ["", ""])[:3]
@@ -273,7 +275,14 @@ class LaunchedJob:
         for endpoint_id in self.ids:
             self.registry.request_stop(endpoint_id)
         if not started and self.provider is not None:
-            self.provider.cancel([self.job_id])
+            if self.slurm:
+                from nerschat import slurm
+
+                problem = slurm.scancel([self.job_id])  # not Parsl's: it runs a shell line
+                if problem:
+                    raise LaunchError(problem)
+            else:
+                self.provider.cancel([self.job_id])
             for endpoint_id in self.ids:
                 self.registry.remove(endpoint_id)
 
@@ -475,6 +484,12 @@ def submit(launch_plan: LaunchPlan) -> list[LaunchedJob]:
         if not job_id:
             raise LaunchError(f"{type(provider).__name__} returned no job id")
         slurm = _is_slurm(provider)
+        if slurm:
+            from nerschat.slurm import job_id_problem
+
+            problem = job_id_problem(str(job_id))
+            if problem:
+                raise LaunchError(f"sbatch answered {problem}; check the job queue")
         output = provider.resources.get(job_id, {}).get("job_stdout_path") or \
             provider.resources.get(job_id, {}).get("script_path")
         publish_pending(registry, job, str(job_id) if slurm else None,
@@ -580,7 +595,10 @@ def cancel_jobs(job_ids: Sequence[str]) -> tuple[list[str], list[str], list[str]
     cancel, gone, refused = [], [], []
     for job in job_ids:
         queued = queue.get(job)
-        if queued is None:
+        problem = slurm.job_id_problem(job)
+        if problem:  # registry entries with one are refused; never read as gone
+            refused.append(f"{problem}: not cancelled")
+        elif queued is None:
             gone.append(job)
         elif queued.user != me:
             refused.append(f"job {job} belongs to {queued.user or 'another user'}: not cancelled")

@@ -250,7 +250,7 @@ def test_cancel_pending_scancels_only_jobs_not_started(fake_slurm: Path, tmp_pat
     # job 0 is queued, job 1 runs its pilot, job 2 has left the queue (cancelled by hand)
     squeue_lines(monkeypatch, (jobs[0].job_id, "PENDING", me), (jobs[1].job_id, "RUNNING", me))
     assert cancel_pending(registry, [e.id for e in registry.scan().entries]) == [jobs[0].job_id]
-    assert f"scancel {jobs[0].job_id}" in fake_slurm.read_text().splitlines()
+    assert f"scancel -- {jobs[0].job_id}" in fake_slurm.read_text().splitlines()
     assert [e.id for e in registry.scan().entries] == [started.id]
 
 
