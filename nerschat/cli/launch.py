@@ -9,8 +9,15 @@ from typing import Any, TypeVar
 
 import click
 
-from nerschat.cli.common import console, open_registry, registry_option, shared_option
+from nerschat.cli.common import (
+    FiniteFloat,
+    console,
+    open_registry,
+    registry_option,
+    shared_option,
+)
 from nerschat.parsl.launch import build_replicas, plan, render_scripts, resolve_site, submit
+from nerschat.registry import MAX_TTL
 from nerschat.sites import SITES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,9 +58,9 @@ def job_options(func: F) -> F:
                    "[default: perlmutter on Perlmutter, else slurm where sbatch exists, else "
                    "local].")
 @job_options
-@click.option("--ttl", type=click.FloatRange(min=0.5), default=None,
+@click.option("--ttl", type=FiniteFloat(0.5, MAX_TTL), default=None,
               help="Heartbeat TTL of the pilots' entries, seconds.")
-@click.option("--drain-before", type=click.FloatRange(min=0), default=None,
+@click.option("--drain-before", type=FiniteFloat(0.0), default=None,
               help="Pilots drain this many seconds before the walltime [default: 120].")
 @click.option("--no-check", is_flag=True, help="Skip the pre-flight checks.")
 @click.option("--keep", is_flag=True,

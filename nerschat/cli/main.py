@@ -110,6 +110,9 @@ class LazyGroup(click.Group):
                 return None  # a command not shipped in this version
             raise
         command: click.Command = getattr(module, attr)
+        from nerschat.cli.common import harden_params
+
+        harden_params(command)  # no nan, no undecodable text, whichever module has the option
         names = COMMAND_ENVIRONMENT.get(cmd_name)
         if names and "Environment variables:" not in (command.epilog or ""):
             epilog = environment_epilog(names)
@@ -140,6 +143,10 @@ def main() -> None:
     except click.exceptions.Abort:
         print_error("aborted")
         raise SystemExit(130) from None
+    except click.UsageError as exc:  # one line: `error: Invalid value for '--x': ...`
+        where = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        print_error(exc.format_message() + where)
+        raise SystemExit(exc.exit_code) from None
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None

@@ -21,7 +21,7 @@ from nerschat.errors import NerschatError
 from nerschat.pilot.engines import ENGINES
 from nerschat.pilot.pilot import Pilot, PilotConfig
 from nerschat.pilot.runtimes import RUNTIMES
-from nerschat.registry import Kind
+from nerschat.registry import MAX_TTL, Kind
 
 ENVIRONMENT = """\b
 Environment:
@@ -70,11 +70,11 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Engine option, e.g. max_num_seqs=128, latency=0.05 (stub). Repeatable.")
 @click.option("--option", "-o", "old_options", multiple=True, metavar="NAME=VALUE", hidden=True,
               help="Old spelling of --engine-opt.")
-@seconds_option("--ttl", 30.0, minimum=0.5,
+@seconds_option("--ttl", 30.0, minimum=0.5, no_limit=False, maximum=MAX_TTL,
                 help="Seconds without heartbeat after which the entry counts as dead.")
 @seconds_option("--ready-timeout", 900.0, minimum=1,
                 help="Seconds the server may take to become ready.")
-@seconds_option("--drain-before", 120.0,
+@seconds_option("--drain-before", 120.0, no_limit=False,
                 help="Start draining this many seconds before the SLURM walltime ends.")
 @seconds_option("--grace-period", 60.0,
                 help="Seconds a drain (SIGTERM, `nerschat stop`) waits for requests in flight; "
