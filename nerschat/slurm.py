@@ -74,6 +74,61 @@ REASONS = {
 }
 
 
+WALLTIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+MAX_WALLTIME_SECONDS = 365 * 86400
+_WALLTIME = re.compile(r"(?:(?P<days>\d{1,3})-)?(?P<parts>\d{1,6}(?::\d{1,2}){0,2})", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Walltime:
+    """A job's time limit: `seconds`, and `hms`, the `HH:MM:SS` form Parsl's SlurmProvider
+    takes (hours may pass 24: `1-00:00:00` is `24:00:00`; Parsl's `wtime_to_minutes` splits
+    on `:` into exactly three integers and drops the seconds)."""
+
+    seconds: int
+
+    @property
+    def hms(self) -> str:
+        """`HH:MM:SS`, hours not wrapped into days."""
+        hours, rest = divmod(self.seconds, 3600)
+        return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def parse_walltime(text: object) -> Walltime:
+    """A SLURM time limit (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`).
+
+    Minutes and seconds after a colon must be below 60, hours after `D-` below 24; the limit
+    must be at least a minute (Parsl and SLURM count whole minutes) and at most a year.
+    ValueError (one line, naming the forms) for anything else.
+    """
+    shown = repr(text) if not isinstance(text, str) or len(text) <= 40 else repr(text[:37] + "...")
+    match = _WALLTIME.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"walltime {shown} is not a SLURM time ({WALLTIME_FORMS}, e.g. "
+                         f"01:30:00)")
+    numbers = [int(p) for p in match["parts"].split(":")]
+    if match["days"] is not None:
+        hours, minutes, seconds = (numbers + [0, 0])[:3]
+        if hours >= 24:
+            raise ValueError(f"walltime {shown}: hours after 'D-' must be below 24")
+        total = ((int(match["days"]) * 24 + hours) * 60 + minutes) * 60 + seconds
+        checked = numbers[1:]
+    elif len(numbers) == 1:
+        total, checked = numbers[0] * 60, []
+    elif len(numbers) == 2:
+        total, checked = numbers[0] * 60 + numbers[1], numbers[1:]
+    else:
+        total, checked = (numbers[0] * 60 + numbers[1]) * 60 + numbers[2], numbers[1:]
+    if any(n >= 60 for n in checked):
+        raise ValueError(f"walltime {shown}: minutes and seconds must be below 60 "
+                         f"({WALLTIME_FORMS})")
+    if total < 60:
+        raise ValueError(f"walltime {shown} is less than a minute (SLURM counts minutes)")
+    if total > MAX_WALLTIME_SECONDS:
+        raise ValueError(f"walltime {shown} is more than a year")
+    return Walltime(total)
+
+
 def parse_slurm_time(text: str) -> float | None:
     """SLURM prints local times as `2026-11-27T16:00:00`; `Unknown`/`N/A` mean none."""
     text = text.strip()
@@ -201,13 +256,15 @@ def scancel(job_ids: Collection[str], timeout: float = 120.0) -> str | None:
 
     A value that is not a job id (see `JOB_ID`) cancels nothing at all: the reason names it.
     """
-    ids = sorted(set(job_ids))
-    if not ids:
+    unique = list(dict.fromkeys(job_ids))
+    if not unique:
         return None
     try:
-        operands = job_operands(ids)
+        job_operands(unique)
     except JobIdError as exc:
         return str(exc)
+    ids = sorted(unique)
+    operands = ["--", *ids]
     try:
         out = subprocess.run(["scancel", *operands], capture_output=True, text=True,
                              timeout=timeout, check=False)

@@ -106,6 +106,25 @@ class SafeText(click.ParamType):
 TEXT = SafeText()
 
 
+class WalltimeParam(click.ParamType):
+    """A SLURM time limit (`nerschat.slurm.parse_walltime`), given back as `HH:MM:SS`."""
+
+    name = "walltime"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        """`value` normalised to `HH:MM:SS`; a one-line usage error naming the forms if bad."""
+        from nerschat.slurm import parse_walltime
+
+        try:
+            return parse_walltime(TEXT.convert(value, param, ctx)).hms
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+WALLTIME = WalltimeParam()
+
+
 def seconds_option(flag: str, default: float, help: str, minimum: float = 0.0,
                    *, no_limit: bool = True, maximum: float | None = None) -> Callable[[F], F]:
     """A `--FLAG SECONDS` option: a finite float of at least `minimum`, `default` if not given.

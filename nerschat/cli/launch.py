@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from nerschat.cli.common import (
+    WALLTIME,
     FiniteFloat,
     console,
     open_registry,
@@ -30,8 +31,9 @@ def job_options(func: F) -> F:
                      help="SLURM account [default: $NERSCHAT_ACCOUNT]."),
         click.option("--qos", default=None,
                      help="SLURM QOS [default: $NERSCHAT_QOS, site default]."),
-        click.option("--walltime", default=None, metavar="HH:MM:SS",
-                     help="Walltime of each job [default: $NERSCHAT_WALLTIME, site default]."),
+        click.option("--walltime", type=WALLTIME, default=None, metavar="HH:MM:SS",
+                     help="Walltime of each job, as SLURM takes it (MM, HH:MM:SS, "
+                          "D-HH:MM:SS, ...) [default: $NERSCHAT_WALLTIME, site default]."),
         click.option("--constraint", default=None, help="SLURM constraint, e.g. 'gpu&hbm80g'."),
         click.option("--image", default=None,
                      help="Container image [default: the engine's pinned one]."),

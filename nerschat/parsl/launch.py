@@ -39,6 +39,7 @@ from nerschat.parsl.config import (
     JobRequest,
     Site,
     load_site,
+    normalize_walltime,
     pilot_provider_of,
     site_of,
 )
@@ -168,8 +169,13 @@ def resolve_site(site: str | None) -> ModuleType:
 
 
 def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry, *,
-                ttl: float | None = None, drain_before: float | None = None) -> str:
-    """The job body: exports of the site's environment, one `nerschat serve` per replica."""
+                ttl: float | None = None, drain_before: float | None = None,
+                walltime: str | None = None) -> str:
+    """The job body: exports of the site's environment, one `nerschat serve` per replica.
+
+    `walltime` (`HH:MM:SS`) goes to each pilot too: it drains and ends by then even where no
+    scheduler enforces it (`--site local`).
+    """
     template = resources.files("nerschat").joinpath("templates/pilot-job.sh").read_text()
     exports = [f"export {k}={_dq(v)}" for k, v in site.environment().items()]
     lines: list[str] = []
@@ -194,6 +200,8 @@ def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry,
             argv += ["--ttl", f"{ttl:g}"]
         if drain_before is not None:
             argv += ["--drain-before", f"{drain_before:g}"]
+        if walltime is not None:
+            argv += ["--walltime", walltime]
         prefix = ""
         if site.compile_cache and replica.engine == "vllm":
             cache = f"{site.compile_cache}/{_slug(replica.model)}/{slot}"
@@ -326,6 +334,10 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
     cap = getattr(module, "gpus_per_job", None)
     jobs_of = pack(replicas, cap(qos) if callable(cap) else base.gpus_per_node)
     launch_id = uuid.uuid4().hex[:6]
+    # One parser for every SLURM time form; the provider gets `HH:MM:SS` (Parsl's only form).
+    walltime = normalize_walltime(walltime) if walltime is not None else None
+    wall = walltime or (normalize_walltime(os.environ["NERSCHAT_WALLTIME"])
+                        if os.environ.get("NERSCHAT_WALLTIME") else None)
     request = JobRequest(account=account, qos=qos, walltime=walltime, constraint=constraint)
     jobs: list[PlannedJob] = []
     for n, members in enumerate(jobs_of):
@@ -340,13 +352,16 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
         check_registry_shared(registry.path, base)
         check_python_env(base)
     for job in jobs:
-        job.body = render_body(launch_id, job, base, registry, ttl=ttl, drain_before=drain_before)
+        job.body = render_body(launch_id, job, base, registry, ttl=ttl, drain_before=drain_before,
+                               walltime=wall)
     result = LaunchPlan(launch_id, base, module, request, registry, jobs)
     if check:
         # The provider resolves defaults (walltime, account) from the site config itself.
         provider = _provider(result, jobs[0])
         walltime_value = getattr(provider, "walltime", None)
-        if base.cluster and isinstance(walltime_value, str):
+        if not base.cluster:
+            walltime_value = wall  # a local provider has none: the pilots apply it
+        if isinstance(walltime_value, str):
             check_walltime(walltime_value, DEFAULT_DRAIN_BEFORE if drain_before is None
                            else drain_before)
     return result

@@ -159,6 +159,8 @@ class PilotConfig:
         engines with metrics only); 0: no such check.
       - `unhealthy_timeout`: an unhealthy server is killed (exit 1) after this; 0: never.
       - `expires_at`: walltime end, epoch seconds (default: asked from SLURM).
+      - `walltime`: the pilot's own time limit from its start (`serve --walltime`); the end
+        is the earliest of this, `expires_at` and the SLURM job's end.
     `health_failures`: consecutive failed probes that make the entry `unhealthy`.
     `max_restarts`: a server that dies or stays unhealthy is restarted in place (same entry,
     same port when free) at most this many times within `restart_window` seconds; past
@@ -195,6 +197,7 @@ class PilotConfig:
     max_restarts: int = 0
     restart_window: float = 600.0
     expires_at: float | None = None
+    walltime: float | None = None
     endpoint_id: str | None = None
     group: str | None = None
 
@@ -207,6 +210,8 @@ class PilotConfig:
             raise ValueError(f"max_restarts must not be negative, got {self.max_restarts}")
         if self.health_failures < 1:
             raise ValueError(f"health_failures must be at least 1, got {self.health_failures}")
+        if self.walltime is not None and not self.walltime > 0:
+            raise ValueError(f"walltime must be positive, got {self.walltime}")
         for name in ("linger", "grace_period", "stop_timeout", "drain_before",
                      "unhealthy_timeout", "stall_timeout"):
             if getattr(self, name) < 0:
@@ -256,6 +261,7 @@ class Pilot:
         self._published = False
         self._removed = False
         self._restarts = 0  # server restarts so far (in the entry's `extra` once non-zero)
+        self._walltime_end: float | None = None  # set at the first start (restarts keep it)
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -288,9 +294,17 @@ class Pilot:
         return self.config.image or get_engine(self.config.engine).default_image
 
     def _expires_at(self, job_id: str | None) -> float | None:
-        if self.config.expires_at is not None:
-            return self.config.expires_at
-        return job_end_time(job_id) if job_id else None
+        """The earliest of the configured end, the own walltime and the SLURM job's end."""
+        cfg = self.config
+        ends = [cfg.expires_at]
+        if cfg.walltime is not None:
+            if self._walltime_end is None:
+                self._walltime_end = time.time() + cfg.walltime
+            ends.append(self._walltime_end)
+        if cfg.expires_at is None and job_id:
+            ends.append(job_end_time(job_id))
+        known = [end for end in ends if end is not None]
+        return min(known) if known else None
 
     # -- life cycle -------------------------------------------------------------------
 

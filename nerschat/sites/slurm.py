@@ -32,6 +32,7 @@ from nerschat.parsl.config import (
     activate_env_command,
     check_renamed_env,
     setting,
+    walltime_setting,
 )
 
 # sbatch/squeue/sacct on a busy login node can take well over Parsl's default 10 s.
@@ -86,7 +87,7 @@ def pilot_provider(request: JobRequest) -> SlurmProvider:
         partition=setting(request.partition, "partition", "NERSCHAT_PARTITION"),
         account=setting(request.account, "account", "NERSCHAT_ACCOUNT"),
         qos=setting(request.qos, "qos", "NERSCHAT_QOS"),
-        walltime=setting(request.walltime, "walltime", "NERSCHAT_WALLTIME", "00:30:00"),
+        walltime=walltime_setting(request.walltime, "00:30:00"),
         cores=int(setting(None, "cores_per_node", "NERSCHAT_CORES_PER_NODE", 1)),
         launcher_name=setting(None, "launcher", "NERSCHAT_LAUNCHER", "single"),
         worker_init=activate_env_command(), constraint=request.constraint,
@@ -111,7 +112,7 @@ def make_config(partition: str | None = None, account: str | None = None,
         partition=setting(partition, "partition", "NERSCHAT_PARTITION"),
         account=setting(account, "account", "NERSCHAT_ACCOUNT"),
         qos=setting(qos, "qos", "NERSCHAT_QOS"),
-        walltime=setting(walltime, "walltime", "NERSCHAT_WALLTIME", "00:30:00"),
+        walltime=walltime_setting(walltime, "00:30:00"),
         cores=int(setting(cores_per_node, "cores_per_node", "NERSCHAT_CORES_PER_NODE", 1)),
         launcher_name=setting(launcher, "launcher", "NERSCHAT_LAUNCHER", "single"),
         worker_init=worker_init if worker_init is not None else activate_env_command(),
