@@ -29,6 +29,7 @@ COMMANDS = {
     "embed": "nerschat.cli.embed:embed",
     "router": "nerschat.cli.router:router",
     "tunnel": "nerschat.cli.tunnel:tunnel",
+    "job-body": "nerschat.cli.jobscript:job_body",
 }
 
 

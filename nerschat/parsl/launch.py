@@ -43,6 +43,7 @@ from nerschat.parsl.config import (
     pilot_provider_of,
     site_of,
 )
+from nerschat.parsl.jobscript import run_command, write_body
 from nerschat.parsl.preflight import (
     check_gpus,
     check_image,
@@ -449,7 +450,7 @@ def render_scripts(launch_plan: LaunchPlan) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             provider.script_dir = tmp
             body_path = launch_plan.registry.path.absolute() / "jobs" / f"{job.ids[0]}.sh"
-            command = f"bash {shlex.quote(str(body_path))}"
+            command = run_command(body_path, job.body)
             if _is_slurm(provider):
                 with _no_submission(provider):
                     provider.submit(command, 1, job_name=_job_name(job))
@@ -484,11 +485,11 @@ def submit(launch_plan: LaunchPlan) -> list[LaunchedJob]:
     for job in launch_plan.jobs:
         provider = _provider(launch_plan, job)
         provider.script_dir = str(jobs_dir.absolute())
-        body_path = jobs_dir.absolute() / f"{job.ids[0]}.sh"
-        body_path.write_text(job.body)
-        os.chmod(body_path, registry.file_mode | 0o100)
+        body_path = write_body(jobs_dir.absolute(), f"{job.ids[0]}.sh", job.body,
+                               registry.file_mode | 0o100)
         try:
-            job_id = provider.submit(f"bash {shlex.quote(str(body_path))}", 1,
+            # The job runs the body only if it is still the one written here (see jobscript).
+            job_id = provider.submit(run_command(body_path, job.body), 1,
                                      job_name=_job_name(job))
         except SubmitException as exc:
             done = ", ".join(j.job_id for j in launched)

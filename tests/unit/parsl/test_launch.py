@@ -214,7 +214,7 @@ def test_submit_writes_pending_entries_with_the_job_id(fake_slurm: Path, tmp_pat
             assert stat.S_IMODE(os.stat(registry.entry_path(endpoint_id)).st_mode) == 0o600
     first_script = Path(f"{fake_slurm}.script.1").read_text()
     assert "#SBATCH --gpus-per-node=2" in first_script
-    assert f"bash {jobs[0].script}" in first_script
+    assert "nerschat job-body --sha256 " in first_script and str(jobs[0].script) in first_script
     assert jobs[0].script is not None and "--id " + jobs[0].ids[1] in jobs[0].script.read_text()
 
 
