@@ -10,7 +10,6 @@ import os
 
 from nerschat.errors import UsageError
 
-
 MAX_KEY_CHARS = 4096
 
 

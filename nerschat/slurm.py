@@ -81,9 +81,11 @@ _WALLTIME = re.compile(r"(?:(?P<days>\d{1,3})-)?(?P<parts>\d{1,6}(?::\d{1,2}){0,
 
 @dataclass(frozen=True)
 class Walltime:
-    """A job's time limit: `seconds`, and `hms`, the `HH:MM:SS` form Parsl's SlurmProvider
-    takes (hours may pass 24: `1-00:00:00` is `24:00:00`; Parsl's `wtime_to_minutes` splits
-    on `:` into exactly three integers and drops the seconds)."""
+    """A job's time limit: `seconds`, and `hms`, the `HH:MM:SS` form Parsl's SlurmProvider takes.
+
+    Hours may pass 24 (`1-00:00:00` is `24:00:00`): Parsl's `wtime_to_minutes` splits on `:`
+    into exactly three integers and drops the seconds.
+    """
 
     seconds: int
 

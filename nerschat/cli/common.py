@@ -83,9 +83,9 @@ class FiniteFloat(click.ParamType):
 
 
 class SafeText(click.ParamType):
-    """A text option: refuses text that is not valid UTF-8 on the command line.
+    r"""A text option: refuses text that is not valid UTF-8 on the command line.
 
-    Python turns undecodable bytes of argv into lone surrogates (`\\udcff`); such a value
+    Python turns undecodable bytes of argv into lone surrogates (`\udcff`); such a value
     cannot be written to a file, a request or a terminal, so it is a usage error (exit 2, one
     line naming the option) instead of an encoding traceback later.
     """

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator, Mapping
