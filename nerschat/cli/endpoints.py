@@ -39,7 +39,7 @@ from nerschat.server_log import last_line
 from nerschat.slurm import QueuedJob, queued_jobs
 
 STATE_STYLE = {"pending": "cyan", "ready": "green", "starting": "yellow",
-               "draining": "magenta", "stale": "red"}
+               "draining": "magenta", "unhealthy": "red", "stale": "red", "expired": "red"}
 
 
 def _cell(value: object) -> Text:
@@ -134,7 +134,7 @@ def _row(e: Endpoint, now: float) -> list[Text]:
     shown = f"{status} {age}" if status == "starting" else status  # vLLM takes minutes
     return [
         _cell(e.id), _cell(e.kind), _cell(e.model), _cell(e.url),
-        Text(shown, style=STATE_STYLE[status]), Text(age),
+        Text(shown, style=STATE_STYLE.get(status, "")), Text(age),
         Text(format_age(now - e.heartbeat_at)), _cell(e.slurm_job_id or "-"),
         Text(format_age(e.time_left(now))),
     ]
