@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -90,9 +91,23 @@ def test_every_command_option_is_safe() -> None:
                                                          "UTF-8"),
     (["launch", "--engine", "stub", "--model", "m", "--account", b"a\xff"],
      "'--account': 'a\\udcff' is not valid UTF-8"),
+    # Options other modules define (judge, embed) get the same types through the group.
+    (["judge", "IN", "-o", "OUT", "--system-prompt", b"\xff"], "'--system-prompt': '\\udcff'"),
+    (["judge", "IN", "-o", "OUT", "--mode", "classify", "--labels", b"a\xff,b"],
+     "'--labels': 'a\\udcff,b' is not valid UTF-8"),
+    (["judge", "IN", "-o", "OUT", "--model", "m", "--timeout", "nan"], "'--timeout': nan"),
+    (["judge", "IN", "-o", "OUT", "--temperature", "inf"], "'--temperature': inf is not a "
+                                                           "finite number"),
+    (["run-batch", "-i", "IN", "-o", "OUT", "--timeout", "nan"], "'--timeout': nan"),
+    (["embed", "IN", "-o", "OUT", "--model", "e", "--prefix", b"\xff"],
+     "'--prefix': '\\udcff' is not valid UTF-8"),
 ])
-def test_bad_values_are_one_line_usage_errors(args: list[str | bytes], option: str) -> None:
-    result = run_cli(*args)
+def test_bad_values_are_one_line_usage_errors(args: list[str | bytes], option: str,
+                                              tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "1", "question": "q", "answers": ["a", "b"]}\n')
+    places = {"IN": str(source), "OUT": str(tmp_path / "out.jsonl")}
+    result = run_cli(*(places.get(a, a) if isinstance(a, str) else a for a in args))
     assert result.returncode == 2, result.stderr
     assert option in result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
