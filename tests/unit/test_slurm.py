@@ -162,3 +162,17 @@ def test_cli_refuses_garbage_walltimes(walltime: str, message: str, command: lis
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("env", "value"), [("NERSCHAT_CORES_PER_NODE", "many"),
+                                            ("NERSCHAT_GPUS_PER_NODE", "-2")])
+def test_bad_numbers_from_the_environment_are_one_line(env: str, value: str, tmp_path: Path,
+                                                       fake_slurm: Path) -> None:
+    result = subprocess.run([*NERSCHAT, "launch", "--site", "slurm", "--engine", "stub",
+                             "--model", "m", "--print-script", "--no-check",
+                             "--registry", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, env: value})
+    assert result.returncode == 2, result.stderr
+    assert f"is not an integer >= 0 (argument or ${env})" in result.stderr
+    assert result.stderr.count("\n") == 1
