@@ -77,3 +77,14 @@ def test_a_planted_log_link_is_never_followed(fleet: StubFleet, registry: Regist
     assert entry.log_path == str(link)
     time.sleep(0.5)
     assert victim.read_text() == "precious\n"
+
+
+def test_sighup_stops_a_router_and_removes_its_entry(registry: Registry) -> None:
+    from nerschat.router.entry import live_routers
+    from nerschat.testing.router import running_router
+
+    with running_router(registry) as router:
+        router.process.send_signal(signal.SIGHUP)
+        assert router.process.wait(30) == 0
+        assert [e for e in live_routers(registry) if e.pid == router.process.pid] == []
+        assert registry.get(router.entry.id) is None
