@@ -47,7 +47,8 @@ ENVIRONMENT = {
     "SLURM_JOB_ID": "set by SLURM: the pilot records its job and reads its walltime end",
     "NERSCHAT_ACCOUNT": "SLURM account of launched jobs when --account is not given",
     "NERSCHAT_QOS": "SLURM QOS of launched jobs when --qos is not given",
-    "NERSCHAT_WALLTIME": "walltime (HH:MM:SS) of launched jobs when --walltime is not given",
+    "NERSCHAT_WALLTIME": "walltime (a SLURM time: MM, HH:MM:SS, D-HH:MM:SS, ...) of launched "
+                         "jobs when --walltime is not given",
     "NERSCHAT_ENV": "perlmutter site: the venv with nerschat that every job activates",
     "NERSCHAT_PARTITION": "slurm site: partition of launched jobs",
     "NERSCHAT_GPUS_PER_NODE": "slurm site: GPUs per node (replicas are packed by it)",
