@@ -146,6 +146,9 @@ def main() -> None:
         print_error("aborted")
         raise SystemExit(130) from None
     except click.UsageError as exc:  # one line: `error: Invalid value for '--x': ...`
+        if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+            exc.show()  # `nerschat` or `nerschat pool` alone: the help, as click prints it
+            raise SystemExit(exc.exit_code) from None
         where = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
         print_error(exc.format_message() + where)
         raise SystemExit(exc.exit_code) from None

@@ -121,3 +121,11 @@ def test_wait_with_no_time_limit_answers(registry: Registry, timeout: str) -> No
                      "--registry", str(registry.path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize("args", [[], ["pool"]])
+def test_a_group_alone_still_prints_its_help(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.stderr.startswith("Usage: nerschat") or result.stdout.startswith(
+        "Usage: nerschat"), result.stderr
+    assert "Commands:" in result.stdout + result.stderr
