@@ -54,7 +54,8 @@ def write_body(jobs_dir: Path, name: str, body: str, mode: int) -> Path:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         what = "not a directory" if not stat.S_ISDIR(st.st_mode) else f"owned by uid {st.st_uid}"
         raise UsageError(f"{jobs_dir} is {what}, not your own directory: job scripts are "
-                         f"not written there; remove it and launch again")
+                         f"written only into a directory of yours (launch with your own "
+                         f"--registry, or have it removed)")
     path = jobs_dir / name
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
