@@ -49,6 +49,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from nerschat.errors import UsageError
+from nerschat.slurm import job_id_problem
 
 SCHEMA_VERSION = 2
 """Written by this version. 2: the heartbeat is the file's mtime (max with `heartbeat_at`)."""
@@ -68,6 +69,14 @@ MAX_ENTRY_BYTES = 64 * 1024
 """Entries are about 1 KB; a bigger file is a problem and is not read."""
 MAX_TTL = 30 * 86400.0
 """Pilots use seconds to minutes; a `pending` entry (a queued job) stands for days."""
+MAX_COUNT = 1_000_000
+"""Upper bound of count fields (`capacity`, `max_batch_size`): far beyond any engine's."""
+MAX_TOKENS = 1 << 30
+"""Upper bound of token fields (`max_model_len`, `max_batch_tokens`, `max_input_tokens`)."""
+MAX_PID = 1 << 30
+MAX_EXTRA_KEYS = 64
+APIS = ("openai", "tei")
+"""API dialects an entry can declare: `openai` (/v1/*), `tei` (/embed)."""
 MAX_SKEW = 3600.0
 """A heartbeat ahead of this machine's clock by more than min(ttl, MAX_SKEW) is refused."""
 ALLOWED_HOSTS_ENV = "NERSCHAT_ALLOWED_HOSTS"
@@ -166,87 +175,186 @@ def _optional_number(name: str, value: object) -> float | None:
     return None if value is None else _number(name, value)
 
 
-def _integer(name: str, value: object) -> int:
+def _integer(name: str, value: object, *, maximum: int = MAX_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"field {name!r}: not an integer ({_show(value)})")
     if value <= 0:
         raise ValueError(f"field {name!r}: must be positive, got {value}")
+    if value > maximum:
+        raise ValueError(f"field {name!r}: {value} is more than {maximum}")
     return value
 
 
-def _optional_integer(name: str, value: object) -> int | None:
-    return None if value is None else _integer(name, value)
+def _optional_integer(name: str, value: object, **kwargs: Any) -> int | None:
+    return None if value is None else _integer(name, value, **kwargs)
 
 
-def url_host(url: str) -> str:
-    """The host of an entry's URL, lower case, without IPv6 brackets; ValueError if unusable."""
+def url_host(url: str, name: str = "url", *, path_suffix: str | None = "/v1") -> str:
+    """The host of an entry's URL, lower case, without IPv6 brackets; ValueError if unusable.
+
+    `name` is the field the URL comes from (for the message); the path must end in
+    `path_suffix` unless that is None.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"field 'url': scheme {parts.scheme!r} is not http or https")
+        raise ValueError(f"field {name!r}: scheme {parts.scheme!r} is not http or https")
     if parts.username is not None or parts.password is not None:
-        raise ValueError("field 'url': user or password in the URL")
+        raise ValueError(f"field {name!r}: user or password in the URL")
     if parts.query or parts.fragment:
-        raise ValueError("field 'url': query or fragment in the URL")
+        raise ValueError(f"field {name!r}: query or fragment in the URL")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"field 'url': {exc}") from None
+        raise ValueError(f"field {name!r}: {exc}") from None
     if not parts.hostname:
-        raise ValueError("field 'url': no host")
-    if not parts.path.rstrip("/").endswith("/v1"):
-        raise ValueError(f"field 'url': {_show(url)} does not end in /v1")
+        raise ValueError(f"field {name!r}: no host")
+    if path_suffix is not None and not parts.path.rstrip("/").endswith(path_suffix):
+        raise ValueError(f"field {name!r}: {_show(url)} does not end in {path_suffix}")
     return parts.hostname.lower()
+
+
+def _url_text(name: str, value: object, *, empty: bool = False) -> str:
+    text = _text(name, value, limit=2048, markup=True, empty=empty)
+    outside_host = _IPV6_HOST.sub("", text, count=1)
+    if "[" in outside_host or "]" in outside_host:
+        raise ValueError(f"field {name!r}: brackets (terminal markup) in {_show(text)}")
+    return text
+
+
+def _check_extra(value: object) -> None:
+    """`extra`: a flat JSON object of plain-name keys and short strings, numbers, booleans."""
+    if not isinstance(value, dict):
+        raise ValueError(f"field 'extra': not a JSON object ({_show(value)})")
+    if len(value) > MAX_EXTRA_KEYS:
+        raise ValueError(f"field 'extra': more than {MAX_EXTRA_KEYS} keys")
+    for key, item in value.items():
+        if not is_safe_name(key):
+            raise ValueError(f"field 'extra': key {_show(key)} is not a plain name")
+        name = f"extra.{key}"
+        if key == "group":  # pilots launched together: their shared stop request's name
+            _text(name, item, limit=128)
+        elif isinstance(item, str):
+            _text(name, item, limit=MAX_ENTRY_BYTES, markup=True, empty=True)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"field {name!r}: not a finite number")
+        elif item is not None and not isinstance(item, (bool, int, float)):
+            raise ValueError(f"field {name!r}: not a string, number or boolean "
+                             f"({type(item).__name__})")
+
+
+def _check_pid(name: str, value: object) -> None:
+    # 0: no process yet (a `pending` entry)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PID:
+        raise ValueError(f"field {name!r}: not a process id ({_show(value)})")
+
+
+def _check_api_key(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value or len(value) > 4096
+                              or not all(" " < ch < "\x7f" for ch in value)):
+        raise ValueError(f"field {name!r}: not a string of printable ASCII")
+
+
+def _check_job_id(name: str, value: object) -> None:
+    if value is None:
+        return
+    _text(name, value, limit=64)
+    problem = job_id_problem(value)
+    if problem:
+        raise ValueError(f"field {name!r}: {problem}")
+
+
+def _check_api(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or value not in APIS):
+        raise ValueError(f"field {name!r}: {_show(value)} is not one of {APIS}")
+
+
+def _check_ttl(name: str, value: object) -> None:
+    ttl = _number(name, value, positive=True)
+    if ttl > MAX_TTL:
+        raise ValueError(f"field {name!r}: {ttl:.0f} s is more than {MAX_TTL:.0f} s")
+
+
+def _check_time(name: str, value: object) -> None:
+    if _number(name, value) < 0:
+        raise ValueError(f"field {name!r}: negative time {value}")
+
+
+def _optional_time(name: str, value: object) -> None:
+    if value is not None:
+        _check_time(name, value)
+
+
+def _check_metrics_url(name: str, value: object) -> None:
+    if value is not None:
+        url_host(_url_text(name, value), name, path_suffix=None)
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(name: str, value: object) -> None:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"field {name!r}: {_show(value)} is not one of {choices}")
+    return check
+
+
+def _check_schema(name: str, value: object) -> None:
+    if value not in READABLE_SCHEMAS or isinstance(value, bool):
+        raise ValueError(f"field {name!r}: expected one of {READABLE_SCHEMAS}, got "
+                         f"{_show(value)}")
+
+
+def _check_id(name: str, value: object) -> None:
+    if not is_safe_name(value):
+        raise ValueError(f"field {name!r}: {_show(value)} is not a plain name")
+
+
+REQUIRED_FIELDS = ("id", "kind", "engine", "model", "url", "state", "pid", "host",
+                   "heartbeat_at", "ttl")
+# One check per Endpoint field (a test walks them all: a field without a check fails it).
+# Each takes (field name, value) and raises ValueError naming the field; `url` (which depends
+# on `state`) is checked in `_validate_fields`.
+_FIELD_CHECKS: dict[str, Any] = {
+    "schema": _check_schema,
+    "id": _check_id,
+    "kind": _one_of(KINDS),
+    "state": _one_of(STATES),
+    "engine": lambda n, v: _text(n, v, limit=64),
+    "model": lambda n, v: _text(n, v),
+    "url": lambda n, v: _url_text(n, v, empty=True),
+    "host": lambda n, v: _text(n, v, limit=255),
+    "api_key": _check_api_key,
+    "pid": _check_pid,
+    "slurm_job_id": _check_job_id,
+    "heartbeat_at": _check_time,
+    "ttl": _check_ttl,
+    "expires_at": _optional_time,
+    "started_at": _check_time,
+    "ready_at": _optional_time,
+    "gpus": lambda n, v: _optional_text(n, v, limit=256),
+    "capacity": lambda n, v: _optional_integer(n, v),
+    "max_model_len": lambda n, v: _optional_integer(n, v, maximum=MAX_TOKENS),
+    "log_path": lambda n, v: _optional_text(n, v, limit=4096, markup=True),
+    "api": _check_api,
+    "max_batch_size": lambda n, v: _optional_integer(n, v),
+    "max_batch_tokens": lambda n, v: _optional_integer(n, v, maximum=MAX_TOKENS),
+    "max_input_tokens": lambda n, v: _optional_integer(n, v, maximum=MAX_TOKENS),
+    "metrics_url": _check_metrics_url,
+    "extra": lambda _n, v: _check_extra(v),
+}
 
 
 def _validate_fields(data: dict[str, Any]) -> dict[str, Any]:
     """Type-check every known field of a decoded entry; return the known ones."""
-    if data.get("schema") not in READABLE_SCHEMAS or isinstance(data.get("schema"), bool):
-        raise ValueError(f"field 'schema': expected one of {READABLE_SCHEMAS}, got "
-                         f"{_show(data.get('schema'))}")
-    for name in ("id", "kind", "engine", "model", "url", "state", "pid", "host",
-                 "heartbeat_at", "ttl"):
+    _check_schema("schema", data.get("schema"))
+    for name in REQUIRED_FIELDS:
         if name not in data:
             raise ValueError(f"field {name!r} missing")
-    if not is_safe_name(data["id"]):
-        raise ValueError(f"field 'id': {_show(data['id'])} is not a plain name")
-    if not isinstance(data["kind"], str) or data["kind"] not in KINDS:
-        raise ValueError(f"field 'kind': {_show(data['kind'])} is not one of {KINDS}")
-    if not isinstance(data["state"], str) or data["state"] not in STATES:
-        raise ValueError(f"field 'state': {_show(data['state'])} is not one of {STATES}")
-    _text("engine", data["engine"], limit=64)
-    _text("model", data["model"])
+    known = {f.name for f in fields(Endpoint) if f.init and f.name != "observed_at"}
+    for name, check in _FIELD_CHECKS.items():
+        if name in data:
+            check(name, data[name])
     pending = data["state"] == "pending"  # a queued job: no server (url "", pid 0) yet
-    _text("url", data["url"], limit=2048, markup=True, empty=pending)
-    outside_host = _IPV6_HOST.sub("", data["url"], count=1)
-    if "[" in outside_host or "]" in outside_host:
-        raise ValueError(f"field 'url': brackets (terminal markup) in {_show(data['url'])}")
     if data["url"] or not pending:
         url_host(data["url"])
-    _text("host", data["host"], limit=255)
-    key = data.get("api_key")
-    if key is not None and (not isinstance(key, str) or not key or len(key) > 4096
-                            or not all(" " < ch < "\x7f" for ch in key)):
-        raise ValueError("field 'api_key': not a string of printable ASCII")
-    if isinstance(data["pid"], bool) or not isinstance(data["pid"], int) or data["pid"] < 0:
-        raise ValueError(f"field 'pid': not a process id ({_show(data['pid'])})")  # 0: none yet
-    _optional_text("slurm_job_id", data.get("slurm_job_id"), limit=64)
-    _number("heartbeat_at", data["heartbeat_at"])
-    ttl = _number("ttl", data["ttl"], positive=True)
-    if ttl > MAX_TTL:
-        raise ValueError(f"field 'ttl': {ttl:.0f} s is more than {MAX_TTL:.0f} s")
-    _optional_number("expires_at", data.get("expires_at"))
-    _number("started_at", data.get("started_at", 0.0))
-    _optional_number("ready_at", data.get("ready_at"))
-    _optional_text("gpus", data.get("gpus"), limit=256)
-    _optional_integer("capacity", data.get("capacity"))
-    _optional_integer("max_model_len", data.get("max_model_len"))
-    _optional_text("log_path", data.get("log_path"), limit=4096, markup=True)
-    extra = data.get("extra", {})
-    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
-        raise ValueError("field 'extra': not a JSON object")
-    if "group" in extra:
-        _text("extra.group", extra["group"], limit=128)
-    known = {f.name for f in fields(Endpoint) if f.init and f.name != "observed_at"}
     return {k: v for k, v in data.items() if k in known}
 
 
@@ -297,13 +405,29 @@ class Endpoint:
             now = min(now, self.observed_at)
         return now - self.heartbeat_at > self.ttl
 
+    def is_expired(self, now: float | None = None) -> bool:
+        """The walltime end (`expires_at`) has passed: SLURM has ended (or is ending) the job."""
+        if self.expires_at is None:
+            return False
+        now = time.time() if now is None else now
+        return now >= self.expires_at
+
     def is_usable(self, now: float | None = None) -> bool:
-        """Ready, not stale, and a model server (a `router` entry never takes model traffic)."""
-        return self.state == "ready" and self.kind in MODEL_KINDS and not self.is_stale(now)
+        """Ready, not stale nor past its walltime, and a model server.
+
+        (A `router` entry never takes model traffic.)
+        """
+        return (self.state == "ready" and self.kind in MODEL_KINDS and not self.is_stale(now)
+                and not self.is_expired(now))
 
     def status(self, now: float | None = None) -> str:
-        """`stale` overrides the recorded state: nothing routes to a dead pilot."""
-        return "stale" if self.is_stale(now) else self.state
+        """`stale` (dead heartbeat) and `expired` (walltime over) override the recorded state.
+
+        Nothing routes to either.
+        """
+        if self.is_stale(now):
+            return "stale"
+        return "expired" if self.is_expired(now) else self.state
 
     def time_left(self, now: float | None = None) -> float | None:
         """Seconds until the SLURM walltime ends (None: no end known)."""
@@ -359,15 +483,16 @@ def allowed_host_patterns(value: str | Sequence[str] | None = None) -> tuple[str
     return tuple(p.strip().lower() for p in items if p.strip())
 
 
-def host_problem(url: str, patterns: Sequence[str] = ()) -> str | None:
+def host_problem(url: str, patterns: Sequence[str] = (), name: str = "url") -> str | None:
     """Why an entry's URL host is not a cluster host, or None if it is.
 
     Loopback and this machine's names are always allowed; otherwise the URL host must match
     `patterns`, or with no patterns the default rule: a single-label name (`nid001234`), a
-    name in this machine's domain, or a private address.
+    name in this machine's domain, or a private address. `name` is the entry field the URL
+    comes from (`url` must end in /v1, `metrics_url` need not).
     """
     try:
-        target = url_host(url)
+        target = url_host(url, name, path_suffix="/v1" if name == "url" else None)
     except ValueError as exc:
         return str(exc)
     if _is_loopback(target):
@@ -388,7 +513,8 @@ def host_problem(url: str, patterns: Sequence[str] = ()) -> str | None:
         else:
             if address.is_private and not address.is_unspecified:
                 return None
-    return (f"URL host {_show(target)} is not a cluster host (allow it with "
+    where = "URL host" if name == "url" else f"{name} host"
+    return (f"{where} {_show(target)} is not a cluster host (allow it with "
             f"{ALLOWED_HOSTS_ENV}=PATTERN,...)")
 
 
@@ -773,9 +899,9 @@ class Registry:
         if beat - now > skew:
             raise ValueError(f"heartbeat {beat - now:.0f} s in the future (more than "
                              f"{skew:.0f} s: clock skew?)")
-        if written.url:  # only a `pending` entry has none
-            problem = host_problem(written.url, self.allowed_hosts)
-            if problem:
+        for name, url in (("url", written.url), ("metrics_url", written.metrics_url)):
+            problem = host_problem(url, self.allowed_hosts, name) if url else None
+            if problem:  # only a `pending` entry has no url
                 raise ValueError(problem)
         # A heartbeat slightly ahead (skew within the ttl) counts as now, so it ages normally.
         return replace(written, heartbeat_at=min(beat, now), observed_at=now)

@@ -17,9 +17,44 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-JOB_ID = re.compile(r"\d{1,12}(?:_\d{1,9})?")
-"""A SLURM job id as nerschat records it (array tasks as `ID_TASK`); anything else is never
-passed to a SLURM command."""
+from nerschat.errors import UsageError
+
+JOB_ID = re.compile(r"\d{1,12}(?:_\d{1,9}|\+\d{1,6})?(?:\.[A-Za-z0-9_]{1,32})?", re.ASCII)
+"""A SLURM job id: `ID`, an array task `ID_TASK`, a heterogeneous component `ID+N`, each
+optionally with a step (`ID.0`, `ID.batch`). Anything else is never passed to a SLURM command:
+job ids come from registry entries and pool state files, which others may write."""
+
+
+class JobIdError(UsageError):
+    """A value that is not a SLURM job id where one was expected (never passed to SLURM)."""
+
+
+def is_job_id(value: object) -> bool:
+    """Whether `value` is a string of one of the `JOB_ID` forms."""
+    return isinstance(value, str) and JOB_ID.fullmatch(value) is not None
+
+
+def job_id_problem(value: object) -> str | None:
+    """Why `value` is not a SLURM job id (one line, the value escaped), or None if it is one."""
+    if is_job_id(value):
+        return None
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{shown} is not a SLURM job id (ID, ID_TASK or ID+N, optionally .STEP)"
+
+
+def job_operands(job_ids: Collection[str]) -> list[str]:
+    """`["--", ID, ...]`: job ids as the operands of a SLURM command (`scancel`).
+
+    The one place job ids are checked before they reach a command line: JobIdError naming
+    the first value that is not a job id (so nothing is run at all), and `--` so that no id
+    can ever be read as an option.
+    """
+    for job in job_ids:
+        problem = job_id_problem(job)
+        if problem:
+            raise JobIdError(f"{problem}: not passed to SLURM")
+    return ["--", *job_ids]
 
 NERSCHAT_JOB_NAME = "nerschat-serve"
 """The job name `scripts/nerschat-serve.sbatch` gives its jobs (`-J nerschat-<anything>` too)."""
@@ -37,6 +72,63 @@ REASONS = {
     "JobHeldUser": "held by the user (scontrol release)",
     "JobHeldAdmin": "held by an administrator",
 }
+
+
+WALLTIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+MAX_WALLTIME_SECONDS = 365 * 86400
+_WALLTIME = re.compile(r"(?:(?P<days>\d{1,3})-)?(?P<parts>\d{1,6}(?::\d{1,2}){0,2})", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Walltime:
+    """A job's time limit: `seconds`, and `hms`, the `HH:MM:SS` form Parsl's SlurmProvider takes.
+
+    Hours may pass 24 (`1-00:00:00` is `24:00:00`): Parsl's `wtime_to_minutes` splits on `:`
+    into exactly three integers and drops the seconds.
+    """
+
+    seconds: int
+
+    @property
+    def hms(self) -> str:
+        """`HH:MM:SS`, hours not wrapped into days."""
+        hours, rest = divmod(self.seconds, 3600)
+        return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def parse_walltime(text: object) -> Walltime:
+    """A SLURM time limit (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`).
+
+    Minutes and seconds after a colon must be below 60, hours after `D-` below 24; the limit
+    must be at least a minute (Parsl and SLURM count whole minutes) and at most a year.
+    ValueError (one line, naming the forms) for anything else.
+    """
+    shown = repr(text) if not isinstance(text, str) or len(text) <= 40 else repr(text[:37] + "...")
+    match = _WALLTIME.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"walltime {shown} is not a SLURM time ({WALLTIME_FORMS}, e.g. "
+                         f"01:30:00)")
+    numbers = [int(p) for p in match["parts"].split(":")]
+    if match["days"] is not None:
+        hours, minutes, seconds = (numbers + [0, 0])[:3]
+        if hours >= 24:
+            raise ValueError(f"walltime {shown}: hours after 'D-' must be below 24")
+        total = ((int(match["days"]) * 24 + hours) * 60 + minutes) * 60 + seconds
+        checked = numbers[1:]
+    elif len(numbers) == 1:
+        total, checked = numbers[0] * 60, []
+    elif len(numbers) == 2:
+        total, checked = numbers[0] * 60 + numbers[1], numbers[1:]
+    else:
+        total, checked = (numbers[0] * 60 + numbers[1]) * 60 + numbers[2], numbers[1:]
+    if any(n >= 60 for n in checked):
+        raise ValueError(f"walltime {shown}: minutes and seconds must be below 60 "
+                         f"({WALLTIME_FORMS})")
+    if total < 60:
+        raise ValueError(f"walltime {shown} is less than a minute (SLURM counts minutes)")
+    if total > MAX_WALLTIME_SECONDS:
+        raise ValueError(f"walltime {shown} is more than a year")
+    return Walltime(total)
 
 
 def parse_slurm_time(text: str) -> float | None:
@@ -137,7 +229,7 @@ def queued_jobs(job_ids: Collection[str], timeout: float = 30.0) -> dict[str, Qu
     SLURM cannot answer (no `squeue`, a timeout, an error other than unknown job ids): then
     nothing can be said about any of them. Ids that are not plain job ids are never asked.
     """
-    ids = sorted({j for j in job_ids if JOB_ID.fullmatch(j)})
+    ids = sorted({j for j in job_ids if is_job_id(j)})
     if not ids:
         return {}
     if not available():
@@ -162,12 +254,21 @@ def queued_jobs(job_ids: Collection[str], timeout: float = 30.0) -> dict[str, Qu
 
 
 def scancel(job_ids: Collection[str], timeout: float = 120.0) -> str | None:
-    """Cancel jobs (`scancel ID...`); None on success, else SLURM's one-line reason."""
-    ids = sorted({j for j in job_ids if JOB_ID.fullmatch(j)})
-    if not ids:
+    """Cancel jobs (`scancel -- ID...`); None on success, else a one-line reason.
+
+    A value that is not a job id (see `JOB_ID`) cancels nothing at all: the reason names it.
+    """
+    unique = list(dict.fromkeys(job_ids))
+    if not unique:
         return None
     try:
-        out = subprocess.run(["scancel", *ids], capture_output=True, text=True,
+        job_operands(unique)
+    except JobIdError as exc:
+        return str(exc)
+    ids = sorted(unique)
+    operands = ["--", *ids]
+    try:
+        out = subprocess.run(["scancel", *operands], capture_output=True, text=True,
                              timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"scancel {' '.join(ids)} failed: {exc}"

@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 from rich.text import Text
 
-from nerschat.cli.common import fail, one_line, printable, registry_option
+from nerschat.cli.common import FiniteFloat, fail, one_line, printable, registry_option
 from nerschat.client.connect import connect, pool_of
 from nerschat.client.readiness import EndpointTimeout, wait_for_endpoints
 from nerschat.registry import Registry
@@ -69,8 +69,8 @@ def llm_models(client: openai.OpenAI) -> list[str]:
 @click.option("--model", default=None, help="Served model name [default: the first LLM ready].")
 @click.option("--system", "system_prompt", default=None, help="System prompt.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--temperature", type=float, default=0.7, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+@click.option("--temperature", type=FiniteFloat(0.0), default=0.7, show_default=True)
+@click.option("--timeout", type=FiniteFloat(0.0, no_limit=True), default=600.0, show_default=True,
               help="Seconds to wait for a ready server.")
 @registry_option
 def chat(model: str | None, system_prompt: str | None, max_tokens: int, temperature: float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -34,10 +35,129 @@ def shared_option(func: F) -> F:
     )(func)
 
 
-def seconds_option(flag: str, default: float, help: str,
-                   minimum: float = 0.0) -> Callable[[F], F]:
-    """A `--FLAG SECONDS` option: a float of at least `minimum`, `default` when not given."""
-    return click.option(flag, type=click.FloatRange(min=minimum), default=default, help=help)
+NO_LIMIT = 1e9
+"""Seconds (about 31 years) a time limit given as `inf` (or anything larger) stands for: long
+enough to never end, small enough for every timer and `Event.wait`."""
+
+
+class FiniteFloat(click.ParamType):
+    """A float option: `nan` always refused; `inf` refused, or `no_limit` for time limits.
+
+    `minimum`/`maximum` bound the value (inclusive); with `no_limit`, `inf` and any value of
+    `NO_LIMIT` or more become `NO_LIMIT`. Errors are click usage errors (exit 2, one line
+    naming the option).
+    """
+
+    name = "float"
+
+    def __init__(self, minimum: float | None = None, maximum: float | None = None, *,
+                 no_limit: bool = False):
+        self.minimum, self.maximum, self.no_limit = minimum, maximum, no_limit
+
+    def __repr__(self) -> str:
+        return (f"FiniteFloat({self.minimum}, {self.maximum}"
+                + (", no_limit=True)" if self.no_limit else ")"))
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        """The value as a float within the bounds (see the class docstring)."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            text = TEXT.convert(value, param, ctx).strip()
+            try:
+                number = float(text)
+            except ValueError:
+                self.fail(f"{text!r} is not a number", param, ctx)
+        if math.isnan(number):
+            self.fail("nan is not a number", param, ctx)
+        if self.no_limit and number >= NO_LIMIT:
+            return NO_LIMIT
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{number:g} is less than {self.minimum:g}", param, ctx)
+        if self.maximum is not None and number > self.maximum:
+            self.fail(f"{number:g} is more than {self.maximum:g}", param, ctx)
+        return number
+
+
+class SafeText(click.ParamType):
+    r"""A text option: refuses text that is not valid UTF-8 on the command line.
+
+    Python turns undecodable bytes of argv into lone surrogates (`\udcff`); such a value
+    cannot be written to a file, a request or a terminal, so it is a usage error (exit 2, one
+    line naming the option) instead of an encoding traceback later.
+    """
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        """`value` as a str with no lone surrogates."""
+        text = value if isinstance(value, str) else str(value)
+        bad = next((ch for ch in text if "\ud800" <= ch <= "\udfff"), None)
+        if bad is not None:
+            byte = f" (byte 0x{ord(bad) - 0xDC00:02x})" if ord(bad) >= 0xDC80 else ""
+            self.fail(f"{one_line(repr(text))[:80]} is not valid UTF-8{byte}", param, ctx)
+        return text
+
+
+TEXT = SafeText()
+
+
+class WalltimeParam(click.ParamType):
+    """A SLURM time limit (`nerschat.slurm.parse_walltime`), given back as `HH:MM:SS`."""
+
+    name = "walltime"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        """`value` normalised to `HH:MM:SS`; a one-line usage error naming the forms if bad."""
+        from nerschat.slurm import parse_walltime
+
+        try:
+            return parse_walltime(TEXT.convert(value, param, ctx)).hms
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+WALLTIME = WalltimeParam()
+
+
+def seconds_option(flag: str, default: float, help: str, minimum: float = 0.0,
+                   *, no_limit: bool = True, maximum: float | None = None) -> Callable[[F], F]:
+    """A `--FLAG SECONDS` option: a finite float of at least `minimum`, `default` if not given.
+
+    `no_limit`: `inf` (or any huge value) means no limit (`NO_LIMIT`); otherwise it is
+    refused, as is a value above `maximum`.
+    """
+    return click.option(flag, type=FiniteFloat(minimum, maximum, no_limit=no_limit),
+                        default=default, help=help)
+
+
+def harden_params(command: click.Command) -> click.Command:
+    """Give every plain text and float parameter of `command` (and its subcommands) the safe types.
+
+    Plain `str` becomes `SafeText`, `float`/`FloatRange` becomes `FiniteFloat` (a parameter
+    whose name ends in `timeout` takes `inf` as no limit): whichever module defines an option,
+    no value from the command line can be `nan` or not valid UTF-8. Returns `command`.
+    """
+    for param in command.params:
+        kind = param.type
+        if isinstance(kind, click.types.StringParamType):
+            param.type = TEXT
+        elif isinstance(kind, click.FloatRange):
+            param.type = FiniteFloat(
+                None if kind.min is None else float(kind.min),
+                None if kind.max is None else float(kind.max),
+                no_limit=(param.name or "").endswith("timeout"))
+        elif isinstance(kind, click.types.FloatParamType):
+            param.type = FiniteFloat(no_limit=(param.name or "").endswith("timeout"))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            harden_params(sub)
+    return command
 
 
 def api_key_env_option(default: str) -> Callable[[F], F]:

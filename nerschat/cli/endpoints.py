@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nerschat.cli.common import (
+    FiniteFloat,
     console,
     fail,
     format_age,
@@ -38,7 +39,7 @@ from nerschat.server_log import last_line
 from nerschat.slurm import QueuedJob, queued_jobs
 
 STATE_STYLE = {"pending": "cyan", "ready": "green", "starting": "yellow",
-               "draining": "magenta", "stale": "red", "unhealthy": "red"}
+               "draining": "magenta", "unhealthy": "red", "stale": "red", "expired": "red"}
 
 
 def _cell(value: object) -> Text:
@@ -141,7 +142,7 @@ def _row(e: Endpoint, now: float) -> list[Text]:
     shown = f"{status} {age}" if status == "starting" else status  # vLLM takes minutes
     return [
         _cell(e.id), _cell(e.kind), _cell(e.model), _cell(e.url),
-        Text(shown, style=STATE_STYLE[status]), Text(age),
+        Text(shown, style=STATE_STYLE.get(status, "")), Text(age),
         Text(format_age(now - e.heartbeat_at)), _cell(e.slurm_job_id or "-"),
         Text(format_age(e.time_left(now))),
     ]
@@ -150,7 +151,7 @@ def _row(e: Endpoint, now: float) -> list[Text]:
 @click.command()
 @click.option("--model", default=None, help="Served model name to wait for.")
 @click.option("--kind", type=click.Choice(["llm", "embedding"]), default=None)
-@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True)
+@click.option("--timeout", type=FiniteFloat(0.0, no_limit=True), default=600.0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No spinner.")
 @click.option("--router", "router", is_flag=True,
               help="Wait for a `nerschat router`; print its URL (and on stderr where its key is).")
@@ -257,7 +258,7 @@ def _targets(registry: Registry, endpoint_ids: tuple[str, ...], stop_all: bool,
 @click.option("--wait/--no-wait", "wait_gone", default=True, show_default=True,
               help="Wait until the entries are gone; cancel the jobs of pilots still there "
                    "when --timeout ends.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+@click.option("--timeout", type=FiniteFloat(0.0, no_limit=True), default=120.0, show_default=True,
               help="Drain budget, seconds: pilots of SLURM jobs still there after it are "
                    "cancelled with scancel.")
 @registry_option

@@ -9,8 +9,16 @@ from typing import Any, TypeVar
 
 import click
 
-from nerschat.cli.common import console, open_registry, registry_option, shared_option
+from nerschat.cli.common import (
+    WALLTIME,
+    FiniteFloat,
+    console,
+    open_registry,
+    registry_option,
+    shared_option,
+)
 from nerschat.parsl.launch import build_replicas, plan, render_scripts, resolve_site, submit
+from nerschat.registry import MAX_TTL
 from nerschat.sites import SITES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,8 +31,9 @@ def job_options(func: F) -> F:
                      help="SLURM account [default: $NERSCHAT_ACCOUNT]."),
         click.option("--qos", default=None,
                      help="SLURM QOS [default: $NERSCHAT_QOS, site default]."),
-        click.option("--walltime", default=None, metavar="HH:MM:SS",
-                     help="Walltime of each job [default: $NERSCHAT_WALLTIME, site default]."),
+        click.option("--walltime", type=WALLTIME, default=None, metavar="HH:MM:SS",
+                     help="Walltime of each job, as SLURM takes it (MM, HH:MM:SS, "
+                          "D-HH:MM:SS, ...) [default: $NERSCHAT_WALLTIME, site default]."),
         click.option("--constraint", default=None, help="SLURM constraint, e.g. 'gpu&hbm80g'."),
         click.option("--image", default=None,
                      help="Container image [default: the engine's pinned one]."),
@@ -51,9 +60,9 @@ def job_options(func: F) -> F:
                    "[default: perlmutter on Perlmutter, else slurm where sbatch exists, else "
                    "local].")
 @job_options
-@click.option("--ttl", type=click.FloatRange(min=0.5), default=None,
+@click.option("--ttl", type=FiniteFloat(0.5, MAX_TTL), default=None,
               help="Heartbeat TTL of the pilots' entries, seconds.")
-@click.option("--drain-before", type=click.FloatRange(min=0), default=None,
+@click.option("--drain-before", type=FiniteFloat(0.0), default=None,
               help="Pilots drain this many seconds before the walltime [default: 120].")
 @click.option("--no-check", is_flag=True, help="Skip the pre-flight checks.")
 @click.option("--keep", is_flag=True,

@@ -15,7 +15,14 @@ from typing import BinaryIO
 import click
 from rich.text import Text
 
-from nerschat.cli.common import console, fail, one_line, open_registry, registry_option
+from nerschat.cli.common import (
+    FiniteFloat,
+    console,
+    fail,
+    one_line,
+    open_registry,
+    registry_option,
+)
 from nerschat.pilot.describe import describe_phase
 from nerschat.registry import Endpoint, Registry, RegistryError, check_id
 from nerschat.server_log import LogError, follow, log_path, open_log, tail_lines
@@ -43,7 +50,7 @@ def _while_running(registry: Registry, endpoint_id: str, poll: float) -> Iterato
               help="Keep printing new lines until the pilot ends (or Ctrl-C).")
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
               help="Lines of the log's end to print first.")
-@click.option("--poll", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+@click.option("--poll", type=FiniteFloat(0.05, 3600.0), default=0.5, show_default=True,
               help="Seconds between looks at the log and the entry while following.")
 @registry_option
 def logs(registry_path: str | None, endpoint_id: str, follow_log: bool, lines: int,

@@ -29,6 +29,7 @@ COMMANDS = {
     "embed": "nerschat.cli.embed:embed",
     "router": "nerschat.cli.router:router",
     "tunnel": "nerschat.cli.tunnel:tunnel",
+    "job-body": "nerschat.cli.jobscript:job_body",
 }
 
 
@@ -46,7 +47,8 @@ ENVIRONMENT = {
     "SLURM_JOB_ID": "set by SLURM: the pilot records its job and reads its walltime end",
     "NERSCHAT_ACCOUNT": "SLURM account of launched jobs when --account is not given",
     "NERSCHAT_QOS": "SLURM QOS of launched jobs when --qos is not given",
-    "NERSCHAT_WALLTIME": "walltime (HH:MM:SS) of launched jobs when --walltime is not given",
+    "NERSCHAT_WALLTIME": "walltime (a SLURM time: MM, HH:MM:SS, D-HH:MM:SS, ...) of launched "
+                         "jobs when --walltime is not given",
     "NERSCHAT_ENV": "perlmutter site: the venv with nerschat that every job activates",
     "NERSCHAT_PARTITION": "slurm site: partition of launched jobs",
     "NERSCHAT_GPUS_PER_NODE": "slurm site: GPUs per node (replicas are packed by it)",
@@ -110,6 +112,9 @@ class LazyGroup(click.Group):
                 return None  # a command not shipped in this version
             raise
         command: click.Command = getattr(module, attr)
+        from nerschat.cli.common import harden_params
+
+        harden_params(command)  # no nan, no undecodable text, whichever module has the option
         names = COMMAND_ENVIRONMENT.get(cmd_name)
         if names and "Environment variables:" not in (command.epilog or ""):
             epilog = environment_epilog(names)
@@ -140,6 +145,13 @@ def main() -> None:
     except click.exceptions.Abort:
         print_error("aborted")
         raise SystemExit(130) from None
+    except click.UsageError as exc:  # one line: `error: Invalid value for '--x': ...`
+        if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+            exc.show()  # `nerschat` or `nerschat pool` alone: the help, as click prints it
+            raise SystemExit(exc.exit_code) from None
+        where = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        print_error(exc.format_message() + where)
+        raise SystemExit(exc.exit_code) from None
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from nerschat.cli.common import (
+    WALLTIME,
     api_key_env_option,
     console,
     fail,
@@ -21,7 +22,8 @@ from nerschat.errors import NerschatError
 from nerschat.pilot.engines import ENGINES
 from nerschat.pilot.pilot import Pilot, PilotConfig
 from nerschat.pilot.runtimes import RUNTIMES
-from nerschat.registry import Kind
+from nerschat.registry import MAX_TTL, Kind
+from nerschat.slurm import parse_walltime
 
 ENVIRONMENT = """\b
 Environment:
@@ -70,11 +72,11 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Engine option, e.g. max_num_seqs=128, latency=0.05 (stub). Repeatable.")
 @click.option("--option", "-o", "old_options", multiple=True, metavar="NAME=VALUE", hidden=True,
               help="Old spelling of --engine-opt.")
-@seconds_option("--ttl", 30.0, minimum=0.5,
+@seconds_option("--ttl", 30.0, minimum=0.5, no_limit=False, maximum=MAX_TTL,
                 help="Seconds without heartbeat after which the entry counts as dead.")
 @seconds_option("--ready-timeout", 900.0, minimum=1,
                 help="Seconds the server may take to become ready.")
-@seconds_option("--drain-before", 120.0,
+@seconds_option("--drain-before", 120.0, no_limit=False,
                 help="Start draining this many seconds before the SLURM walltime ends.")
 @seconds_option("--grace-period", 60.0,
                 help="Seconds a drain (SIGTERM, `nerschat stop`) waits for requests in flight; "
@@ -91,6 +93,10 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @seconds_option("--unhealthy-timeout", 300.0,
                 help="Seconds an unhealthy server may take to recover before the pilot kills "
                      "it (and restarts it or exits 1, see --max-restarts; 0: never).")
+@click.option("--walltime", type=WALLTIME, default=None, metavar="HH:MM:SS",
+              help="Drain and stop by this time from the start (SLURM forms: MM, HH:MM:SS, "
+                   "D-HH:MM:SS, ...); inside SLURM the job's own end counts too, whichever "
+                   "comes first [default: the SLURM job's end, else none].")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0,
               help="Restart a server that dies or stays unhealthy, in place, at most this "
                    "many times per 10 minutes; past that the pilot exits non-zero.")
@@ -108,7 +114,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
           old_options: tuple[str, ...], ttl: float, ready_timeout: float, drain_before: float,
           grace_period: float, stop_timeout: float, health_timeout: float,
           health_failures: int, stall_timeout: float, unhealthy_timeout: float,
-          max_restarts: int, api_key_env: str | None, endpoint_id: str | None, verbose: bool,
+          max_restarts: int, walltime: str | None, api_key_env: str | None, endpoint_id: str | None, verbose: bool,
           extra_args: tuple[str, ...]) -> None:
     """Start a server and publish it in the registry until stopped.
 
@@ -137,6 +143,7 @@ def serve(registry_path: str | None, shared: bool, engine: str, model: str, kind
             stall_timeout=stall_timeout,
             unhealthy_timeout=unhealthy_timeout, max_restarts=max_restarts,
             endpoint_id=endpoint_id,
+            walltime=parse_walltime(walltime).seconds if walltime is not None else None,
         )
         pilot = Pilot(config, open_registry(registry_path, shared))
         code = pilot.run(on_ready=lambda e: console.print(

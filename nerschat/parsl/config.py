@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator, Mapping
@@ -59,8 +58,6 @@ RENAMED_ENV = {
     "NERSCHAT_SLURM_LAUNCHER": "NERSCHAT_LAUNCHER",
 }
 
-WALLTIME = re.compile(r"^(?:(\d+)-)?(\d{1,2}):([0-5]\d):([0-5]\d)$")
-
 
 def check_renamed_env() -> None:
     """Refuse a variable that is no longer read, naming the one that replaced it.
@@ -76,12 +73,25 @@ def check_renamed_env() -> None:
 
 
 def walltime_seconds(walltime: str) -> int:
-    """`HH:MM:SS` (or `D-HH:MM:SS`) as seconds; ConfigError naming the expected format."""
-    match = WALLTIME.match(walltime.strip()) if isinstance(walltime, str) else None
-    if match is None:
-        raise ConfigError(f"walltime {walltime!r} is not HH:MM:SS (e.g. 01:30:00)")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    """A SLURM time limit (`nerschat.slurm.parse_walltime`) in seconds; ConfigError if not one."""
+    from nerschat.slurm import parse_walltime
+
+    try:
+        return parse_walltime(walltime).seconds
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def normalize_walltime(walltime: str) -> str:
+    """A SLURM time limit as the `HH:MM:SS` Parsl's providers take; ConfigError if not one."""
+    from nerschat.slurm import Walltime
+
+    return Walltime(walltime_seconds(walltime)).hms
+
+
+def walltime_setting(value: str | None, default: str) -> str:
+    """`value`, else `$NERSCHAT_WALLTIME`, else `default`, as `HH:MM:SS` (ConfigError if bad)."""
+    return normalize_walltime(setting(value, "walltime", "NERSCHAT_WALLTIME", default))
 
 
 @dataclass(frozen=True)

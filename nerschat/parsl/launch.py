@@ -39,9 +39,11 @@ from nerschat.parsl.config import (
     JobRequest,
     Site,
     load_site,
+    normalize_walltime,
     pilot_provider_of,
     site_of,
 )
+from nerschat.parsl.jobscript import run_command, write_body
 from nerschat.parsl.preflight import (
     check_gpus,
     check_image,
@@ -169,10 +171,12 @@ def resolve_site(site: str | None) -> ModuleType:
 
 def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry, *,
                 ttl: float | None = None, drain_before: float | None = None,
-                serve_args: Sequence[str] = ()) -> str:
+                serve_args: Sequence[str] = (), walltime: str | None = None) -> str:
     """The job body: exports of the site's environment, one `nerschat serve` per replica.
 
     `serve_args` are further `nerschat serve` options for every pilot (e.g. `--max-restarts 3`).
+    `walltime` (`HH:MM:SS`) goes to each pilot too: it drains and ends by then even where no
+    scheduler enforces it (`--site local`).
     """
     template = resources.files("nerschat").joinpath("templates/pilot-job.sh").read_text()
     exports = [f"export {k}={_dq(v)}" for k, v in site.environment().items()]
@@ -199,6 +203,8 @@ def render_body(launch_id: str, job: PlannedJob, site: Site, registry: Registry,
         if drain_before is not None:
             argv += ["--drain-before", f"{drain_before:g}"]
         argv += list(serve_args)
+        if walltime is not None:
+            argv += ["--walltime", walltime]
         prefix = ""
         if site.compile_cache and replica.engine == "vllm":
             cache = f"{site.compile_cache}/{_slug(replica.model)}/{slot}"
@@ -259,11 +265,13 @@ class LaunchedJob:
         `PENDING (Resources), expected start 2026-...`, `RUNNING`, `not in the queue` (also when
         SLURM cannot answer), or `local process` for `--site local`.
         """
-        from nerschat.slurm import squeue
+        from nerschat.slurm import is_job_id, squeue
 
         if not self.slurm:
             return "local process"
-        line = squeue("-j", self.job_id, "-o", "%T|%r|%S").strip().splitlines()
+        if not is_job_id(self.job_id):
+            return "not in the queue"
+        line = squeue(f"--jobs={self.job_id}", "-o", "%T|%r|%S").strip().splitlines()
         if not line:
             return "not in the queue"
         state, reason, start = (line[0].split("|") + ["", ""])[:3]
@@ -278,7 +286,14 @@ class LaunchedJob:
         for endpoint_id in self.ids:
             self.registry.request_stop(endpoint_id)
         if not started and self.provider is not None:
-            self.provider.cancel([self.job_id])
+            if self.slurm:
+                from nerschat import slurm
+
+                problem = slurm.scancel([self.job_id])  # not Parsl's: it runs a shell line
+                if problem:
+                    raise LaunchError(problem)
+            else:
+                self.provider.cancel([self.job_id])
             for endpoint_id in self.ids:
                 self.registry.remove(endpoint_id)
 
@@ -322,6 +337,10 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
     cap = getattr(module, "gpus_per_job", None)
     jobs_of = pack(replicas, cap(qos) if callable(cap) else base.gpus_per_node)
     launch_id = uuid.uuid4().hex[:6]
+    # One parser for every SLURM time form; the provider gets `HH:MM:SS` (Parsl's only form).
+    walltime = normalize_walltime(walltime) if walltime is not None else None
+    wall = walltime or (normalize_walltime(os.environ["NERSCHAT_WALLTIME"])
+                        if os.environ.get("NERSCHAT_WALLTIME") else None)
     request = JobRequest(account=account, qos=qos, walltime=walltime, constraint=constraint)
     jobs: list[PlannedJob] = []
     for n, members in enumerate(jobs_of):
@@ -337,13 +356,15 @@ def plan(replicas: Sequence[Replica], *, site: str | None = None, registry: Regi
         check_python_env(base)
     for job in jobs:
         job.body = render_body(launch_id, job, base, registry, ttl=ttl, drain_before=drain_before,
-                               serve_args=serve_args)
+                               serve_args=serve_args, walltime=wall)
     result = LaunchPlan(launch_id, base, module, request, registry, jobs)
     if check:
         # The provider resolves defaults (walltime, account) from the site config itself.
         provider = _provider(result, jobs[0])
         walltime_value = getattr(provider, "walltime", None)
-        if base.cluster and isinstance(walltime_value, str):
+        if not base.cluster:
+            walltime_value = wall  # a local provider has none: the pilots apply it
+        if isinstance(walltime_value, str):
             check_walltime(walltime_value, DEFAULT_DRAIN_BEFORE if drain_before is None
                            else drain_before)
     return result
@@ -431,7 +452,7 @@ def render_scripts(launch_plan: LaunchPlan) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             provider.script_dir = tmp
             body_path = launch_plan.registry.path.absolute() / "jobs" / f"{job.ids[0]}.sh"
-            command = f"bash {shlex.quote(str(body_path))}"
+            command = run_command(body_path, job.body)
             if _is_slurm(provider):
                 with _no_submission(provider):
                     provider.submit(command, 1, job_name=_job_name(job))
@@ -466,11 +487,11 @@ def submit(launch_plan: LaunchPlan) -> list[LaunchedJob]:
     for job in launch_plan.jobs:
         provider = _provider(launch_plan, job)
         provider.script_dir = str(jobs_dir.absolute())
-        body_path = jobs_dir.absolute() / f"{job.ids[0]}.sh"
-        body_path.write_text(job.body)
-        os.chmod(body_path, registry.file_mode | 0o100)
+        body_path = write_body(jobs_dir.absolute(), f"{job.ids[0]}.sh", job.body,
+                               registry.file_mode | 0o100)
         try:
-            job_id = provider.submit(f"bash {shlex.quote(str(body_path))}", 1,
+            # The job runs the body only if it is still the one written here (see jobscript).
+            job_id = provider.submit(run_command(body_path, job.body), 1,
                                      job_name=_job_name(job))
         except SubmitException as exc:
             done = ", ".join(j.job_id for j in launched)
@@ -481,6 +502,12 @@ def submit(launch_plan: LaunchPlan) -> list[LaunchedJob]:
         if not job_id:
             raise LaunchError(f"{type(provider).__name__} returned no job id")
         slurm = _is_slurm(provider)
+        if slurm:
+            from nerschat.slurm import job_id_problem
+
+            problem = job_id_problem(str(job_id))
+            if problem:
+                raise LaunchError(f"sbatch answered {problem}; check the job queue")
         output = provider.resources.get(job_id, {}).get("job_stdout_path") or \
             provider.resources.get(job_id, {}).get("script_path")
         publish_pending(registry, job, str(job_id) if slurm else None,
@@ -586,7 +613,10 @@ def cancel_jobs(job_ids: Sequence[str]) -> tuple[list[str], list[str], list[str]
     cancel, gone, refused = [], [], []
     for job in job_ids:
         queued = queue.get(job)
-        if queued is None:
+        problem = slurm.job_id_problem(job)
+        if problem:  # registry entries with one are refused; never read as gone
+            refused.append(f"{problem}: not cancelled")
+        elif queued is None:
             gone.append(job)
         elif queued.user != me:
             refused.append(f"job {job} belongs to {queued.user or 'another user'}: not cancelled")

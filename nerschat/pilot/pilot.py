@@ -21,7 +21,7 @@ Life cycle (the registry entry's `state` in brackets):
    dies on its own is handled the same way. If the pilot finds its entry removed from the registry (a `nerschat stop` or
    prune that took a late heartbeat for a dead pilot, with the stop request removed along
    with the entry), it treats that as a stop request.
-4. **Drain** [`draining`] on SIGTERM/SIGINT, a stop request, or `drain_before` seconds before
+4. **Drain** [`draining`] on SIGTERM/SIGINT/SIGHUP, a stop request, or `drain_before` seconds before
    the SLURM walltime: publish `draining` at once, keep the server up at least `linger`
    seconds (clients re-read the registry every 2 s), then until the server reports no request
    running or waiting on its metrics, up to `grace_period` seconds (for the walltime: the time
@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import re
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -83,6 +85,10 @@ class PortInUseError(UsageError):
     """An explicitly requested port is already taken on this node."""
 
 
+class DuplicateIdError(UsageError):
+    """An explicitly requested entry id belongs to a pilot that is still alive."""
+
+
 def free_port(host: str = "") -> int:
     """A port the OS considers free now (another process may still race us for it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -110,19 +116,92 @@ def _die_with_parent() -> None:
 
 GAVE_UP = "# nerschat pilot gave up:"  # last line of the server log when the pilot gives up
 
+_NO_LINK = os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+
 
 def tail(path: Path | None, lines: int = 20) -> str:
-    """The last `lines` lines of a log file ("" if it cannot be read)."""
+    """The last `lines` lines of a log file ("" if it cannot be read).
+
+    Never follows a link and reads only a regular file (the log directory may be a team's).
+    """
     if path is None:
         return ""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | _NO_LINK)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 16384))
             text = handle.read().decode(errors="replace")
     except OSError:
         return ""
+    finally:
+        if fd >= 0:
+            os.close(fd)
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _log_file_problem(st: os.stat_result) -> str | None:
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not you"
+    if st.st_nlink != 1:
+        return f"{st.st_nlink} hard links to it"
+    return None
+
+
+def open_server_log(path: Path, mode: int) -> int:
+    """Open a pilot's server log for appending; the file descriptor (the caller closes it).
+
+    The log directory may be writable by a team: the file is opened without following a
+    link (`O_NOFOLLOW`), without becoming a controlling terminal (`O_NOCTTY`) and without
+    blocking on a FIFO. Whatever is at `path` and is not a plain file of this user with one
+    link (a symbolic link, a FIFO, someone else's file, a hard link to another file) is
+    unlinked and replaced by a new file (`O_EXCL`), so nothing outside the log is ever
+    written. PilotError (one line, naming the path) if that cannot be done.
+    """
+    append = os.O_WRONLY | os.O_APPEND | _NO_LINK
+    problem = "it changed while being replaced"
+    for _attempt in range(3):
+        try:
+            fd = os.open(path, append | os.O_CREAT, mode)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EACCES,
+                                 errno.EPERM):
+                raise PilotError(f"cannot open server log {path}: {exc.strerror}") from None
+            problem = "a symbolic link" if exc.errno == errno.ELOOP else (
+                exc.strerror or "cannot be opened")
+        else:
+            found = _log_file_problem(os.fstat(fd))
+            if found is None:
+                os.fchmod(fd, mode)
+                return fd
+            os.close(fd)
+            problem = found
+        logger.warning("pilot: server log %s is %s; replacing it", path, problem)
+        try:
+            os.unlink(path)  # the link itself, never its target
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise PilotError(f"server log {path} is {problem} and cannot be replaced "
+                             f"({exc.strerror}): remove it, or use another --id") from None
+        try:
+            fd = os.open(path, append | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue  # planted again in between: check the new one
+        except OSError as exc:
+            raise PilotError(f"cannot create server log {path}: {exc.strerror}") from None
+        os.fchmod(fd, mode)
+        return fd
+    raise PilotError(f"server log {path} is {problem}, again after replacing it: remove it, "
+                     f"or use another --id")
 
 
 def group_stop_id(group: str) -> str:
@@ -162,6 +241,8 @@ class PilotConfig:
         engines with metrics only); 0: no such check.
       - `unhealthy_timeout`: an unhealthy server is killed (exit 1) after this; 0: never.
       - `expires_at`: walltime end, epoch seconds (default: asked from SLURM).
+      - `walltime`: the pilot's own time limit from its start (`serve --walltime`); the end
+        is the earliest of this, `expires_at` and the SLURM job's end.
     `health_failures`: consecutive failed probes that make the entry `unhealthy`.
     `max_restarts`: a server that dies or stays unhealthy is restarted in place (same entry,
     same port when free) at most this many times within `restart_window` seconds; past
@@ -198,6 +279,7 @@ class PilotConfig:
     max_restarts: int = 0
     restart_window: float = 600.0
     expires_at: float | None = None
+    walltime: float | None = None
     endpoint_id: str | None = None
     group: str | None = None
 
@@ -210,6 +292,8 @@ class PilotConfig:
             raise ValueError(f"max_restarts must not be negative, got {self.max_restarts}")
         if self.health_failures < 1:
             raise ValueError(f"health_failures must be at least 1, got {self.health_failures}")
+        if self.walltime is not None and not self.walltime > 0:
+            raise ValueError(f"walltime must be positive, got {self.walltime}")
         for name in ("linger", "grace_period", "stop_timeout", "drain_before",
                      "unhealthy_timeout", "stall_timeout"):
             if getattr(self, name) < 0:
@@ -224,8 +308,8 @@ class PilotConfig:
 class StopSignal:
     """Why the pilot is stopping (set from signal handlers, stop files or the deadline).
 
-    `walltime` tells a drain for the walltime from others; `signals` counts SIGTERM/SIGINT
-    (a second one cuts the drain short).
+    `walltime` tells a drain for the walltime from others; `signals` counts SIGTERM, SIGINT
+    and SIGHUP (a second one cuts the drain short).
     """
 
     reason: str | None = None
@@ -259,6 +343,7 @@ class Pilot:
         self._published = False
         self._removed = False
         self._restarts = 0  # server restarts so far (in the entry's `extra` once non-zero)
+        self._walltime_end: float | None = None  # set at the first start (restarts keep it)
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -270,7 +355,8 @@ class Pilot:
         if threading.current_thread() is not threading.main_thread():
             return []  # e.g. inside a Parsl worker thread: stop files and deadlines still work
         previous: list[tuple[int, Any]] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP: the terminal or login session that started the pilot went away.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous.append((signum, signal.getsignal(signum)))
             signal.signal(signum, self._on_signal)
         return previous
@@ -291,9 +377,17 @@ class Pilot:
         return self.config.image or get_engine(self.config.engine).default_image
 
     def _expires_at(self, job_id: str | None) -> float | None:
-        if self.config.expires_at is not None:
-            return self.config.expires_at
-        return job_end_time(job_id) if job_id else None
+        """The earliest of the configured end, the own walltime and the SLURM job's end."""
+        cfg = self.config
+        ends = [cfg.expires_at]
+        if cfg.walltime is not None:
+            if self._walltime_end is None:
+                self._walltime_end = time.time() + cfg.walltime
+            ends.append(self._walltime_end)
+        if cfg.expires_at is None and job_id:
+            ends.append(job_end_time(job_id))
+        known = [end for end in ends if end is not None]
+        return min(known) if known else None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -319,6 +413,8 @@ class Pilot:
                 f"port {cfg.port} is already in use on {host}: choose another --port, or leave "
                 "--port out to get a free one"
             )
+        if cfg.endpoint_id is not None:
+            self._refuse_live_id(cfg.endpoint_id)
         api_key = cfg.api_key or secrets.token_urlsafe(32)
         restarts: list[float] = []  # monotonic times of restarts within the window
         port, endpoint_id = cfg.port, cfg.endpoint_id
@@ -340,6 +436,21 @@ class Pilot:
                 self._abandon()
                 raise
 
+    def _refuse_live_id(self, endpoint_id: str) -> None:
+        """DuplicateIdError if `endpoint_id` is the entry of another pilot that is alive.
+
+        A `pending` entry (the queued job's placeholder) and a stale one (a dead pilot) are
+        replaced; anything else would make two pilots write one entry, one of them unseen.
+        """
+        live = self.registry.get(endpoint_id)
+        if live is None or live.state == "pending" or live.is_stale():
+            return
+        age = max(0.0, time.time() - live.heartbeat_at)
+        raise DuplicateIdError(
+            f"endpoint id {endpoint_id} belongs to a live pilot (pid {live.pid} on "
+            f"{live.host}, {live.state}, heartbeat {age:.0f} s ago): choose another --id, or "
+            f"stop it first (nerschat stop {endpoint_id})")
+
     def _restart_or_fail(self, why: str, restarts: list[float]) -> list[float]:
         """Kill the server for a restart; return the restart times within the window.
 
@@ -356,7 +467,9 @@ class Pilot:
             message = f"{why}. Last lines of {self.log_path}:\n{tail(self.log_path)}"
             if self.log_path is not None:
                 # The reason, for `nerschat pool status` / `ls --pool` once the entry is gone.
-                with contextlib.suppress(OSError), open(self.log_path, "a") as log:
+                with contextlib.suppress(OSError, PilotError), open(
+                        open_server_log(self.log_path, self.registry.file_mode), "a",
+                        encoding="utf-8", errors="backslashreplace") as log:
                     log.write(f"{GAVE_UP} {self._entry.id}: {why}\n")
             raise PilotError(message)
         logger.warning("pilot %s: %s; restarting it (%s of %s within %.0f s)", self._entry.id,
@@ -425,8 +538,8 @@ class Pilot:
         if self._restarts:
             self.endpoint.extra["restarts"] = self._restarts
         env = {**os.environ, **command.env}
-        with open(self.log_path, "ab", buffering=0) as log:
-            os.chmod(self.log_path, self.registry.file_mode)
+        with open(open_server_log(self.log_path, self.registry.file_mode), "ab",
+                  buffering=0) as log:
             log.write(f"# nerschat pilot {endpoint_id}: {' '.join(command.argv)}\n".encode())
             try:
                 self.process = subprocess.Popen(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from nerschat.envkey import key_from_env
 from nerschat.errors import FailureError
+from nerschat.pilot.walltime import current_job_id
 from nerschat.registry import Endpoint, Registry
 
 ROUTER_KIND = "router"
@@ -61,7 +62,7 @@ def new_entry(host: str, port: int, key: RouterKey, ttl: float) -> Endpoint:
         id=f"router.{host}.{port}.{uuid.uuid4().hex[:6]}", kind="router", engine="router",
         model=ROUTER_MODEL, url=f"http://{host}:{port}/v1", state="ready",
         api_key=None if key.env else key.value, pid=os.getpid(), host=host,
-        slurm_job_id=os.environ.get("SLURM_JOB_ID"), heartbeat_at=now, ttl=ttl,
+        slurm_job_id=current_job_id(), heartbeat_at=now, ttl=ttl,
         started_at=now, ready_at=now, extra={KEY_ENV_FIELD: key.env} if key.env else {},
     )
 

@@ -148,10 +148,10 @@ class Router:
 
 async def run_router(config: RouterConfig,
                      on_ready: Callable[[Router], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT or a stop request in the registry; remove the entry."""
+    """Serve until SIGTERM/SIGINT/SIGHUP or a stop request in the registry; remove the entry."""
     async with Router(config) as router:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, router.stopped.set)
         if on_ready is not None:
             on_ready(router)

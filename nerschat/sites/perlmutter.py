@@ -34,7 +34,9 @@ from nerschat.parsl.config import (
     JobRequest,
     Site,
     check_renamed_env,
+    normalize_walltime,
     setting,
+    walltime_setting,
 )
 
 GPUS_PER_NODE = 4
@@ -115,7 +117,7 @@ def pilot_provider(request: JobRequest) -> SlurmProvider:
     check_renamed_env()
     account = setting(request.account, "account", "NERSCHAT_ACCOUNT", required=True)
     qos = setting(request.qos, "qos", "NERSCHAT_QOS", "regular")
-    walltime = setting(request.walltime, "walltime", "NERSCHAT_WALLTIME", "01:00:00")
+    walltime = walltime_setting(request.walltime, "01:00:00")
     gpus = request.gpus or GPUS_PER_NODE
     check_request(JobRequest(gpus=gpus), qos, walltime_seconds(walltime))
     shared = qos == "shared"
@@ -155,8 +157,8 @@ def make_config(account: str | None = None, env_path: str | None = None,
     account = setting(account, "account", "NERSCHAT_ACCOUNT", required=True)
     worker_init = _worker_init(env_path)
     qos = setting(qos, "qos", "NERSCHAT_QOS", "regular")
-    walltime = setting(walltime, "walltime", "NERSCHAT_WALLTIME", "01:00:00")
-    client_walltime = client_walltime or walltime
+    walltime = walltime_setting(walltime, "01:00:00")
+    client_walltime = normalize_walltime(client_walltime or walltime)
     gpu_constraint = "gpu&hbm80g" if hbm80g else "gpu"
     accelerators: int | list[str] = (
         [",".join(str(i) for i in range(GPUS_PER_NODE))] if tensor_parallel else GPUS_PER_NODE

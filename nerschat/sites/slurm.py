@@ -32,19 +32,26 @@ from nerschat.parsl.config import (
     activate_env_command,
     check_renamed_env,
     setting,
+    walltime_setting,
 )
 
 # sbatch/squeue/sacct on a busy login node can take well over Parsl's default 10 s.
 CMD_TIMEOUT = 120
 
 
-def _gpus_per_node(value: int | None = None) -> int:
-    raw = setting(value, "gpus_per_node", "NERSCHAT_GPUS_PER_NODE", 0)
+def _int_setting(value: int | None, name: str, env: str, default: int) -> int:
+    raw = setting(value, name, env, default)
     try:
-        return int(raw)
+        number = int(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"gpus_per_node {raw!r} is not an integer "
-                          "(argument or $NERSCHAT_GPUS_PER_NODE)") from None
+        number = -1
+    if number < 0:
+        raise ConfigError(f"{name} {raw!r} is not an integer >= 0 (argument or ${env})")
+    return number
+
+
+def _gpus_per_node(value: int | None = None) -> int:
+    return _int_setting(value, "gpus_per_node", "NERSCHAT_GPUS_PER_NODE", 0)
 
 
 def site(engine: str) -> Site:
@@ -86,8 +93,8 @@ def pilot_provider(request: JobRequest) -> SlurmProvider:
         partition=setting(request.partition, "partition", "NERSCHAT_PARTITION"),
         account=setting(request.account, "account", "NERSCHAT_ACCOUNT"),
         qos=setting(request.qos, "qos", "NERSCHAT_QOS"),
-        walltime=setting(request.walltime, "walltime", "NERSCHAT_WALLTIME", "00:30:00"),
-        cores=int(setting(None, "cores_per_node", "NERSCHAT_CORES_PER_NODE", 1)),
+        walltime=walltime_setting(request.walltime, "00:30:00"),
+        cores=_int_setting(None, "cores_per_node", "NERSCHAT_CORES_PER_NODE", 1),
         launcher_name=setting(None, "launcher", "NERSCHAT_LAUNCHER", "single"),
         worker_init=activate_env_command(), constraint=request.constraint,
     )
@@ -111,8 +118,8 @@ def make_config(partition: str | None = None, account: str | None = None,
         partition=setting(partition, "partition", "NERSCHAT_PARTITION"),
         account=setting(account, "account", "NERSCHAT_ACCOUNT"),
         qos=setting(qos, "qos", "NERSCHAT_QOS"),
-        walltime=setting(walltime, "walltime", "NERSCHAT_WALLTIME", "00:30:00"),
-        cores=int(setting(cores_per_node, "cores_per_node", "NERSCHAT_CORES_PER_NODE", 1)),
+        walltime=walltime_setting(walltime, "00:30:00"),
+        cores=_int_setting(cores_per_node, "cores_per_node", "NERSCHAT_CORES_PER_NODE", 1),
         launcher_name=setting(launcher, "launcher", "NERSCHAT_LAUNCHER", "single"),
         worker_init=worker_init if worker_init is not None else activate_env_command(),
     )

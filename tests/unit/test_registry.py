@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -339,7 +340,58 @@ BAD_FIELDS: list[tuple[str, object]] = [
     ("capacity", "8"), ("capacity", 0), ("max_model_len", 1.5), ("log_path", 7),
     ("log_path", "/tmp/\x07log"), ("extra", []), ("extra", {"group": 5}), ("schema", 9),
     ("schema", True), ("id", 7), ("id", None),
+    # Field attack #4 and #11: job ids SLURM would read as options, limits, API, metrics, extra.
+    ("slurm_job_id", "--user=root"), ("slurm_job_id", "-1"), ("slurm_job_id", "4242;id"),
+    ("slurm_job_id", "4242 4243"), ("max_batch_size", "x"), ("max_batch_size", 0),
+    ("max_batch_size", 10**12), ("max_batch_tokens", 2.5), ("max_batch_tokens", -3),
+    ("max_input_tokens", "512"), ("max_input_tokens", 1 << 40), ("api", "grpc"), ("api", 1),
+    ("metrics_url", "file:///etc/passwd"), ("metrics_url", "http://u:p@127.0.0.1:9/metrics"),
+    ("metrics_url", "http://127.0.0.1:9/metrics\x1b[2J"), ("metrics_url", 5),
+    ("extra", {"k": "v\x1b]0;x\x07"}), ("extra", {"k": {"nested": 1}}), ("extra", {"k": [1]}),
+    ("extra", {"../k": 1}), ("extra", {"k": float("inf")}), ("capacity", 10**9),
+    ("expires_at", -1.0),
 ]
+
+
+def _endpoint_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(Endpoint) if f.init and f.name != "observed_at"]
+
+
+@pytest.mark.parametrize("name", _endpoint_fields())
+@pytest.mark.parametrize("wrong", [[], {"k": []}, True, "\x1b[2J"],
+                         ids=["list", "nested", "bool", "escape"])
+def test_every_entry_field_is_checked(name: str, wrong: object) -> None:
+    """Each field of Endpoint, a future one too, refuses values of the wrong type by name."""
+    with pytest.raises(ValueError, match=f"field '{name}"):
+        Endpoint.from_dict({**make_endpoint(id="bad").to_dict(), name: wrong})
+
+
+def test_valid_limits_api_metrics_and_extra_are_kept(registry: Registry) -> None:
+    entry = make_endpoint(api="tei", max_batch_size=32, max_batch_tokens=16384,
+                          max_input_tokens=512, metrics_url="http://127.0.0.1:9/metrics",
+                          slurm_job_id="4242_7", extra={"launch": "ab12", "slot": 0,
+                                                        "job_output": None, "gpus": 1})
+    registry.publish(entry)
+    assert registry.get("e1") == entry
+    for job in ("4242", "4242_7", "4242+1", "4242.batch", "4242_7.0"):
+        Endpoint.from_dict({**entry.to_dict(), "slurm_job_id": job})
+
+
+def test_metrics_url_host_outside_the_cluster_is_a_problem(registry: Registry) -> None:
+    _write_entry(registry, "m.json", metrics_url="http://metrics.example.com/metrics")
+    scan = registry.scan()
+    assert scan.entries == []
+    assert "metrics_url host 'metrics.example.com' is not a cluster host" in \
+        scan.problems[0].reason
+
+
+def test_entry_past_its_walltime_is_not_ready(registry: Registry) -> None:
+    now = time.time()
+    registry.publish(make_endpoint(id="over", expires_at=now - 1))
+    registry.publish(make_endpoint(id="left", expires_at=now + 600))
+    assert [e.id for e in registry.endpoints()] == ["left"]
+    over = registry.get("over")
+    assert over is not None and over.status() == "expired" and not over.is_usable()
 
 
 @pytest.mark.parametrize(("name", "value"), BAD_FIELDS)

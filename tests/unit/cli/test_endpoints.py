@@ -100,3 +100,19 @@ def test_shared_only_where_it_acts(command: str, takes_shared: bool) -> None:
     assert result.exit_code == 0, result.output
     assert ("--shared" in result.output) == takes_shared
     assert "--registry" in result.output
+
+
+def test_ls_shows_an_entry_past_its_walltime_as_expired(tmp_path: Path) -> None:
+    """Suspicious item of the field attack: an entry whose walltime ended was listed ready."""
+    registry = Registry(tmp_path / "registry")
+    registry.publish(make_endpoint(id="over", expires_at=time.time() - 5))
+    registry.publish(make_endpoint(id="sick", state="unhealthy"))
+    result = run_cli("ls", "--json", "--registry", str(registry.path))
+    assert result.returncode == 0, result.stderr
+    status = {row["id"]: row["status"] for row in json.loads(result.stdout)}
+    assert status == {"over": "expired", "sick": "unhealthy"}
+    table = run_cli("ls", "--registry", str(registry.path))
+    assert table.returncode == 0 and "expired" in table.stdout, table.stderr
+    waited = run_cli("wait", "--model", "m1", "--timeout", "1", "-q",
+                     "--registry", str(registry.path))
+    assert waited.returncode != 0 and waited.stdout == ""

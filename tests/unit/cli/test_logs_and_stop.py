@@ -133,7 +133,7 @@ def test_stop_leaves_queued_jobs_unless_asked(registry: Registry, queue: Path) -
     result = cli("stop", "--all", "--cancel-pending", "--registry", str(registry.path))
     assert result.returncode == 0, result.stderr
     assert "cancelled queued job 4242" in result.stderr
-    assert "scancel 4242" in (queue.parent / "calls").read_text()
+    assert "scancel -- 4242" in (queue.parent / "calls").read_text()
     assert registry.scan().entries == []
 
 
@@ -145,7 +145,7 @@ def test_stop_scancels_a_job_that_outlasts_the_drain_budget(registry: Registry,
     result = cli("stop", "r1", "--timeout", "0.5", "--registry", str(registry.path))
     assert result.returncode == 0, result.stderr
     assert "drain budget of 0 s ended: cancelled job 4300 (scancel)" in result.stderr
-    assert "scancel 4300" in (queue.parent / "calls").read_text()
+    assert "scancel -- 4300" in (queue.parent / "calls").read_text()
     assert registry.scan().entries == []
 
 

@@ -214,7 +214,7 @@ def test_submit_writes_pending_entries_with_the_job_id(fake_slurm: Path, tmp_pat
             assert stat.S_IMODE(os.stat(registry.entry_path(endpoint_id)).st_mode) == 0o600
     first_script = Path(f"{fake_slurm}.script.1").read_text()
     assert "#SBATCH --gpus-per-node=2" in first_script
-    assert f"bash {jobs[0].script}" in first_script
+    assert "nerschat job-body --sha256 " in first_script and str(jobs[0].script) in first_script
     assert jobs[0].script is not None and "--id " + jobs[0].ids[1] in jobs[0].script.read_text()
 
 
@@ -250,7 +250,7 @@ def test_cancel_pending_scancels_only_jobs_not_started(fake_slurm: Path, tmp_pat
     # job 0 is queued, job 1 runs its pilot, job 2 has left the queue (cancelled by hand)
     squeue_lines(monkeypatch, (jobs[0].job_id, "PENDING", me), (jobs[1].job_id, "RUNNING", me))
     assert cancel_pending(registry, [e.id for e in registry.scan().entries]) == [jobs[0].job_id]
-    assert f"scancel {jobs[0].job_id}" in fake_slurm.read_text().splitlines()
+    assert f"scancel -- {jobs[0].job_id}" in fake_slurm.read_text().splitlines()
     assert [e.id for e in registry.scan().entries] == [started.id]
 
 

@@ -104,8 +104,11 @@ def test_renamed_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_walltime_seconds() -> None:
     assert walltime_seconds("01:30:00") == 5400
     assert walltime_seconds("1-00:00:00") == 86400
-    for bad in ("90", "1:2", "00:61:00", ""):
-        with pytest.raises(ConfigError, match="is not HH:MM:SS"):
+    assert walltime_seconds("90") == 5400  # SLURM's minutes
+    assert walltime_seconds("1:2") == 62  # SLURM's MM:SS
+    for bad, reason in (("00:61:00", "below 60"), ("", "is not a SLURM time"),
+                        ("1:2:3:4", "is not a SLURM time")):
+        with pytest.raises(ConfigError, match=reason):
             walltime_seconds(bad)
 
 

@@ -117,7 +117,7 @@ def test_old_variable_names_are_refused(login_node: Path, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"walltime": "90"}, "walltime '90' is not HH:MM:SS"),
+    ({"walltime": "90:75"}, "walltime '90:75': minutes and seconds must be below 60"),
     ({"walltime": "00:01:00"}, "not longer than the drain margin"),
     ({"qos": "normal"}, "not a Perlmutter QOS"),
     ({"qos": "debug", "walltime": "01:00:00"}, "debug QOS allows at most 00:30:00"),

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,28 @@ def test_unset_key_variable_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(UsageError, match="NO_SUCH_KEY_VAR"):
         router_key("NO_SUCH_KEY_VAR")
+
+
+@pytest.mark.parametrize("value", ["clé", "two words", "tab\there", "nul\x00", "k\udcff",
+                                   "x" * 5000])
+def test_a_key_clients_cannot_send_is_refused_at_start(monkeypatch: pytest.MonkeyPatch,
+                                                       value: str) -> None:
+    """Field attack: a non-ASCII key started a router no HTTP client could authenticate to."""
+    monkeypatch.setattr(os, "environ", {**os.environ, "ODD_KEY": value})
+    with pytest.raises(UsageError, match="--api-key-env ODD_KEY: ") as info:
+        router_key("ODD_KEY")
+    assert "\n" not in str(info.value) and value not in str(info.value)
+
+
+def test_router_with_an_odd_key_exits_2_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "ODD_KEY": "clé"}
+    result = subprocess.run([sys.executable, "-m", "nerschat.cli.main", "router",
+                             "--api-key-env", "ODD_KEY", "--registry", str(tmp_path / "r")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: --api-key-env ODD_KEY: character 3 of the key is "
+                                    "not printable ASCII")
+    assert result.stderr.count("\n") == 1 and "clé" not in result.stderr
 
 
 def test_model_traffic_never_goes_to_a_router(registry: Registry) -> None:
