@@ -96,3 +96,72 @@ def test_score_scale_bounded_and_integer() -> None:
         make_task("score", scale=[1, 2, 3])
     with pytest.raises(JudgingConfigError, match="scale"):
         make_task("score", scale=("a", "b"))
+
+
+@pytest.mark.parametrize("mode,record,verdicts", [
+    ("best-of", {"answers": ["x", "y"]}, ("answer", "index")),
+    ("pairwise", {"answer_a": "x", "answer_b": "y"}, ("winner",)),
+    ("score", {"answer": "x"}, ("score", "expected_score")),
+    ("classify", {"answer": "x"}, ("label", "probability"))])
+def test_failed_item_line_names_its_mode(mode: str, record: dict[str, Any],
+                                         verdicts: tuple[str, ...]) -> None:
+    """A line for an item whose handling raised keeps the mode: the summary is that mode's."""
+    from nerschat.judging.report import summarize, summary_table
+    from nerschat.workflows.core import error_result
+
+    task = make_task(mode, model="m")
+    item = task.parse({"id": "i1", "question": "q", **record})  # type: ignore[union-attr]
+    line = error_result(task, item, "ValueError: boom")
+    assert line["id"] == "i1" and line["mode"] == mode and line["error"] == "ValueError: boom"
+    assert all(line[name] is None for name in verdicts)
+    summary = summarize([json_form(line)])
+    assert summary["mode"] == mode and summary["errors"] == 1
+    assert summary_table(summary).title.plain == f"judge summary ({mode})"  # type: ignore[union-attr]
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            argv: list[str]) -> tuple[object, str]:
+    """`nerschat ARGV` through its entry point: (exit status, stderr)."""
+    import sys
+
+    from nerschat.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["nerschat", *argv])
+    with pytest.raises(SystemExit) as caught:
+        main()
+    return caught.value.code, capsys.readouterr().err.replace("\n", "")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--temperature", "nan"], "nan is not a number"),
+    (["--temperature", "inf"], "inf is not a finite number"),
+    (["--temperature", "-1"], "temperature -1.0: must be a finite number >= 0"),
+    (["--mode", "score", "--scale", "1-1000000"], "--scale '1-1000000': 1000000 points; at most"),
+    (["--mode", "score", "--scale", "-50-51"], "102 points; at most 101"),
+])
+def test_bad_judging_options_are_usage_errors_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: list[str], message: str) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "1", "question": "q", "answer": "a", "answers": ["a"]}\n')
+    status, err = run_cli(monkeypatch, capsys, [
+        "judge", str(source), "-o", str(tmp_path / "o.jsonl"),
+        "--registry", str(tmp_path / "none"), "--timeout", "1", *argv])
+    assert status == 2, err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "none").exists()
+
+
+def test_template_with_a_format_spec_is_a_usage_error_naming_file_and_field(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "1", "question": "q", "answer": "a"}\n')
+    template = tmp_path / "t.txt"
+    template.write_text("{question:>99999999999} {answer}")
+    status, err = run_cli(monkeypatch, capsys, [
+        "judge", str(source), "-o", str(tmp_path / "o.jsonl"), "--mode", "score",
+        "--template", str(template), "--registry", str(tmp_path / "none"), "--timeout", "1"])
+    assert status == 2, err
+    assert err.startswith(f"error: {template}: not a valid template (field "
+                          "{question:>99999999999}: only plain {name} fields")
