@@ -20,6 +20,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from nerschat.cli.common import one_line
 from nerschat.registry import Registry, RegistryError
 from nerschat.workflows.core import RunReport, parts_dir, stored_config
 
@@ -139,7 +140,7 @@ def _run_rows(table: Table, report: RunReport, tokens: int) -> None:
     table.add_row("already done (resumed)", str(report.skipped_done))
     table.add_row("processed this run", str(report.processed))
     table.add_row("written to output",
-                  f"{report.merged['written']} -> {escape(str(report.output))}")
+                  f"{report.merged['written']} -> {escape(one_line(str(report.output)))}")
     table.add_row("errors", str(report.merged["errors"]))
     table.add_row("throughput", f"{report.items_per_second:.2f} items/s "
                                 f"({report.seconds:.1f} s)")
@@ -149,7 +150,7 @@ def _run_rows(table: Table, report: RunReport, tokens: int) -> None:
 
 def _error_rows(table: Table, errors: Counter[str]) -> None:
     for message, count in errors.most_common(3):
-        table.add_row(f"error x{count}", escape(message))
+        table.add_row(f"error x{count}", escape(one_line(message)))
 
 
 def judge_summary(report: RunReport, registry: Registry | str | None = None,

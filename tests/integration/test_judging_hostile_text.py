@@ -22,9 +22,10 @@ from nerschat.testing.fleet import StubFleet
 HOSTILE = "[/]x [bold]$\\frac{$\x1b[2J"
 
 
-def nerschat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def nerschat(*args: str, stdin: str | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "nerschat.cli.main", *args], input=stdin,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def record(mode: str, i: int) -> dict[str, Any]:
@@ -58,16 +59,18 @@ def test_judge_and_report_show_hostile_values_as_text(fleet: StubFleet, registry
     folder.mkdir()
     source, output = folder / "in.jsonl", folder / "]out\x1b[2J.jsonl"
     source.write_text("".join(json.dumps(record(mode, i)) + "\n" for i in range(4)))
-    result = nerschat("judge", str(source), "-o", str(output), "--mode", mode, *options,
-                      "--reasoning-tokens", "4", "--registry", str(registry.path),
-                      "--no-progress")
+    # a short relative path, so the tables show it whole
+    result = nerschat("judge", "[/in.jsonl", "-o", "[/]out\x1b[2J.jsonl", "--mode", mode,
+                      *options, "--reasoning-tokens", "4", "--registry", str(registry.path),
+                      "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-1500:]
     shown_safely(result)
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(lines) == 4 and all(line["error"] is None for line in lines)
+    assert "[/]out\\x1b[2J" in result.stderr.replace("\n", "")  # the path, shown escaped
     if mode != "best-of":
-        assert "\\x1b[2J" in result.stderr  # the group or label, shown escaped
-    report = nerschat("judge-report", str(output))
+        assert "[/]x [bold]$\\frac{$\\x1b[2J" in result.stderr  # a group or label
+    report = nerschat("judge-report", "[/]out\x1b[2J.jsonl", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-1500:]
     shown_safely(report)
     assert "plot:" in report.stderr
