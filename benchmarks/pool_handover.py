@@ -3,7 +3,7 @@
 Prints a per-second timeline of ready replicas, each hand-over's overlap, losses replaced,
 lost / duplicated requests and the pool's accounting. Not a test: run it by hand, e.g.
 
-    bash scripts/local-slurm.sh start --gpus 2 && eval "$(bash scripts/local-slurm.sh env)"
+    bash scripts/local-slurm.sh start --gpus 4 && eval "$(bash scripts/local-slurm.sh env)"
     .venv/bin/python benchmarks/pool_handover.py --duration 900 --walltime 00:03:00
 
 Faults, each S seconds after the replicas were first ready, each on a different ready member,
