@@ -110,6 +110,8 @@ class Pool:
                  metrics: Callable[[Endpoint], tuple[float, float] | None] = backlog,
                  pool_id: str | None = None, **launch_options: Any) -> None:
         low, high = _replicas(replicas)
+        if pool_id is not None:
+            store.check_pool_id(pool_id)
         if duration is not None and duration <= 0:
             raise UsageError(f"duration must be positive seconds, got {duration}")
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
@@ -142,17 +144,23 @@ class Pool:
         `controller` holds `backend`, `clock` or `metrics` to use instead of the defaults.
         """
         reg = registry if isinstance(registry, Registry) else Registry(registry)
-        old = store.read_state(reg, pool_id)
+        old, st = store.read_state_file(reg, pool_id)
         path = store.state_path(reg, pool_id)
-        owner = path.stat().st_uid
-        if owner != os.getuid():
-            # Its launch options become job scripts: only ever our own.
-            raise UsageError(f"{path} belongs to uid {owner}, not to you: not resuming a pool "
-                             "from someone else's file")
-        options = dict(old.launch)
+        if st.st_uid != os.geteuid():
+            # Its launch options become job scripts: only ever our own (not a teammate's).
+            raise UsageError(f"{path} belongs to uid {st.st_uid}, not to you: not resuming a "
+                             "pool from someone else's file")
+        spec_fields = set(PoolSpec.__dataclass_fields__) - {"engine", "model"}
+        options = {k: v for k, v in old.launch.items() if k in spec_fields}
         for name in ("options", "extra_args", "serve_options"):
-            options[name] = tuple(options.get(name) or ())
-        engine, model = options.pop("engine", old.engine), options.pop("model", old.model)
+            value = options.get(name) or ()
+            if not isinstance(value, (list, tuple)):
+                raise UsageError(f"{path}: field 'launch.{name}' is not a list; not resuming")
+            options[name] = tuple(value)
+        engine, model = old.launch.get("engine", old.engine), old.launch.get("model", old.model)
+        if not isinstance(engine, str) or not isinstance(model, str):
+            raise UsageError(f"{path}: field 'launch.engine' or 'launch.model' is not a "
+                             "string; not resuming")
         timing = Timing(**{k: v for k, v in old.timing.items()
                            if k in Timing.__dataclass_fields__})
         pool = cls(engine, model, (old.min_replicas, old.max_replicas), registry=reg,

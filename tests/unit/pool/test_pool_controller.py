@@ -338,6 +338,13 @@ def test_resume_refuses_a_state_file_of_another_user(
     pool, cluster, clock = setup
     pool.step()
     os.chown(store.state_path(pool.registry, "p1"), 65534, -1)
+    # A private registry does not even read it; a team registry reads it but never resumes it.
+    with pytest.raises(UsageError, match="owned by user nobody"):
+        Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)
+    os.chown(store.state_path(pool.registry, "p1"), 65534, 4242)
+    for path in (pool.registry.path, pool.registry.path / "pools"):
+        os.chown(path, -1, 4242)
+        os.chmod(path, 0o2770)
     with pytest.raises(UsageError, match="not to you"):
         Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)
 
