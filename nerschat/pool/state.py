@@ -50,7 +50,7 @@ MAX_STATE_BYTES = 4 * 1024 * 1024
 """A state is a few KB plus about 400 bytes per member that ever ran; a bigger file is refused."""
 MAX_MEMBERS = 10_000
 MAX_LIST = 10_000
-SLURM_JOB_ID = re.compile(r"\d+(_\d+)?")
+SLURM_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 STATUSES = ("running", "stopping", "stopped")
 # `unhealthy`: the engine stopped answering (the pilot may recover or restart it);
 # `restarting`: the pilot restarts its engine in place after a death (entry back in `starting`).
