@@ -22,9 +22,9 @@ from nerschat.cli.endpoints import ls
 from nerschat.cli.pool import pool
 from nerschat.errors import UsageError
 from nerschat.pool import Member, PoolSpec, PoolState
+from nerschat.pool import progress as report_files
 from nerschat.pool import state as store
 from nerschat.pool.backend import LaunchBackend, squeue_jobs
-from nerschat.pool import progress as reports
 from nerschat.pool.progress import WorkflowReporter, remaining, workflow_dir
 from nerschat.registry import Registry, RegistryError
 
@@ -152,6 +152,9 @@ def test_a_fifo_or_a_link_to_a_device_is_a_problem_not_a_hang(registry: Registry
     shown = result.output.replace("\n", "")  # long paths wrap
     assert "skipped" in shown and "zz.json: a FIFO" in shown
     assert "big.json: a symbolic link" in shown
+    os.mkfifo(pools / "\x1b[31m[bold]x.json", 0o600)  # a hostile name is shown escaped too
+    named = listing(registry).output.replace("\n", "")
+    assert "\x1b" not in named and "\\x1b[31m[bold]x.json: a FIFO" in named
     with pytest.raises(store.PoolNotFound, match="FIFO"):
         finishes(lambda: store.read_state(registry, "zz"))
     assert not store.stop_requested(registry, "p")  # a FIFO is not a stop request
@@ -274,7 +277,7 @@ def test_workflow_reports_are_read_like_entries(registry: Registry) -> None:
                        ("nan.json", {"model": "m", "done": 1, "total": 5, "at": now,
                                      "rate": float("nan")})):
         (directory / name).write_text(json.dumps(data))
-    reports, problems = finishes(lambda: reports.scan_reports(registry))
+    reports, problems = finishes(lambda: report_files.scan_reports(registry))
     assert [(r.model, r.done, r.total) for r in reports] == [("m", 4, 10)]
     assert {p.path.name for p in problems} == {"fifo.json", "zero.json", "types.json",
                                               "bool.json", "neg.json", "nan.json"}
@@ -291,7 +294,7 @@ def test_a_workflow_report_of_another_user_is_ignored(registry: Registry) -> Non
     report.update(4, force=True)
     os.chown(report.path, 65534, 65534)
     assert remaining(registry, "m") is None
-    assert "owned by" in reports.scan_reports(registry)[1][0].reason
+    assert "owned by" in report_files.scan_reports(registry)[1][0].reason
 
 
 def test_a_link_as_workflows_directory_is_not_written_through(registry: Registry,
