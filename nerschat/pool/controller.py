@@ -34,6 +34,7 @@ start-up): 1.5 times the longest of the last five, never below `lead_floor`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -58,6 +59,7 @@ logger = logging.getLogger(__name__)
 SUBMIT_GRACE = 15.0  # a job just submitted may not show in squeue yet
 RETRY_AFTER = 30.0  # after a refused submission
 MAX_EVENTS = 100
+MAX_EVENT_CHARS = 1000
 MAX_FAILED_STARTS = 5  # members in a row that never became ready: the pool gives up
 
 
@@ -129,6 +131,10 @@ class Pool:
             lead_time_s=self.timing.lead_floor, launch=asdict(self.spec),
             timing=asdict(self.timing),
         )
+        try:  # fail here, not at the first write: what readers would refuse is never written
+            PoolState.from_dict(json.loads(json.dumps(self.state.to_dict())))
+        except ValueError as exc:
+            raise UsageError(f"pool {self.state.id}: {exc}") from None
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
         self._next_metrics = 0.0
@@ -297,7 +303,7 @@ class Pool:
         return True
 
     def _event(self, now: float, text: str) -> None:
-        line = f"{time.strftime('%H:%M:%S', time.localtime(now))} {text}"
+        line = f"{time.strftime('%H:%M:%S', time.localtime(now))} {text}"[:MAX_EVENT_CHARS]
         logger.info("pool %s: %s", self.id, text)
         self.state.events = [*self.state.events[-(MAX_EVENTS - 1):], line]
 

@@ -50,6 +50,7 @@ MAX_STATE_BYTES = 4 * 1024 * 1024
 """A state is a few KB plus about 400 bytes per member that ever ran; a bigger file is refused."""
 MAX_MEMBERS = 10_000
 MAX_LIST = 10_000
+MAX_NOTE_CHARS = 65_536
 SLURM_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 STATUSES = ("running", "stopping", "stopped")
 # `unhealthy`: the engine stopped answering (the pilot may recover or restart it);
@@ -220,8 +221,8 @@ def _note(name: str, value: object) -> str:
     """Free text the controller wrote (reasons, events): any printable or not, escaped on output."""
     if not isinstance(value, str):
         raise ValueError(f"field {name!r}: not a string ({_show(value)})")
-    if len(value) > 4096:
-        raise ValueError(f"field {name!r}: longer than 4096 characters")
+    if len(value) > MAX_NOTE_CHARS:
+        raise ValueError(f"field {name!r}: longer than {MAX_NOTE_CHARS} characters")
     return value
 
 

@@ -371,3 +371,11 @@ def test_pool_members_probe_so_a_frozen_engine_restarts_within_30_s() -> None:
     assert failures >= 2 and timeout >= 3
     override = PoolSpec("stub", "m", serve_options=("--health-timeout", "9")).serve_args()
     assert override[-2:] == ("--health-timeout", "9")  # later options win in click
+
+
+def test_a_pool_whose_state_readers_would_refuse_fails_at_once(tmp_path: Path) -> None:
+    from nerschat.pool import Pool
+
+    with pytest.raises(UsageError, match="field 'model': brackets"):
+        Pool("stub", "[bold]m", registry=Registry(tmp_path / "reg"), pool_id="p")
+    assert not (tmp_path / "reg" / "pools").exists()
