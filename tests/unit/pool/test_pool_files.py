@@ -379,3 +379,15 @@ def test_a_pool_whose_state_readers_would_refuse_fails_at_once(tmp_path: Path) -
     with pytest.raises(UsageError, match="field 'model': brackets"):
         Pool("stub", "[bold]m", registry=Registry(tmp_path / "reg"), pool_id="p")
     assert not (tmp_path / "reg" / "pools").exists()
+
+
+def test_the_controller_log_is_never_written_through_a_link(registry: Registry,
+                                                           tmp_path: Path) -> None:
+    from nerschat.cli.pool import _detach
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    registry.log_dir.joinpath("p2.log").symlink_to(victim)
+    with pytest.raises(UsageError, match="symbolic link"):
+        _detach(registry, "p2", argv=["--version"])
+    assert victim.read_text() == "mine\n"
