@@ -370,8 +370,9 @@ def read_file(path: Path, trust: DirectoryTrust, limit: int = MAX_ENTRY_BYTES, *
         if tail and st.st_size > limit:
             os.lseek(fd, st.st_size - limit, os.SEEK_SET)
         chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
+        most = limit if tail else limit + 1  # a log may grow while its tail is read
+        while size < most:
+            chunk = os.read(fd, most - size)
             if not chunk:
                 break
             chunks.append(chunk)
