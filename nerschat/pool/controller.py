@@ -40,6 +40,8 @@ import os
 import socket
 import threading
 import time
+import types
+import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -79,6 +81,40 @@ class Timing:
     idle_after: float = 120.0
     restart_grace: float = 30.0
     scale_up_eta: float = 1800.0
+
+
+def _fits(value: object, hint: Any) -> bool:
+    """Whether a JSON value fits a PoolSpec field's type (tuples are lists in JSON)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def launch_options(launch: dict[str, Any]) -> dict[str, Any]:
+    """The PoolSpec fields of a saved `launch` dict, type-checked; ValueError naming a field.
+
+    Unknown keys (a newer version's) are dropped; lists become tuples.
+    """
+    hints = typing.get_type_hints(PoolSpec)
+    options: dict[str, Any] = {}
+    for name, value in launch.items():
+        if name not in hints:
+            continue
+        if not _fits(value, hints[name]):
+            raise ValueError(f"field 'launch.{name}': {value!r:.60} has the wrong type")
+        options[name] = tuple(value) if isinstance(value, list) else value
+    return options
 
 
 def _replicas(replicas: int | tuple[int, int]) -> tuple[int, int]:
@@ -156,17 +192,12 @@ class Pool:
             # Its launch options become job scripts: only ever our own (not a teammate's).
             raise UsageError(f"{path} belongs to uid {st.st_uid}, not to you: not resuming a "
                              "pool from someone else's file")
-        spec_fields = set(PoolSpec.__dataclass_fields__) - {"engine", "model"}
-        options = {k: v for k, v in old.launch.items() if k in spec_fields}
-        for name in ("options", "extra_args", "serve_options"):
-            value = options.get(name) or ()
-            if not isinstance(value, (list, tuple)):
-                raise UsageError(f"{path}: field 'launch.{name}' is not a list; not resuming")
-            options[name] = tuple(value)
-        engine, model = old.launch.get("engine", old.engine), old.launch.get("model", old.model)
-        if not isinstance(engine, str) or not isinstance(model, str):
-            raise UsageError(f"{path}: field 'launch.engine' or 'launch.model' is not a "
-                             "string; not resuming")
+        try:
+            options = launch_options(old.launch)
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}; not resuming") from None
+        engine = options.pop("engine", old.engine)
+        model = options.pop("model", old.model)
         timing = Timing(**{k: v for k, v in old.timing.items()
                            if k in Timing.__dataclass_fields__})
         pool = cls(engine, model, (old.min_replicas, old.max_replicas), registry=reg,
