@@ -155,7 +155,7 @@ def run_in_foreground(the_pool: Pool, what: str) -> None:
                       "members (again to leave them running)", highlight=False)
         store.request_stop(registry, the_pool.id)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     final = the_pool.run()
     summary = usage(final, time.time(), pool_progress(registry, final, time.time()))

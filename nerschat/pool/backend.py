@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nerschat import slurm
 from nerschat.errors import UsageError
 from nerschat.parsl.launch import LaunchedJob, build_replicas, plan, resolve_site, submit
-from nerschat.pool.state import Member, is_slurm_job_id
+from nerschat.pool.state import Member
 from nerschat.registry import Kind, Registry
-from nerschat.slurm import parse_slurm_time
+from nerschat.slurm import is_job_id, parse_slurm_time
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Backend(Protocol):
 
 def squeue_jobs(job_ids: Sequence[str], timeout: float = 30.0) -> dict[str, JobInfo] | None:
     """`squeue` for these jobs: {job id: JobInfo}; None when squeue fails or is absent."""
-    job_ids = [j for j in job_ids if is_slurm_job_id(j)]  # never an option or a list
+    job_ids = [j for j in job_ids if is_job_id(j)]  # never an option or a list
     if not job_ids:
         return {}
     try:
@@ -160,7 +161,7 @@ class LaunchBackend:
                            serve_args=spec.serve_args())
         self._checked = True
         (job,) = submit(launch_plan)
-        if job.slurm and not is_slurm_job_id(job.job_id):
+        if job.slurm and not is_job_id(job.job_id):
             raise UsageError(f"sbatch gave {job.job_id!r}, not a SLURM job id")
         self._jobs[job.ids[0]] = job
         return Member(id=job.ids[0], job_id=job.job_id, slurm=job.slurm,
@@ -173,11 +174,10 @@ class LaunchBackend:
     def cancel(self, member: Member) -> None:
         """Cancel a SLURM member with scancel; end a local one through its provider."""
         if member.slurm:
-            if not is_slurm_job_id(member.job_id):  # read from a file: never an option
+            if not is_job_id(member.job_id):  # read from a file: never an option
                 raise UsageError(f"member {member.id}: {member.job_id!r} is not a SLURM job "
                                  "id; not cancelled")
-            subprocess.run(["scancel", "--", member.job_id], capture_output=True, timeout=60,
-                           check=False)
+            slurm.scancel([member.job_id], timeout=60)  # gone already: nothing to do
             return
         job = self._jobs.get(member.id)
         if job is not None and job.provider is not None:

@@ -20,7 +20,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import stat
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from nerschat.registry import (
     check_directory,
     is_safe_name,
 )
+from nerschat.slurm import is_job_id
 
 POOL_DIR = "pools"
 MAX_STATE_BYTES = 4 * 1024 * 1024
@@ -51,7 +51,6 @@ MAX_STATE_BYTES = 4 * 1024 * 1024
 MAX_MEMBERS = 10_000
 MAX_LIST = 10_000
 MAX_NOTE_CHARS = 65_536
-SLURM_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 STATUSES = ("running", "stopping", "stopped")
 # `unhealthy`: the engine stopped answering (the pilot may recover or restart it);
 # `restarting`: the pilot restarts its engine in place after a death (entry back in `starting`).
@@ -71,11 +70,6 @@ def check_pool_id(pool_id: object) -> str:
                          "see 'nerschat pool status')")
     assert isinstance(pool_id, str)
     return pool_id
-
-
-def is_slurm_job_id(value: object) -> bool:
-    """Whether `value` is a SLURM job id (`123` or an array task `123_4`), safe for scancel."""
-    return isinstance(value, str) and SLURM_JOB_ID.fullmatch(value) is not None
 
 
 @dataclass
@@ -235,7 +229,7 @@ def _validate_member(where: str, data: object) -> Member:
         raise ValueError(f"field '{where}.id': {_show(item['id'])} is not a plain name")
     slurm = _flag(f"{where}.slurm", item["slurm"])
     job_id = item["job_id"]
-    if slurm and not is_slurm_job_id(job_id):
+    if slurm and not is_job_id(job_id):
         raise ValueError(f"field '{where}.job_id': {_show(job_id)} is not a SLURM job id")
     _text(f"{where}.job_id", job_id, limit=64)
     phase = item.get("phase", "pending")

@@ -27,6 +27,7 @@ from nerschat.pool import state as store
 from nerschat.pool.backend import LaunchBackend, squeue_jobs
 from nerschat.pool.progress import WorkflowReporter, remaining, workflow_dir
 from nerschat.registry import Registry, RegistryError
+from nerschat.slurm import is_job_id
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 
@@ -346,9 +347,9 @@ def test_job_ids_are_checked_and_scancel_gets_them_after_double_dash(
     assert squeue_jobs(["--user=root", "1,2"]) == {} and len(calls) == 1
     squeue_jobs(["7", "-x", "8_1"])
     assert calls[-1][:4] == ["squeue", "-h", "-j", "7,8_1"]
-    assert store.is_slurm_job_id("42") and store.is_slurm_job_id("42_3")
+    assert is_job_id("42") and is_job_id("42_3")
     for bad in ("", "-1", "1 2", "1,2", "42_", "--user=root", 42, "٣"):
-        assert not store.is_slurm_job_id(bad)
+        assert not is_job_id(bad)
 
 
 # -- members' probe defaults ------------------------------------------------------------------
