@@ -525,40 +525,41 @@ def _kept_shard(outdir: Path, shard: int, digest: str, dimension: int) -> dict[s
     return summary
 
 
+VECTOR_FIELD = b', "v": "'
+"""How the vector field of an embed result line begins (it is the last field)."""
+
+
 def _write_shard(outdir: Path, shard: int, bodies: Iterator[tuple[bytes, bool] | None],
                  count: int, dimension: int, summary: dict[str, Any],
                  chunk: int = 4096) -> dict[str, Any]:
-    """Write one shard's vectors and ids (streamed, atomically), then its summary."""
+    """Write one shard's vectors and ids (streamed in chunks, atomically), then its summary."""
     vectors_path, ids_path, meta_path = shard_files(outdir, shard)
     totals = _ShardTotals()
     header = {"descr": "<f4", "fortran_order": False, "shape": (count, dimension)}
     with atomic_write(vectors_path, "wb") as raw_vectors, atomic_write(ids_path, "wb") as raw_ids:
         vectors, ids = _Hashing(raw_vectors), _Hashing(raw_ids)
         np.lib.format.write_array_header_1_0(vectors, header)
-        block = np.full((min(chunk, count), dimension), np.nan, dtype=np.float32)
-        filled = 0
-        for number, found in enumerate(bodies):  # noqa: B007 - numbers name missing rows
+        id_lines: list[bytes] = []
+        rows: list[bytes | None] = []
+        for number, found in enumerate(bodies):
             if found is None:
-                raise EmbedError(f"{outdir}: document {bounds_note(shard, number)} has no "
+                raise EmbedError(f"{outdir}: document #{number} of shard {shard} has no "
                                  "result (a shard did not finish): rerun to compute it")
+            body, ok = found
+            cut = body.rfind(VECTOR_FIELD) if ok else -1
+            if cut >= 0:  # the vector is sliced out, not parsed
+                head = json.loads(body[:cut] + b"}")
+                rows.append(body[cut + len(VECTOR_FIELD):-2])
+                totals.tokens += int(head.get("tokens") or 0)
+                totals.truncated += bool(head.get("truncated"))
             else:
-                result = json.loads(found[0])
-                doc_id, row = result["id"], result.get("v")
-                if result.get("error") is not None or row is None:
-                    totals.errors[doc_id] = str(result.get("error"))
-                    row = None
-                else:
-                    totals.tokens += int(result.get("tokens") or 0)
-                    totals.truncated += bool(result.get("truncated"))
-            ids.write(json.dumps(doc_id).encode("ascii") + b"\n")
-            if row is not None:
-                block[filled] = np.frombuffer(base64.b64decode(row), dtype=np.float32)
-            filled += 1
-            if filled == len(block):
-                _flush_rows(vectors, block, filled, totals)
-                filled = 0
-        if filled:
-            _flush_rows(vectors, block, filled, totals)
+                head = json.loads(body)
+                rows.append(None)
+                totals.errors[head["id"]] = str(head.get("error"))
+            id_lines.append(json.dumps(head["id"]).encode("ascii") + b"\n")
+            if len(rows) == chunk:
+                _flush(vectors, ids, rows, id_lines, dimension, totals)
+        _flush(vectors, ids, rows, id_lines, dimension, totals)
     summary.update({
         "shard": shard, "count": count, "dimension": dimension,
         "vectors": vectors_path.name, "ids": ids_path.name,
@@ -570,18 +571,30 @@ def _write_shard(outdir: Path, shard: int, bodies: Iterator[tuple[bytes, bool] |
     return summary
 
 
-def bounds_note(shard: int, number: int) -> str:
-    """`#N of shard S`, for messages about one row."""
-    return f"#{number} of shard {shard}"
-
-
-def _flush_rows(out: _Hashing, block: np.ndarray, filled: int, totals: _ShardTotals) -> None:
-    rows = block[:filled]
-    good = rows[~np.isnan(rows).any(axis=1)] if rows.shape[1] else rows[:0]
-    if len(good) and not np.allclose(np.linalg.norm(good, axis=1), 1.0, atol=1e-3):
-        totals.normalized = False
-    out.write(rows.tobytes())
-    block.fill(np.nan)
+def _flush(vectors: _Hashing, ids: _Hashing, rows: list[bytes | None], id_lines: list[bytes],
+           dimension: int, totals: _ShardTotals) -> None:
+    """Write a chunk of rows (base64 float32, None: NaN) and their ids; empties both lists."""
+    block = np.full((len(rows), dimension), np.nan, dtype=np.float32)
+    good = [i for i, row in enumerate(rows) if row is not None]
+    if good and dimension:
+        width = 4 * dimension
+        if not (width % 3) and all(len(rows[i]) == width // 3 * 4 for i in good):  # type: ignore[arg-type]
+            data = base64.b64decode(b"".join(rows[i] for i in good))  # type: ignore[misc]
+            block[good] = np.frombuffer(data, dtype=np.float32).reshape(len(good), dimension)
+        else:  # padded or odd widths: one at a time
+            for i in good:
+                row = np.frombuffer(base64.b64decode(rows[i]), dtype=np.float32)  # type: ignore[arg-type]
+                if row.shape != (dimension,):
+                    raise EmbedError(f"a vector of width {row.shape[0]} among vectors of "
+                                     f"width {dimension}: rerun with --restart")
+                block[i] = row
+        norms = np.linalg.norm(block[good], axis=1)
+        if not np.allclose(norms, 1.0, atol=1e-3):
+            totals.normalized = False
+    vectors.write(block.tobytes())
+    ids.write(b"".join(id_lines))
+    rows.clear()
+    id_lines.clear()
 
 
 def _write_manifest(outdir: Path, summaries: list[dict[str, Any]], config: dict[str, Any]
