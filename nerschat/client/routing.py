@@ -61,7 +61,10 @@ SLOWDOWN_FACTOR = 10.0
 has stalled, even when no peer is busy."""
 LATENCY_WEIGHT = 0.2
 INITIAL_IN_FLIGHT = 16
-"""Where an endpoint's adaptive in-flight limit starts (it doubles while latency stays flat)."""
+"""Where an endpoint's adaptive in-flight limit starts when it advertises no capacity; else at
+twice that (at most MAX_INITIAL_IN_FLIGHT). Only a start: the limit then follows the latency
+measured on that endpoint (it doubles while latency stays flat)."""
+MAX_INITIAL_IN_FLIGHT = 256
 
 _PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("nerschat_pinned",
                                                                     default=None)
@@ -164,7 +167,8 @@ class EndpointLoad:
         """Fresh counters for `endpoint`, with its URL root and Authorization header."""
         root = httpx2.URL(endpoint.url.rstrip("/"))
         authorization = f"Bearer {endpoint.api_key}" if endpoint.api_key else None
-        return cls(endpoint, root, authorization)
+        start = min(MAX_INITIAL_IN_FLIGHT, max(INITIAL_IN_FLIGHT, 2 * (endpoint.capacity or 0)))
+        return cls(endpoint, root, authorization, limit=AdaptiveLimit(initial=start))
 
     def __repr__(self) -> str:  # never the key
         return (f"EndpointLoad(id={self.id!r}, url={self.endpoint.url!r}, "

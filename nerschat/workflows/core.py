@@ -339,16 +339,17 @@ class ResultIndex:
                     continue
                 pos = np.searchsorted(self.hashes, part).clip(0, len(self.hashes) - 1)
                 found = self.hashes[pos] == part
-                for p, hit in zip(pos.tolist(), found.tolist()):
+                rows = zip(found.tolist(), self.file_of[pos].tolist(),
+                           self.offset[pos].tolist(), self.ok[pos].tolist())
+                for hit, number, offset, ok in rows:
                     if not hit:
                         yield None
                         continue
-                    number = int(self.file_of[p])
                     handle = handles.get(number)
                     if handle is None:
                         handle = handles[number] = open(self.files[number], "rb")  # noqa: SIM115
-                    handle.seek(int(self.offset[p]))
-                    yield _result_body(handle.readline()), bool(self.ok[p])
+                    handle.seek(offset)
+                    yield _result_body(handle.readline()), ok
         finally:
             for handle in handles.values():
                 handle.close()

@@ -548,7 +548,7 @@ def _write_shard(outdir: Path, shard: int, bodies: Iterator[tuple[bytes, bool] |
             body, ok = found
             cut = body.rfind(VECTOR_FIELD) if ok else -1
             if cut >= 0:  # the vector is sliced out, not parsed
-                head = json.loads(body[:cut] + b"}")
+                head = json.loads(body[:cut].decode("utf-8", "surrogateescape") + "}")
                 rows.append(body[cut + len(VECTOR_FIELD):-2])
                 totals.tokens += int(head.get("tokens") or 0)
                 totals.truncated += bool(head.get("truncated"))

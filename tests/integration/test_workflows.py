@@ -448,3 +448,25 @@ def test_endpoints_advertise_what_clients_need(fleet: StubFleet) -> None:
     assert (tei.api, tei.max_batch_size, tei.max_input_tokens) == ("tei", 16, 128)
     assert tei.metrics_url == tei.url.removesuffix("/v1") + "/metrics"
     assert (llm.api, llm.max_model_len) == ("openai", 1024)
+
+
+def test_embed_batches_follow_each_endpoints_own_limits(fleet: StubFleet, registry: Registry,
+                                                        tmp_path: Path) -> None:
+    big = fleet.start_ready(1, "emb", kind="embedding", api="tei", max_client_batch_size=32,
+                            latency=0.01)[0]
+    small = fleet.start_ready(1, "emb", kind="embedding", api="tei", max_client_batch_size=4,
+                              latency=0.01)[0]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": "word"}) + "\n"
+                              for i in range(2000)))
+    done = run_cli("embed", str(corpus), "-o", str(tmp_path / "out"), "--registry",
+                   str(registry.path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    counters = {e.id: server_counters(e) for e in (big, small)}
+    texts = {i: int(c["vllm:prompt_tokens_total"]) for i, c in counters.items()}
+    served = {i: int(c["nerschat_stub_requests_served_total"]) for i, c in counters.items()}
+    received = {i: int(c["nerschat_stub_requests_received_total"]) for i, c in counters.items()}
+    assert received == served, "a batch was rejected: sized to another endpoint's limits"
+    assert sum(texts.values()) == 2000 and served[small.id] > 0
+    assert texts[big.id] / served[big.id] > 4  # not cut to the smallest replica's limit
+    assert texts[small.id] / served[small.id] <= 4
