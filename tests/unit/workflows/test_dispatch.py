@@ -10,9 +10,9 @@ import pytest
 from nerschat.client.pacing import AdaptiveLimit
 from nerschat.client.routing import EndpointPool
 from nerschat.registry import Endpoint, Registry
+from nerschat.workflows.corpus import Document
 from nerschat.workflows.dispatch import Unit, dispatch
 from nerschat.workflows.embed import BatchPacker, ServerLimits
-from nerschat.workflows.corpus import Document
 from tests.conftest import make_endpoint
 
 
