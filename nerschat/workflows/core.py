@@ -95,13 +95,25 @@ class Sink:
         for path in (output, self.errors_path(output)):
             path.unlink(missing_ok=True)
 
-    def merge(self, index: ResultIndex, order: np.ndarray, output: Path,
+    def work_shards(self, total: int, requested: int | None) -> int:
+        """How many shards to plan for `total` valid items when `requested` (None: default)."""
+        return requested or 1
+
+    def prepare(self, shards: list[tuple[Path, Path]], fresh: bool, output: Path,
+                config: dict[str, Any]) -> None:
+        """Called before shards run in this process; `fresh`: every item is to do."""
+
+    def shard_finished(self, shard_in: Path, results: Path) -> None:
+        """Called (in a thread) when every item of a shard run in this process has a result."""
+
+    def merge(self, workdir: Path, order: np.ndarray, output: Path,
               config: dict[str, Any]) -> dict[str, int]:
         """Write the result of each item hash in `order` to `output`, in that order, atomically.
 
-        Returns counts: written, errors, missing. `config` is the run's configuration.
+        Results are those in `workdir`. Returns counts: written, errors, missing. `config` is
+        the run's configuration.
         """
-        return index.merge(order, output)
+        return ResultIndex.build(workdir).merge(order, output)
 
 
 JSONL = Sink()
@@ -294,7 +306,12 @@ class ResultIndex:
     @classmethod
     def build(cls, workdir: Path) -> ResultIndex:
         """The index of every result file in `workdir` (empty if it does not exist)."""
-        files = sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl")) if workdir.is_dir() else []
+        return cls.of_files(sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl"))
+                            if workdir.is_dir() else [])
+
+    @classmethod
+    def of_files(cls, files: list[Path]) -> ResultIndex:
+        """The index of the result files `files` (later files win ties)."""
         hashes: list[np.ndarray] = []
         file_of: list[np.ndarray] = []
         offsets: list[np.ndarray] = []
@@ -429,9 +446,12 @@ def _raw_lines(task: ItemTask, path: Path, wanted: np.ndarray) -> Iterator[tuple
                 return
 
 
-def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_invalid: bool,
-         index: ResultIndex, run: int) -> Plan:
-    """Validate the whole input, then write the items not yet done into shard files."""
+def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
+         skip_invalid: bool, index: ResultIndex, run: int) -> Plan:
+    """Validate the whole input, then write the items not yet done into shard files.
+
+    `shards` is how many shard files (None: the sink's default for the number of items).
+    """
     sink = task_sink(task)
     workdir = sink.workdir(output)
     errors_file = sink.errors_path(output)
@@ -469,7 +489,7 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_in
     if not result.todo:
         return result
     workdir.mkdir(parents=True, exist_ok=True)
-    count = max(1, min(shards, result.todo))
+    count = max(1, min(sink.work_shards(len(hashes), shards), result.todo))
     bounds = np.linspace(0, result.todo, count + 1).astype(np.int64)
     source = _raw_lines(task, input_path, todo_lines)
     for number in range(count):
@@ -540,6 +560,12 @@ class _ItemPacker:
         return self.inner.add(work.item)
 
 
+def _quietly(hook: Callable[..., None], *args: Any) -> None:
+    """Run a sink's early hook; what fails there is done again by the final merge."""
+    with contextlib.suppress(Exception):
+        hook(*args)
+
+
 def _failed(task: ItemTask, item: Any, exc: BaseException) -> dict[str, Any]:
     return error_result(task, item, f"{type(exc).__name__}: {exc}")
 
@@ -573,12 +599,27 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
     make_packer = getattr(task, "packer", None)
     route = getattr(task, "route_model", None)
 
+    sink = task_sink(task)
+    pending: dict[IO[bytes], list[Any]] = {}  # writer -> [items not finished, all sent, shard]
+    finishing: list[asyncio.Future[None]] = []
+
+    def shard_done(out: IO[bytes]) -> None:
+        entry = pending[out]
+        if entry[0] == 0 and entry[1]:
+            finishing.append(asyncio.ensure_future(asyncio.to_thread(_quietly,
+                                                                     sink.shard_finished,
+                                                                     *entry[2])))
+
     def stream() -> Iterator[_Work]:
         for shard_in, results in shards:
             done = done_hashes(results)
-            writers[results] = open_results(results)
+            out = writers[results] = open_results(results)
+            entry = pending[out] = [0, False, (shard_in, results)]
             for h, size, item in _shard_items(task, shard_in, done):
-                yield _Work(writers[results], h, size, item)
+                entry[0] += 1
+                yield _Work(out, h, size, item)
+            entry[1] = True
+            shard_done(out)
 
     async def results_of(unit: Unit[_Work]) -> list[dict[str, Any]]:
         endpoint = unit.endpoint
@@ -611,6 +652,8 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
                 out.flush()
             except OSError as exc:
                 raise OutputError(f"{out.name}: cannot write ({exc.strerror or exc})") from None
+            pending[out][0] -= len(chunk)
+            shard_done(out)
 
     def model_of(work: _Work) -> str | None:
         return model if route is None else route(work.item)
@@ -621,6 +664,7 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
                        if callable(make_packer) else None,
                        in_flight=in_flight, size=lambda w: w.size,
                        max_size=MAX_IN_FLIGHT_BYTES)
+        await asyncio.gather(*finishing)
     finally:
         for out in writers.values():
             with contextlib.suppress(OSError):
@@ -738,7 +782,7 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
             task.bind_model(previous)  # checked against what is served below
     index = ResultIndex.build(workdir)
     started = time.monotonic()
-    work = plan(task, input_path, output_path, shards=shards or 1, skip_invalid=skip_invalid,
+    work = plan(task, input_path, output_path, shards=shards, skip_invalid=skip_invalid,
                 index=index, run=next_run(workdir))
     del index
     if work.invalid:
@@ -757,6 +801,9 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
         if callable(check):
             check([e for e in ready if task_model(task) in (None, e.model)])
         write_json(workdir / "config.json", task_config(task))
+        if not runner.uses_parsl:
+            sink.prepare(work.shards, work.todo == len(work.order), output_path,
+                         task_config(task))
         with RunProgress(console, f"{task.name} {input_path.name}", work.todo,
                          [out for _, out in work.shards], reg, task_model(task), kind,
                          enabled=show_progress, unit=getattr(task, "unit", "items")):
@@ -765,7 +812,7 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
     elif not (workdir / "config.json").exists() and task_model(task) is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / "config.json", task_config(task))
-    merged = sink.merge(ResultIndex.build(workdir), work.order, output_path, task_config(task))
+    merged = sink.merge(workdir, work.order, output_path, task_config(task))
     return RunReport(total=len(work.order), skipped_done=len(work.order) - work.todo,
                      invalid=work.invalid, processed=work.todo,
                      seconds=time.monotonic() - started, merged=merged, output=output_path,

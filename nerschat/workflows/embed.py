@@ -45,8 +45,9 @@ from rich.console import Console
 from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint
 from nerschat.workflows.atomic import atomic_write, write_json
-from nerschat.workflows.core import ResultIndex, ShardRunner, Sink, run_items
+from nerschat.workflows.core import ResultIndex, ShardRunner, Sink, item_hash, run_items
 from nerschat.workflows.corpus import Document, Record, corpus_records, parse_document
+from nerschat.workflows.inputs import iter_lines
 from nerschat.workflows.tasks import Clients
 
 BODY_LIMIT = 1_800_000  # bytes of text per request, under TEI's 2 MB body limit
@@ -473,31 +474,78 @@ class NpySink(Sink):
         """Remove OUTDIR and everything in it."""
         shutil.rmtree(output, ignore_errors=True)
 
-    def merge(self, index: ResultIndex, order: np.ndarray, output: Path,
+    def count(self, total: int) -> int:
+        """How many shard files `total` documents make."""
+        return max(1, min(total, self.shards or math.ceil(total / DEFAULT_SHARD_SIZE)))
+
+    def work_shards(self, total: int, requested: int | None) -> int:
+        """As many shards to run as shard files to write (unless asked otherwise)."""
+        return requested or self.count(total)
+
+    def prepare(self, shards: list[tuple[Path, Path]], fresh: bool, output: Path,
+                config: dict[str, Any]) -> None:
+        """Write shard files while the run goes on, when that is possible.
+
+        When every document is to do, work shards match shard files one to one, so each
+        shard file is written as soon as its work shard finishes.
+        """
+        self._early: dict[Path, tuple[int, Path, bytes]] = {}
+        if fresh and shards:
+            fingerprint = json.dumps(config, sort_keys=True).encode()
+            self._early = {shard_in: (n, output, fingerprint)
+                           for n, (shard_in, _) in enumerate(shards)}
+
+    def shard_finished(self, shard_in: Path, results: Path) -> None:
+        """Write the shard file of a finished work shard (see `prepare`).
+
+        The final merge keeps it when its documents and configuration match, else writes it
+        again.
+        """
+        early = getattr(self, "_early", {}).get(shard_in)
+        if early is None:
+            return
+        number, output, fingerprint = early
+        part = np.array([item_hash(raw) for _, raw in iter_lines(shard_in)], dtype=np.uint64)
+        index = ResultIndex.of_files([results])
+        dimension = _dimension(index)
+        if not dimension or not index.done(part).all():
+            return
+        digest = hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
+        config = json.loads(fingerprint)
+        _write_shard(output, number, index.bodies(part), len(part), dimension,
+                     {"digest": digest, "model": config.get("model")})
+
+    def merge(self, workdir: Path, order: np.ndarray, output: Path,
               config: dict[str, Any]) -> dict[str, int]:
         """Write the shards (unchanged ones kept) and the manifest; PlanMismatch if empty."""
         total = len(order)
         if not total:
             raise PlanMismatch(f"no documents to embed into {output}")
-        count = min(total, self.shards or max(1, math.ceil(total / DEFAULT_SHARD_SIZE)))
+        count = self.count(total)
         bounds = np.linspace(0, total, count + 1).astype(np.int64)
         fingerprint = json.dumps(config, sort_keys=True).encode()
-        dimension = _dimension(index)
-        summaries = []
-        for n in range(count):
-            part = order[bounds[n]:bounds[n + 1]]
-            digest = hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
-            summary = _kept_shard(output, n, digest, dimension)
-            if summary is None:
-                summary = _write_shard(output, n, index.bodies(part), len(part), dimension,
-                                       {"digest": digest, "model": config.get("model")})
-            summaries.append(summary)
+        parts = [order[bounds[n]:bounds[n + 1]] for n in range(count)]
+        digests = [hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
+                   for part in parts]
+        summaries: list[dict[str, Any] | None] = [
+            _kept_shard(output, n, digest) for n, digest in enumerate(digests)]
+        widths = {s["dimension"] for s in summaries if s is not None}
+        if None in summaries or len(widths) > 1:
+            index = ResultIndex.build(workdir)
+            dimension = _dimension(index)
+            for n, part in enumerate(parts):
+                kept = summaries[n]
+                if kept is None or kept["dimension"] != dimension:
+                    summaries[n] = _write_shard(output, n, index.bodies(part), len(part),
+                                                dimension,
+                                                {"digest": digests[n],
+                                                 "model": config.get("model")})
         for stale in output.glob("shard-*.json"):
             number = stale.stem.split("-")[1]
             if number.isdigit() and int(number) >= count:
                 for path in shard_files(output, int(number)):
                     path.unlink(missing_ok=True)
-        manifest = _write_manifest(output, summaries, config)
+        manifest = _write_manifest(output, [s for s in summaries if s is not None], config)
         return {"written": total - len(manifest["errors"]), "errors": len(manifest["errors"]),
                 "missing": 0}
 
@@ -513,20 +561,20 @@ def _dimension(index: ResultIndex) -> int:
     return 0
 
 
-def _kept_shard(outdir: Path, shard: int, digest: str, dimension: int) -> dict[str, Any] | None:
+def _kept_shard(outdir: Path, shard: int, digest: str) -> dict[str, Any] | None:
     """The summary of an existing shard with these documents, configuration and no errors."""
     try:
         summary = json.loads(shard_files(outdir, shard)[2].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or summary.get("digest") != digest or summary.get("errors") \
-            or summary.get("dimension") != dimension:
+    if not isinstance(summary, dict) or summary.get("digest") != digest \
+            or summary.get("errors") or not summary.get("dimension"):
         return None
     return summary
 
 
 VECTOR_FIELD = b', "v": "'
-"""How the vector field of an embed result line begins (it is the last field)."""
+"""How the vector field (base64, so without quotes) of an embed result line begins."""
 
 
 def _write_shard(outdir: Path, shard: int, bodies: Iterator[tuple[bytes, bool] | None],
@@ -548,8 +596,11 @@ def _write_shard(outdir: Path, shard: int, bodies: Iterator[tuple[bytes, bool] |
             body, ok = found
             cut = body.rfind(VECTOR_FIELD) if ok else -1
             if cut >= 0:  # the vector is sliced out, not parsed
-                head = json.loads(body[:cut].decode("utf-8", "surrogateescape") + "}")
-                rows.append(body[cut + len(VECTOR_FIELD):-2])
+                start = cut + len(VECTOR_FIELD)
+                end = body.index(b'"', start)
+                head = json.loads((body[:cut] + body[end + 1:]).decode("utf-8",
+                                                                       "surrogateescape"))
+                rows.append(body[start:end])
                 totals.tokens += int(head.get("tokens") or 0)
                 totals.truncated += bool(head.get("truncated"))
             else:
@@ -653,7 +704,7 @@ def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = 
     task = EmbedTask(options, id_field=id_field, text_field=text_field, shards=shards)
     runner = ShardRunner(config_path, executor=executor, parsl_loaded=parsl_loaded)
     report = run_items(task, source, outdir, registry=registry, model=options.model,
-                       shards=shards or (4 if runner.uses_parsl else 1),
+                       shards=shards or (4 if runner.uses_parsl else None),
                        in_flight=options.in_flight, skip_invalid=skip_invalid, runner=runner,
                        timeout=timeout, console=console, show_progress=show_progress,
                        restart_run=restart_run)

@@ -152,7 +152,7 @@ def test_ids_stay_distinct_and_compact(tmp_path: Path) -> None:
     docs = [(i, {"id": i, "error": None, "v": vector(1.0), "truncated": False, "tokens": 2})
             for i in ids[:4]] + [(ids[4], {"id": ids[4], "error": "rejected"})]
     order = results_dir(tmp_path, docs)
-    NpySink().merge(ResultIndex.build(tmp_path / ".work"), order, tmp_path, {"model": "m"})
+    NpySink().merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
     assert shard_files(tmp_path, 0)[1].stat().st_size < 21_000
     loaded_ids, vectors = nerschat.load_embeddings(tmp_path)
     assert loaded_ids == ids
@@ -164,8 +164,7 @@ def test_ids_stay_distinct_and_compact(tmp_path: Path) -> None:
 def test_a_shard_of_only_rejected_documents_gets_the_run_width(tmp_path: Path) -> None:
     order = results_dir(tmp_path, [("a", {"id": "a", "error": None, "v": vector(1.0)}),
                                    ("b", {"id": "b", "error": "rejected"})])
-    counts = NpySink(shards=2).merge(ResultIndex.build(tmp_path / ".work"), order, tmp_path,
-                                     {"model": "m"})
+    counts = NpySink(shards=2).merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
     assert counts["errors"] == 1
     ids, vectors = nerschat.load_embeddings(tmp_path)
     assert ids == ["a", "b"] and vectors.shape == (2, DIM) and np.isnan(vectors[1]).all()
@@ -175,18 +174,17 @@ def test_unchanged_shards_are_kept_and_a_missing_result_refuses(tmp_path: Path) 
     docs = [(f"d{i}", {"id": f"d{i}", "error": None, "v": vector(i + 1.0)}) for i in range(6)]
     order = results_dir(tmp_path, docs)
     sink = NpySink(shards=3)
-    sink.merge(ResultIndex.build(tmp_path / ".work"), order, tmp_path, {"model": "m"})
+    sink.merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
     files = [shard_files(tmp_path, n)[0] for n in range(3)]
     for path in files:
         os.utime(path, ns=(1, 1))
-    sink.merge(ResultIndex.build(tmp_path / ".work"), order, tmp_path, {"model": "m"})
+    sink.merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
     assert all(path.stat().st_mtime_ns == 1 for path in files)
-    sink.merge(ResultIndex.build(tmp_path / ".work"), order, tmp_path, {"model": "other"})
+    sink.merge(tmp_path / ".work", order, tmp_path, {"model": "other"})
     assert all(path.stat().st_mtime_ns != 1 for path in files)  # another configuration
     extra = np.append(order, np.uint64(12345))
     with pytest.raises(EmbedError, match="has no result"):
-        NpySink(shards=1).merge(ResultIndex.build(tmp_path / ".work"), extra, tmp_path / "o",
-                                {"model": "m"})
+        NpySink(shards=1).merge(tmp_path / ".work", extra, tmp_path / "o", {"model": "m"})
 
 
 def test_plan_reports_duplicate_ids_with_file_and_line(tmp_path: Path) -> None:
