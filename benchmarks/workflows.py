@@ -116,6 +116,17 @@ def measure(llm: list[Endpoint], emb: list[Endpoint], registry: str, tmp: Path,
     return rates
 
 
+def nominal_rate(unit: str, replicas: int, workload: str, args: argparse.Namespace) -> float:
+    """What the stubs serve at full capacity: requests/s, or texts/s for embed."""
+    requests = replicas * args.capacity / args.latency
+    if workload != "embed":
+        return requests
+    batch = DEFAULT_BATCH  # the stubs advertise no batch size: requests of DEFAULT_BATCH texts
+    if unit == "texts":  # a request of `batch` texts holds min(batch, C) slots
+        return requests / min(batch, args.capacity) * batch
+    return requests * batch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--capacity", type=int, default=32, help="C: slots per stub")
@@ -159,6 +170,13 @@ def main() -> None:
         print(f"WARNING: the driver was CPU-bound (> {CPU_BOUND:.0%} of a core) in: "
               f"{', '.join(bound)}; those ratios measure this machine's CPU, not nerschat's "
               "pacing")
+    slow = [f"{unit} x{replicas} {workload} ({plain / nominal:.0%})"
+            for unit, replicas, workload, plain, *_ in rows
+            if plain < 0.8 * (nominal := nominal_rate(unit, replicas, workload, args))]
+    if slow:
+        print("WARNING: the plain generator reached well under the stubs' nominal capacity in: "
+              f"{', '.join(slow)}; the stubs (or the machine) are CPU-bound there, so those "
+              "ratios compare the CPU each client spends, not pacing")
     if max(r[-1][0] for r in rows) > (os.cpu_count() or 1):
         print(f"WARNING: load average above {os.cpu_count()} CPUs: other work shared the "
               "machine")
