@@ -93,3 +93,15 @@ def test_result_line_survives_text_that_is_not_unicode() -> None:
     decoded = json.loads(line)
     assert decoded["r"]["answer"] == "half an emoji \ud83d" and decoded["h"] == f"{7:016x}"
     line.decode("utf-8")
+
+
+def test_a_torn_last_result_line_is_cut_before_appending(tmp_path: Path) -> None:
+    from nerschat.workflows.core import done_hashes, open_results
+
+    path = tmp_path / "results-000-0000.jsonl"
+    whole = result_line(1, True, {"id": "a"})
+    path.write_bytes(whole + result_line(2, True, {"id": "b"})[:-9])  # killed mid-line
+    with open_results(path) as handle:
+        handle.write(result_line(3, True, {"id": "c"}))
+    assert path.read_bytes() == whole + result_line(3, True, {"id": "c"})
+    assert done_hashes(path) == {1, 3}
