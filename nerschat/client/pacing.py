@@ -15,16 +15,42 @@ from __future__ import annotations
 import math
 
 
+class Baseline:
+    """The service time without queueing (seconds): the lowest window average seen.
+
+    Replicas of one model share one, so each one's latency is judged against the same base:
+    a replica holding more work than its peers sees more latency and gets less, and a
+    slowdown every replica sees alike (a busy client) moves them all alike.
+    """
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def update(self, average: float) -> float:
+        """Take one window's average latency into account; returns the baseline."""
+        if self.value is None or average < self.value:
+            self.value = average
+        return self.value
+
+
 class AdaptiveLimit:
-    """A concurrency limit in [minimum, maximum] adapted to observed latency (seconds)."""
+    """A concurrency limit in [minimum, maximum] adapted to observed latency (seconds).
+
+    `baseline` may be shared with the limits of other replicas of the same model.
+    """
 
     def __init__(self, initial: int = 16, minimum: int = 4, maximum: int = 4096,
-                 tolerance: float = 2.0):
+                 tolerance: float = 2.0, baseline: Baseline | None = None):
         self.limit = float(max(minimum, min(initial, maximum)))
         self.minimum, self.maximum, self.tolerance = minimum, maximum, tolerance
-        self.min_latency: float | None = None
+        self.baseline = baseline or Baseline()
         self._sum = 0.0
         self._count = 0
+
+    @property
+    def min_latency(self) -> float | None:
+        """The baseline latency (seconds; None before a first window)."""
+        return self.baseline.value
 
     def observe(self, latency: float) -> None:
         """Record one finished unit of work; adjusts `limit` once per window of work."""
@@ -34,9 +60,7 @@ class AdaptiveLimit:
             return
         average = self._sum / self._count
         self._sum, self._count = 0.0, 0
-        if self.min_latency is None or average < self.min_latency:
-            self.min_latency = average  # the service time without queueing
-        ratio = self.min_latency / max(average, 1e-9)
+        ratio = self.baseline.update(average) / max(average, 1e-9)
         if ratio > 0.8:  # no queue yet: grow quickly
             new = self.limit * 2
         else:

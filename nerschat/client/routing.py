@@ -35,7 +35,7 @@ from typing import Literal
 
 import httpx2
 
-from nerschat.client.pacing import AdaptiveLimit
+from nerschat.client.pacing import AdaptiveLimit, Baseline
 from nerschat.errors import FailureError
 from nerschat.registry import Endpoint, Registry
 
@@ -230,6 +230,7 @@ class EndpointPool:
         self._lock = threading.Lock()
         self._refreshed_at = -1e18
         self._counter = itertools.count()
+        self._baselines: dict[str, Baseline] = {}  # per model: replicas judged alike
         self.last_scan_entries: list[Endpoint] = []
 
     def __repr__(self) -> str:
@@ -267,6 +268,7 @@ class EndpointPool:
                 if load is None:
                     load = EndpointLoad.of(endpoint)
                     load.order = next(self._counter)
+                    load.limit.baseline = self._baselines.setdefault(endpoint.model, Baseline())
                     self._loads[endpoint_id] = load
                 else:
                     load.endpoint = endpoint

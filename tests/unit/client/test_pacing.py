@@ -29,3 +29,18 @@ def test_limit_stays_in_bounds() -> None:
     for _ in range(1000):
         limit.observe(100.0)
     assert limit.current >= 4
+
+
+def test_replicas_sharing_a_baseline_balance_instead_of_one_taking_all() -> None:
+    from nerschat.client.pacing import Baseline
+
+    shared = Baseline()
+    busy, idle = (AdaptiveLimit(initial=64, baseline=shared) for _ in range(2))
+    for _ in range(64):
+        idle.observe(1.0)  # both see the same service time at first
+    for _ in range(20):
+        for _ in range(64):
+            busy.observe(4.0)  # this one queues: four times the service time
+            idle.observe(1.0)
+    assert busy.current < 64 < idle.current
+    assert busy.min_latency == idle.min_latency == 1.0
