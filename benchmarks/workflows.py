@@ -26,7 +26,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from loadgen import chat_request, corpus_text, embed_request, raw_rate
+import openai
+from loadgen import Request, chat_request, corpus_text, embed_request, raw_rate
 from rich.console import Console
 
 from nerschat.registry import Endpoint
@@ -62,6 +63,21 @@ def corpus_file(path: Path, count: int) -> None:
             handle.write(json.dumps({"id": f"d{i}", "text": corpus_text(i)}) + "\n")
 
 
+def retrying(request: Request) -> Request:
+    """`request` retried on a connect/read timeout (as the SDK's default max_retries would):
+    a busy shared machine must not end the measurement."""
+    async def once_more(client: openai.AsyncOpenAI, model: str, i: int) -> object:
+        for attempt in range(3):
+            try:
+                return await request(client, model, i)
+            except (openai.APITimeoutError, openai.APIConnectionError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    return once_more
+
+
 def timed(action: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, CPU share of this process: CPU seconds / wall seconds) of `action`."""
     cpu = resource.getrusage(resource.RUSAGE_SELF)
@@ -86,7 +102,7 @@ def measure(llm: list[Endpoint], emb: list[Endpoint], registry: str, tmp: Path,
     rates: Rates = {}
     if {"run-batch", "judge"} & set(workloads):
         wall, plain_cpu = timed(lambda: asyncio.run(raw_rate(llm, requests, in_flight,
-                                                             chat_request)))
+                                                             retrying(chat_request))))
         plain_chat = requests / wall
     if "run-batch" in workloads:
         batch_file(tmp / "batch.jsonl", requests)
@@ -106,7 +122,7 @@ def measure(llm: list[Endpoint], emb: list[Endpoint], registry: str, tmp: Path,
         batch = emb[0].max_batch_size or DEFAULT_BATCH
         texts = requests * batch
         wall, plain_cpu = timed(lambda: asyncio.run(raw_rate(
-            emb, requests, in_flight, partial(embed_request, batch=batch))))
+            emb, requests, in_flight, retrying(partial(embed_request, batch=batch)))))
         plain_embed = texts / wall
         corpus_file(tmp / "corpus.jsonl", texts)
         wall, cpu = timed(lambda: run_embed(tmp / "corpus.jsonl", tmp / "emb",
