@@ -63,7 +63,9 @@ LATENCY_WEIGHT = 0.2
 INITIAL_IN_FLIGHT = 16
 """Where an endpoint's adaptive in-flight limit starts when it advertises no capacity; else at
 twice that (at most MAX_INITIAL_IN_FLIGHT). Only a start: the limit then follows the latency
-measured on that endpoint (it doubles while latency stays flat)."""
+measured on that endpoint (it doubles while latency stays flat), but never below the capacity
+the endpoint advertises: fewer in flight than it runs at once only leaves its slots idle,
+whatever slows the latency down (a busy client, a loaded machine)."""
 MAX_INITIAL_IN_FLIGHT = 256
 
 _PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("nerschat_pinned",
@@ -167,8 +169,10 @@ class EndpointLoad:
         """Fresh counters for `endpoint`, with its URL root and Authorization header."""
         root = httpx2.URL(endpoint.url.rstrip("/"))
         authorization = f"Bearer {endpoint.api_key}" if endpoint.api_key else None
+        floor = min(MAX_INITIAL_IN_FLIGHT // 2, max(4, endpoint.capacity or 0))
         start = min(MAX_INITIAL_IN_FLIGHT, max(INITIAL_IN_FLIGHT, 2 * (endpoint.capacity or 0)))
-        return cls(endpoint, root, authorization, limit=AdaptiveLimit(initial=start))
+        return cls(endpoint, root, authorization,
+                   limit=AdaptiveLimit(initial=start, minimum=floor))
 
     def __repr__(self) -> str:  # never the key
         return (f"EndpointLoad(id={self.id!r}, url={self.endpoint.url!r}, "
