@@ -94,7 +94,8 @@ Rates = dict[str, tuple[float, float, float, float]]
 
 
 def measure(llm: list[Endpoint], emb: list[Endpoint], registry: str, tmp: Path,
-            capacity: int, latency: float, seconds: float, workloads: list[str]) -> Rates:
+            capacity: int, latency: float, seconds: float, workloads: list[str],
+            unit: str = "requests") -> Rates:
     """Rates in requests/s (embed: texts/s) of the plain generator and of nerschat."""
     replicas = len(llm)
     in_flight = 2 * capacity * replicas
@@ -120,6 +121,9 @@ def measure(llm: list[Endpoint], emb: list[Endpoint], registry: str, tmp: Path,
         rates["judge"] = (plain_chat, 2 * items / wall, plain_cpu, cpu)
     if "embed" in workloads:
         batch = emb[0].max_batch_size or DEFAULT_BATCH
+        # a request of `batch` texts holds min(batch, C) slots when capacity counts texts
+        slots = min(batch, capacity) if unit == "texts" else 1
+        requests = max(1, requests // slots)
         texts = requests * batch
         wall, plain_cpu = timed(lambda: asyncio.run(raw_rate(
             emb, requests, in_flight, retrying(partial(embed_request, batch=batch)))))
@@ -163,7 +167,7 @@ def main() -> None:
                 emb = fleet.start_ready(replicas, "emb", kind="embedding", **knobs)
                 before = os.getloadavg()
                 rates = measure(llm, emb, str(fleet.registry.path), Path(tmp), args.capacity,
-                                args.latency, args.seconds, args.workloads)
+                                args.latency, args.seconds, args.workloads, unit)
                 load = os.getloadavg()
                 for workload, figures in rates.items():
                     rows.append((unit, replicas, workload, *figures, before, load))
