@@ -3,8 +3,10 @@
 Each unit of work reserves a slot on one endpoint (`EndpointPool.reserve`, under that
 endpoint's adaptive in-flight limit, so a fast replica gets more than a slow one), is sized
 by a packer to that endpoint's advertised limits (a batch of texts within its batch size,
-tokens and body limit; one item for tasks without a packer), and its requests are pinned to
-that endpoint (fail-over still applies). The stream is read lazily, so the work never drains
+tokens and body limit; one item for tasks without a packer). Batches are pinned to the
+endpoint they were sized for (fail-over still applies); single items are left to the
+transport's own choice (least outstanding, prefix affinity), which measured faster for
+judge and run-batch. The stream is read lazily, so the work never drains
 between shards, and memory is bounded by the limits plus `max_size` bytes in flight.
 """
 
@@ -99,7 +101,7 @@ async def dispatch(work: Iterable[T], handle: Callable[[Unit[T]], Awaitable[None
         nonlocal bytes_in_flight, unpinned
         error: BaseException | None = None
         try:
-            with pinned(unit.load.id if unit.load is not None else None):
+            with pinned(unit.load.id if unit.load is not None and packer is not None else None):
                 await handle(unit)
         except BaseException as exc:  # noqa: BLE001 - handed to the driver, which re-raises
             error = exc
