@@ -3,7 +3,7 @@
 Prints a per-second timeline of ready replicas, each hand-over's overlap, losses replaced,
 lost / duplicated requests and the pool's accounting. Not a test: run it by hand, e.g.
 
-    bash scripts/local-slurm.sh start --gpus 2 && eval "$(bash scripts/local-slurm.sh env)"
+    bash scripts/local-slurm.sh start --gpus 4 && eval "$(bash scripts/local-slurm.sh env)"
     .venv/bin/python benchmarks/pool_handover.py --duration 900 --walltime 00:03:00
 
 Faults, each S seconds after the replicas were first ready, each on a different ready member,
@@ -12,8 +12,9 @@ each reported with the seconds until `--replicas` were ready again (and how):
 - `--scancel-at S`: `scancel` of its job (the pool replaces it);
 - `--kill9-at S`: `kill -9` of its pilot process (the job ends, the pool replaces it);
 - `--freeze-at S`: SIGSTOP of its engine (the pilot finds it unhealthy, kills it after
-  `--unhealthy-timeout` and restarts it in place; the pool replaces it if that takes longer
-  than its restart grace).
+  the members' unhealthy timeout and restarts it in place; the pool replaces it if that takes
+  longer than its restart grace). The members use the pool's default probe settings unless
+  `--health-timeout`, `--health-failures` or `--unhealthy-timeout` are given.
 
     .venv/bin/python benchmarks/pool_handover.py --duration 900 --scancel-at 200 \
         --kill9-at 420 --freeze-at 640
@@ -66,7 +67,7 @@ def inflict(kind: str, pool: Pool, registry: Registry, used: set[str]) -> Fault:
     entry = registry.get(victim.id)
     assert entry is not None
     if kind == "scancel":
-        subprocess.run(["scancel", victim.job_id], check=False, timeout=30)
+        subprocess.run(["scancel", "--", victim.job_id], check=False, timeout=30)
     elif kind == "kill9":
         os.kill(entry.pid, signal.SIGKILL)
     else:
@@ -98,13 +99,15 @@ def main() -> None:
     parser.add_argument("--scancel-at", type=float, default=None)
     parser.add_argument("--kill9-at", type=float, default=None)
     parser.add_argument("--freeze-at", type=float, default=None)
-    parser.add_argument("--unhealthy-timeout", type=float, default=5.0,
+    parser.add_argument("--unhealthy-timeout", type=float, default=None,
                         help="seconds a frozen engine stays unhealthy before its pilot kills "
-                             "and restarts it")
-    parser.add_argument("--health-timeout", type=float, default=2.0,
-                        help="seconds one health probe of a member's engine may take")
-    parser.add_argument("--health-failures", type=int, default=2,
-                        help="failed probes in a row that make a member unhealthy")
+                             "and restarts it [default: the pool's]")
+    parser.add_argument("--health-timeout", type=float, default=None,
+                        help="seconds one health probe of a member's engine may take "
+                             "[default: the pool's]")
+    parser.add_argument("--health-failures", type=int, default=None,
+                        help="failed probes in a row that make a member unhealthy "
+                             "[default: the pool's]")
     parser.add_argument("--registry", default=None,
                         help="[default: a fresh directory under ~/.cache/nerschat]")
     args = parser.parse_args()
@@ -112,11 +115,13 @@ def main() -> None:
         Path.home() / ".cache" / "nerschat" / "bench-pool" / uuid.uuid4().hex[:8])
     registry = Registry(path)
     model = "bench-pool"
+    probes = {name: value for name, value in (("unhealthy_timeout", args.unhealthy_timeout),
+                                              ("health_timeout", args.health_timeout),
+                                              ("health_failures", args.health_failures))
+              if value is not None}  # unset: the pool's defaults
     pool = Pool("stub", model, args.replicas, registry=registry, site="slurm",
                 walltime=args.walltime, drain_before=args.drain_before,
-                unhealthy_timeout=args.unhealthy_timeout,
-                serve_options=("--health-timeout", f"{args.health_timeout:g}",
-                               "--health-failures", str(args.health_failures)),
+                **probes,
                 timing=Timing(lead_floor=args.lead_floor, overlap=args.overlap))
     sampler = ReadySampler(registry, model)
     load = SteadyLoad(registry, model, rate=args.rate)
@@ -146,7 +151,7 @@ def main() -> None:
         sampler.stop()
         pool.stop(timeout=180)
         left = [m.job_id for m in pool.state.members if m.slurm]
-        subprocess.run(["scancel", *left], capture_output=True, timeout=30, check=False)
+        subprocess.run(["scancel", "--", *left], capture_output=True, timeout=30, check=False)
     state = pool.state
     use = pool.usage()
     print(f"timeline (ready replicas, one digit per second, {len(sampler.samples)} s):")

@@ -17,7 +17,7 @@ set -euo pipefail
 
 dir="${NERSCHAT_SLURM_DIR:-$HOME/.cache/nerschat/slurm}"
 conf="$dir/etc/slurm.conf"
-gpus=2
+gpus=4
 cpus=8
 
 need_packages() {

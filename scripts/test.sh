@@ -13,7 +13,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     # the router's chat page is tested in a real headless browser
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
-bash scripts/local-slurm.sh start --gpus 2
+bash scripts/local-slurm.sh start --gpus 4
 eval "$(bash scripts/local-slurm.sh env)"
 export PATH="$repo/.venv/bin:$PATH"
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero exit.

@@ -25,9 +25,10 @@ Exit status: 0 done (rejected documents are NaN rows listed in the manifest's "e
 @click.option("--prompt-name", default=None, help="TEI prompt name, e.g. query or passage.")
 @click.option("--prefix", default="", help="Literal text put before every document.")
 @click.option("--shards", type=click.IntRange(min=1), default=None,
-              help="Number of shards [default: one per 4096 documents].")
+              help="Number of shard files (and Parsl apps with --config) [default: one file "
+                   "per 4096 documents; 4 apps].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Texts per request [default: the endpoints' advertised limit].")
+              help="Most texts per request [default: the limit each endpoint advertises].")
 @click.option("--in-flight", type=click.IntRange(min=1), default=None,
               help="Fixed number of batches in flight [default: adapted to the endpoints' "
                    "measured latency].")
@@ -63,11 +64,11 @@ def embed(source: str, outdir: str, model: str | None, prompt_name: str | None, 
     manifest = report.manifest
     table = Table(title="embed summary", show_header=False, title_justify="left")
     table.add_row("model", f"{escape(manifest['model'])} (dimension {manifest['dimension']})")
-    table.add_row("documents", str(manifest["count"]))
+    table.add_row("documents", f"{manifest['count']} ({report.computed_texts} embedded this run, "
+                               f"{report.reused_texts} already done)")
     if report.invalid:
         table.add_row("invalid documents skipped", str(report.invalid))
-    table.add_row("shards", f"{len(manifest['shards'])} ({report.computed_shards} computed, "
-                            f"{report.reused_shards} already done)")
+    table.add_row("shards", str(len(manifest["shards"])))
     table.add_row("normalized", str(manifest["normalized"]))
     table.add_row("truncated", str(manifest["truncated"]))
     table.add_row("errors", str(len(manifest["errors"])))

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -31,8 +32,8 @@ from nerschat.parsl.launch import SITES
 from nerschat.pool import state as store
 from nerschat.pool.accounting import Usage, member_hours, usage
 from nerschat.pool.controller import Pool, Timing, pool_progress
-from nerschat.pool.progress import remaining
-from nerschat.registry import Registry
+from nerschat.pool.progress import remaining, scan_reports
+from nerschat.registry import Registry, RegistryProblem
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -154,7 +155,7 @@ def run_in_foreground(the_pool: Pool, what: str) -> None:
                       "members (again to leave them running)", highlight=False)
         store.request_stop(registry, the_pool.id)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     final = the_pool.run()
     summary = usage(final, time.time(), pool_progress(registry, final, time.time()))
@@ -183,12 +184,23 @@ def keep_ready(registry: Registry, engine: str | None, model: str | None, replic
 
 def _detach(registry: Registry, pool_id: str, argv: list[str] | None = None) -> None:
     """Re-run this command without --detach, in its own session, logging to the registry."""
+    store.check_pool_id(pool_id)
     registry.ensure()
     if argv is None:
         argv = [a for a in sys.argv[1:] if a != "--detach"] + ["--id", pool_id]
     log = registry.log_dir / f"{pool_id}.log"
-    with open(log, "ab") as handle:
-        os.chmod(log, registry.file_mode)
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
+             | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fd = os.open(log, flags, registry.file_mode)
+    except OSError as exc:
+        raise UsageError(f"{log}: cannot write the controller's log ({exc.strerror}; a "
+                         "symbolic link is refused)") from None
+    with os.fdopen(fd, "ab") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise UsageError(f"{log}: not your regular file; remove it or use another --id")
+        os.fchmod(fd, registry.file_mode)
         process = subprocess.Popen(
             [sys.executable, "-m", "nerschat.cli.main", *argv],
             stdin=subprocess.DEVNULL, stdout=handle, stderr=handle, start_new_session=True)
@@ -271,11 +283,17 @@ def print_pools(registry: Registry, as_json: bool = False, *, show_all: bool = F
     reported its progress). Everything read from files is printed as plain, escaped text.
     """
     now = time.time()
+    problems: list[RegistryProblem] = []
     if states is None:
-        states = [s for s in store.list_states(registry) if show_all or s.status != "stopped"]
+        scan = store.scan_states(registry)
+        states = [s for s in scan.states if show_all or s.status != "stopped"]
+        problems = scan.problems
+    problems = problems + scan_reports(registry)[1]
     if as_json:
         click.echo(json.dumps([status_dict(registry, s, now) for s in states], indent=1))
+        _print_problems(problems)
         return
+    _print_problems(problems)
     out = Console()
     if not out.is_terminal:
         out.width = 200
@@ -284,6 +302,13 @@ def print_pools(registry: Registry, as_json: bool = False, *, show_all: bool = F
         return
     for state in states:
         _print_state(out, registry, state, now)
+
+
+def _print_problems(problems: list[RegistryProblem]) -> None:
+    """One `skipped FILE: reason` line per refused pool file, on stderr, escaped."""
+    for problem in problems:
+        console.print(Text.assemble(("skipped", "yellow"), " ", one_line(str(problem))),
+                      highlight=False)
 
 
 def _print_state(out: Console, registry: Registry, state: store.PoolState, now: float) -> None:

@@ -11,12 +11,17 @@ the workflows all route through an `EndpointPool` and a `RoutingPolicy`; only th
   down with a growing back-off; an endpoint whose recent error rate is far above its peers'
   is ejected even when it answers quickly (outlier ejection), so a replica that fails fast
   never wins the least-outstanding choice.
+- Work that is paced (the workflows) reserves a slot on one endpoint (`EndpointPool.reserve`)
+  under that endpoint's own adaptive in-flight limit (`nerschat.client.pacing`), sizes the
+  work to that endpoint's advertised limits, and pins its requests to it (`pinned`).
 - Every endpoint keeps counters (requests, errors, fail-overs, ejections, in flight) for
   metrics: `EndpointPool.stats()`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import itertools
 import json
@@ -24,12 +29,13 @@ import re
 import statistics
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx2
 
+from nerschat.client.pacing import AdaptiveLimit, Baseline
 from nerschat.errors import FailureError
 from nerschat.registry import Endpoint, Registry
 
@@ -54,6 +60,30 @@ SLOWDOWN_FACTOR = 10.0
 """A replica silent for this many times its own usual response time (and past the deadline)
 has stalled, even when no peer is busy."""
 LATENCY_WEIGHT = 0.2
+INITIAL_IN_FLIGHT = 16
+"""Where an endpoint's adaptive in-flight limit starts when it advertises no capacity; else at
+twice that (at most MAX_INITIAL_IN_FLIGHT). Only a start: the limit then follows the latency
+measured on that endpoint (it doubles while latency stays flat), but never below the capacity
+the endpoint advertises: fewer in flight than it runs at once only leaves its slots idle,
+whatever slows the latency down (a busy client, a loaded machine)."""
+MAX_INITIAL_IN_FLIGHT = 256
+
+_PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("nerschat_pinned",
+                                                                    default=None)
+
+
+@contextlib.contextmanager
+def pinned(endpoint_id: str | None) -> Iterator[None]:
+    """Requests routed inside this block (this asyncio task or thread) go to `endpoint_id`.
+
+    While that endpoint is usable; after it fails (cool-down) or leaves the registry they
+    fail over as usual. None: no pin.
+    """
+    token = _PINNED.set(endpoint_id)
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
 
 FAILOVER_STATUSES = frozenset({500, 502, 503, 504})
 """Statuses that send a request that did not stream to another replica."""
@@ -130,6 +160,8 @@ class EndpointLoad:
     last_progress: float = 0.0
     latency: float = 0.0
     order: int = 0
+    reserved: int = 0
+    limit: AdaptiveLimit = field(default_factory=lambda: AdaptiveLimit(initial=INITIAL_IN_FLIGHT))
     _targets: dict[str, httpx2.URL] = field(default_factory=dict)
 
     @classmethod
@@ -137,7 +169,10 @@ class EndpointLoad:
         """Fresh counters for `endpoint`, with its URL root and Authorization header."""
         root = httpx2.URL(endpoint.url.rstrip("/"))
         authorization = f"Bearer {endpoint.api_key}" if endpoint.api_key else None
-        return cls(endpoint, root, authorization)
+        floor = min(MAX_INITIAL_IN_FLIGHT // 2, max(4, endpoint.capacity or 0))
+        start = min(MAX_INITIAL_IN_FLIGHT, max(INITIAL_IN_FLIGHT, 2 * (endpoint.capacity or 0)))
+        return cls(endpoint, root, authorization,
+                   limit=AdaptiveLimit(initial=start, minimum=floor))
 
     def __repr__(self) -> str:  # never the key
         return (f"EndpointLoad(id={self.id!r}, url={self.endpoint.url!r}, "
@@ -199,6 +234,7 @@ class EndpointPool:
         self._lock = threading.Lock()
         self._refreshed_at = -1e18
         self._counter = itertools.count()
+        self._baselines: dict[str, Baseline] = {}  # per model: replicas judged alike
         self.last_scan_entries: list[Endpoint] = []
 
     def __repr__(self) -> str:
@@ -236,6 +272,7 @@ class EndpointPool:
                 if load is None:
                     load = EndpointLoad.of(endpoint)
                     load.order = next(self._counter)
+                    load.limit.baseline = self._baselines.setdefault(endpoint.model, Baseline())
                     self._loads[endpoint_id] = load
                 else:
                     load.endpoint = endpoint
@@ -256,7 +293,14 @@ class EndpointPool:
         """
         self.refresh()
         now = time.monotonic()
+        pin = _PINNED.get()
         with self._lock:
+            if pin is not None:
+                load = self._loads.get(pin)
+                if load is not None and load.cooldown_until <= now and self._serves(load, model):
+                    load.outstanding += 1
+                    load.sent += 1
+                    return load
             best: EndpointLoad | None = None
             preferred: EndpointLoad | None = None
             preferred_rank = b""
@@ -277,6 +321,37 @@ class EndpointPool:
             best.outstanding += 1
             best.sent += 1
             return best
+
+    def reserve(self, model: str | None = None, *, limited: bool = True) -> EndpointLoad | None:
+        """A slot for one unit of paced work on the usable endpoint with the most room.
+
+        The endpoint with the lowest share of its adaptive limit in use (with `limited`, only
+        one below its limit); None if there is none. Give it back with `unreserve`.
+        """
+        self.refresh()
+        now = time.monotonic()
+        with self._lock:
+            best: EndpointLoad | None = None
+            best_share = 0.0
+            for load in self._loads.values():
+                if load.cooldown_until > now or not self._serves(load, model):
+                    continue
+                room = load.limit.current
+                if limited and load.reserved >= room:
+                    continue
+                share = load.reserved / room
+                if best is None or share < best_share:
+                    best, best_share = load, share
+            if best is not None:
+                best.reserved += 1
+            return best
+
+    def unreserve(self, load: EndpointLoad, latency: float | None = None) -> None:
+        """Give back a slot taken by `reserve`; `latency` (seconds) of the work adapts the limit."""
+        with self._lock:
+            load.reserved -= 1
+            if latency is not None:
+                load.limit.observe(latency)
 
     def acquire(self, model: str | None = None) -> EndpointLoad:
         """Like `try_acquire`, but raises NoEndpointAvailable saying what the registry shows."""
@@ -511,7 +586,7 @@ def total(loads: Iterable[EndpointLoad], name: str) -> int:
 
 __all__ = [
     "EndpointFailed", "EndpointLoad", "EndpointPool", "NoEndpointAvailable", "RoutingPolicy",
-    "RoutingSettings", "is_streamed", "model_of", "reply_problem",
+    "RoutingSettings", "is_streamed", "model_of", "pinned", "reply_problem",
 ]
 
 

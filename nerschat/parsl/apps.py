@@ -29,17 +29,10 @@ def pilot_app(executor: str = PILOT_EXECUTOR) -> Any:
 
 
 def item_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
-    """One judge/run-batch shard: `(task_spec, input, results, registry, timeout, in_flight)`."""
+    """One judge/run-batch/embed shard: `(task_spec, input, results, registry, timeout, in_flight)`."""
     from nerschat.workflows.core import run_shard
 
     return _app(run_shard, executor)
-
-
-def embed_shard_app(executor: str = CLIENT_EXECUTOR) -> Any:
-    """Embedding shards: `(workdir, outdir, [(shard, digest)], registry, options, timeout, progress)`."""
-    from nerschat.workflows.embed import embed_shard
-
-    return _app(embed_shard, executor)
 
 
 def smoke_test_app(executor: str = CLIENT_EXECUTOR) -> Any:

@@ -34,11 +34,14 @@ start-up): 1.5 times the longest of the last five, never below `lead_floor`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
 import threading
 import time
+import types
+import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -58,6 +61,7 @@ logger = logging.getLogger(__name__)
 SUBMIT_GRACE = 15.0  # a job just submitted may not show in squeue yet
 RETRY_AFTER = 30.0  # after a refused submission
 MAX_EVENTS = 100
+MAX_EVENT_CHARS = 1000
 MAX_FAILED_STARTS = 5  # members in a row that never became ready: the pool gives up
 
 
@@ -77,6 +81,40 @@ class Timing:
     idle_after: float = 120.0
     restart_grace: float = 30.0
     scale_up_eta: float = 1800.0
+
+
+def _fits(value: object, hint: Any) -> bool:
+    """Whether a JSON value fits a PoolSpec field's type (tuples are lists in JSON)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def launch_options(launch: dict[str, Any]) -> dict[str, Any]:
+    """The PoolSpec fields of a saved `launch` dict, type-checked; ValueError naming a field.
+
+    Unknown keys (a newer version's) are dropped; lists become tuples.
+    """
+    hints = typing.get_type_hints(PoolSpec)
+    options: dict[str, Any] = {}
+    for name, value in launch.items():
+        if name not in hints:
+            continue
+        if not _fits(value, hints[name]):
+            raise ValueError(f"field 'launch.{name}': {value!r:.60} has the wrong type")
+        options[name] = tuple(value) if isinstance(value, list) else value
+    return options
 
 
 def _replicas(replicas: int | tuple[int, int]) -> tuple[int, int]:
@@ -110,6 +148,8 @@ class Pool:
                  metrics: Callable[[Endpoint], tuple[float, float] | None] = backlog,
                  pool_id: str | None = None, **launch_options: Any) -> None:
         low, high = _replicas(replicas)
+        if pool_id is not None:
+            store.check_pool_id(pool_id)
         if duration is not None and duration <= 0:
             raise UsageError(f"duration must be positive seconds, got {duration}")
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
@@ -127,6 +167,10 @@ class Pool:
             lead_time_s=self.timing.lead_floor, launch=asdict(self.spec),
             timing=asdict(self.timing),
         )
+        try:  # fail here, not at the first write: what readers would refuse is never written
+            PoolState.from_dict(json.loads(json.dumps(self.state.to_dict())))
+        except ValueError as exc:
+            raise UsageError(f"pool {self.state.id}: {exc}") from None
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
         self._next_metrics = 0.0
@@ -142,17 +186,18 @@ class Pool:
         `controller` holds `backend`, `clock` or `metrics` to use instead of the defaults.
         """
         reg = registry if isinstance(registry, Registry) else Registry(registry)
-        old = store.read_state(reg, pool_id)
+        old, st = store.read_state_file(reg, pool_id)
         path = store.state_path(reg, pool_id)
-        owner = path.stat().st_uid
-        if owner != os.getuid():
-            # Its launch options become job scripts: only ever our own.
-            raise UsageError(f"{path} belongs to uid {owner}, not to you: not resuming a pool "
-                             "from someone else's file")
-        options = dict(old.launch)
-        for name in ("options", "extra_args", "serve_options"):
-            options[name] = tuple(options.get(name) or ())
-        engine, model = options.pop("engine", old.engine), options.pop("model", old.model)
+        if st.st_uid != os.geteuid():
+            # Its launch options become job scripts: only ever our own (not a teammate's).
+            raise UsageError(f"{path} belongs to uid {st.st_uid}, not to you: not resuming a "
+                             "pool from someone else's file")
+        try:
+            options = launch_options(old.launch)
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}; not resuming") from None
+        engine = options.pop("engine", old.engine)
+        model = options.pop("model", old.model)
         timing = Timing(**{k: v for k, v in old.timing.items()
                            if k in Timing.__dataclass_fields__})
         pool = cls(engine, model, (old.min_replicas, old.max_replicas), registry=reg,
@@ -289,7 +334,7 @@ class Pool:
         return True
 
     def _event(self, now: float, text: str) -> None:
-        line = f"{time.strftime('%H:%M:%S', time.localtime(now))} {text}"
+        line = f"{time.strftime('%H:%M:%S', time.localtime(now))} {text}"[:MAX_EVENT_CHARS]
         logger.info("pool %s: %s", self.id, text)
         self.state.events = [*self.state.events[-(MAX_EVENTS - 1):], line]
 

@@ -4,21 +4,54 @@ The controller writes the state every period; any process reads it (`nerschat po
 and asks the controller to stop by writing `pools/<id>.stop` (`nerschat pool stop`).
 Callers that know how far a workflow got write `pools/<id>.progress` ({done, total}); workflows
 report their remaining items under `pools/workflows/` (`nerschat.pool.progress`).
+
+These files follow the registry's rules for entries (`nerschat.registry`): a pool id is a plain
+name (nothing outside `pools/` is ever opened, written or unlinked); `pools/` must be a real
+directory that passes the registry's directory check; files are opened without following
+links and without blocking, must be regular files below a size limit, and are trusted only
+when owned by the user, by the directory's owner or (team registry) by its group; every field
+is type-checked. A file that breaks a rule is a reported problem (`scan_states`), never a hang
+or a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import stat
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from nerschat.errors import UsageError
-from nerschat.registry import Registry
+from nerschat.registry import (
+    _OPEN_FLAGS,
+    MAX_ENTRY_BYTES,
+    DirectoryTrust,
+    Registry,
+    RegistryError,
+    RegistryProblem,
+    _file_kind,
+    _integer,
+    _number,
+    _optional_number,
+    _show,
+    _text,
+    check_directory,
+    is_safe_name,
+)
+from nerschat.slurm import is_job_id
 
 POOL_DIR = "pools"
+MAX_STATE_BYTES = 4 * 1024 * 1024
+"""A state is a few KB plus about 400 bytes per member that ever ran; a bigger file is refused."""
+MAX_MEMBERS = 10_000
+MAX_LIST = 10_000
+MAX_NOTE_CHARS = 65_536
+STATUSES = ("running", "stopping", "stopped")
 # `unhealthy`: the engine stopped answering (the pilot may recover or restart it);
 # `restarting`: the pilot restarts its engine in place after a death (entry back in `starting`).
 # Neither is routed to; past the controller's `restart_grace` neither counts as serving.
@@ -27,7 +60,16 @@ PHASES = ("pending", "starting", "ready", "unhealthy", "restarting", "draining",
 
 
 class PoolNotFound(UsageError):
-    """No pool of that id in the registry."""
+    """No pool of that id in the registry (or its state file is refused)."""
+
+
+def check_pool_id(pool_id: object) -> str:
+    """`pool_id` if it is a plain name; UsageError (one line) otherwise."""
+    if not is_safe_name(pool_id):
+        raise UsageError(f"{_show(pool_id)} is not a pool id (letters, digits, '.', '_', '-'; "
+                         "see 'nerschat pool status')")
+    assert isinstance(pool_id, str)
+    return pool_id
 
 
 @dataclass
@@ -131,78 +173,335 @@ class PoolState:
 
     @classmethod
     def from_dict(cls, data: Any) -> PoolState:
-        """Validate a decoded state file; ValueError naming what is wrong."""
+        """Validate a decoded state file (every field's type); ValueError naming the field."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        known = {f.name for f in fields(cls)}
-        try:
-            members = [Member(**{k: v for k, v in m.items() if k in _MEMBER_FIELDS})
-                       for m in data.get("members", [])]
-            handovers = [Handover(**{k: v for k, v in h.items() if k in _HANDOVER_FIELDS})
-                         for h in data.get("handovers", [])]
-            values = {k: v for k, v in data.items() if k in known}
-            values.update(members=members, handovers=handovers)
-            return cls(**values)
-        except (TypeError, AttributeError) as exc:
-            raise ValueError(f"not a pool state ({exc})") from None
+        return _validate_state(data)
 
 
-_MEMBER_FIELDS = {f.name for f in fields(Member)}
-_HANDOVER_FIELDS = {f.name for f in fields(Handover)}
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def _count(name: str, value: object) -> int:
+    """A non-negative integer field."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"field {name!r}: not a non-negative integer ({_show(value)})")
+    return value
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"field {name!r}: not true or false ({_show(value)})")
+    return value
+
+
+def _items(name: str, value: object, limit: int = MAX_LIST) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"field {name!r}: not a list ({_show(value)})")
+    if len(value) > limit:
+        raise ValueError(f"field {name!r}: more than {limit} items")
+    return value
+
+
+def _object(name: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"field {name!r}: not a JSON object ({_show(value)})")
+    return value
+
+
+def _note(name: str, value: object) -> str:
+    """Free text the controller wrote (reasons, events): any printable or not, escaped on output."""
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r}: not a string ({_show(value)})")
+    if len(value) > MAX_NOTE_CHARS:
+        raise ValueError(f"field {name!r}: longer than {MAX_NOTE_CHARS} characters")
+    return value
+
+
+def _validate_member(where: str, data: object) -> Member:
+    item = _object(where, data)
+    for name in ("id", "job_id", "slurm", "submitted_at"):
+        if name not in item:
+            raise ValueError(f"field '{where}.{name}' missing")
+    if not is_safe_name(item["id"]):
+        raise ValueError(f"field '{where}.id': {_show(item['id'])} is not a plain name")
+    slurm = _flag(f"{where}.slurm", item["slurm"])
+    job_id = item["job_id"]
+    if slurm and not is_job_id(job_id):
+        raise ValueError(f"field '{where}.job_id': {_show(job_id)} is not a SLURM job id")
+    _text(f"{where}.job_id", job_id, limit=64)
+    phase = item.get("phase", "pending")
+    if not isinstance(phase, str) or phase not in PHASES:
+        raise ValueError(f"field '{where}.phase': {_show(phase)} is not one of {PHASES}")
+    values: dict[str, Any] = {"id": item["id"], "job_id": job_id, "slurm": slurm,
+                              "phase": phase,
+                              "submitted_at": _number(f"{where}.submitted_at",
+                                                      item["submitted_at"])}
+    for name in ("started_at", "ready_at", "expires_at", "drain_at", "ended_at", "down_since"):
+        values[name] = _optional_number(f"{where}.{name}", item.get(name))
+    values["gpus"] = _count(f"{where}.gpus", item.get("gpus", 0))
+    values["restarts"] = _count(f"{where}.restarts", item.get("restarts", 0))
+    values["reason"] = _note(f"{where}.reason", item.get("reason", ""))
+    return Member(**values)
+
+
+def _validate_handover(where: str, data: object) -> Handover:
+    item = _object(where, data)
+    for name in ("old", "new"):
+        if not is_safe_name(item.get(name)):
+            raise ValueError(f"field '{where}.{name}': {_show(item.get(name))} is not a "
+                             "plain name")
+    return Handover(item["old"], item["new"],
+                    _number(f"{where}.new_ready_at", item.get("new_ready_at")),
+                    _number(f"{where}.old_drain_at", item.get("old_drain_at")),
+                    _optional_number(f"{where}.old_time_left_s", item.get("old_time_left_s")))
+
+
+def _validate_launch(data: object) -> dict[str, Any]:
+    """The saved PoolSpec: scalars and lists of strings only (checked again on resume)."""
+    launch = _object("launch", data)
+    for key, value in launch.items():
+        if isinstance(value, list):
+            for item in value:
+                _note(f"launch.{key}", item)
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"field 'launch.{key}': {_show(value)} is not a launch option")
+        elif isinstance(value, float):
+            _number(f"launch.{key}", value)
+    return launch
+
+
+def _validate_state(data: dict[str, Any]) -> PoolState:
+    for name in ("id", "engine", "model", "min_replicas", "max_replicas", "desired",
+                 "created_at"):
+        if name not in data:
+            raise ValueError(f"field {name!r} missing")
+    if not is_safe_name(data["id"]):
+        raise ValueError(f"field 'id': {_show(data['id'])} is not a plain name")
+    low = _integer("min_replicas", data["min_replicas"])
+    high = _integer("max_replicas", data["max_replicas"])
+    if high < low:
+        raise ValueError(f"field 'max_replicas': {high} is below min_replicas {low}")
+    status = data.get("status", "running")
+    if not isinstance(status, str) or status not in STATUSES:
+        raise ValueError(f"field 'status': {_show(status)} is not one of {STATUSES}")
+    timing = _object("timing", data.get("timing", {}))
+    members = _items("members", data.get("members", []), MAX_MEMBERS)
+    handovers = _items("handovers", data.get("handovers", []), MAX_MEMBERS)
+    return PoolState(
+        id=data["id"], engine=_text("engine", data["engine"], limit=64),
+        model=_text("model", data["model"]), min_replicas=low, max_replicas=high,
+        desired=_integer("desired", data["desired"]),
+        created_at=_number("created_at", data["created_at"]),
+        until=_optional_number("until", data.get("until")), status=status,
+        controller_pid=_count("controller_pid", data.get("controller_pid", 0)),
+        controller_host=_text("controller_host", data.get("controller_host", ""), limit=255,
+                              empty=True),
+        heartbeat_at=_number("heartbeat_at", data.get("heartbeat_at", 0.0)),
+        lead_time_s=_number("lead_time_s", data.get("lead_time_s", 0.0)),
+        lead_samples=[_number("lead_samples", v)
+                      for v in _items("lead_samples", data.get("lead_samples", []))],
+        members=[_validate_member(f"members[{i}]", m) for i, m in enumerate(members)],
+        handovers=[_validate_handover(f"handovers[{i}]", h) for i, h in enumerate(handovers)],
+        replaced_losses=_count("replaced_losses", data.get("replaced_losses", 0)),
+        failed_starts=_count("failed_starts", data.get("failed_starts", 0)),
+        error=_note("error", data.get("error", "")),
+        events=[_note("events", v) for v in _items("events", data.get("events", []))],
+        launch=_validate_launch(data.get("launch", {})),
+        timing={str(k): _number(f"timing.{k}", v) for k, v in timing.items()},
+        served_model=_text("served_model", data.get("served_model", ""), empty=True),
+    )
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def pools_trust(registry: Registry) -> DirectoryTrust | None:
+    """The trust `<registry>/pools` gives its files; None when it (or the registry) is missing.
+
+    RegistryError (one line) when the registry or `pools/` is refused: a link, not a
+    directory, writable by others, someone else's (see `nerschat.registry.check_directory`).
+    """
+    if registry.check() is None:
+        return None
+    path = registry.path / POOL_DIR
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RegistryError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise RegistryError(f"{path} is a symbolic link, not the pools directory: remove it")
+    return check_directory(path, st)
+
+
+def read_file(path: Path, trust: DirectoryTrust, limit: int = MAX_ENTRY_BYTES, *,
+              tail: bool = False) -> tuple[bytes, os.stat_result]:
+    """The bytes of a trusted, regular file of at most `limit` bytes (or its last `limit`).
+
+    Never follows a link and never blocks (FIFOs, devices are refused unread). ValueError with
+    the reason for a file that breaks a rule; OSError (e.g. FileNotFoundError) if it cannot
+    be opened.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("a symbolic link (pool files are plain files)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{_file_kind(st.st_mode)}, not a pool file")
+        if st.st_size > limit and not tail:
+            raise ValueError(f"{st.st_size} bytes, more than {limit}; not read")
+        problem = trust.entry_problem(st)
+        if problem:
+            raise ValueError(problem)
+        if tail and st.st_size > limit:
+            os.lseek(fd, st.st_size - limit, os.SEEK_SET)
+        chunks, size = [], 0
+        most = limit if tail else limit + 1  # a log may grow while its tail is read
+        while size < most:
+            chunk = os.read(fd, most - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ValueError(f"more than {limit} bytes; not read")
+    return b"".join(chunks), st
+
+
+def read_json(path: Path, trust: DirectoryTrust, limit: int = MAX_ENTRY_BYTES
+              ) -> tuple[Any, os.stat_result]:
+    """`read_file`, decoded as JSON; ValueError with the reason."""
+    raw, st = read_file(path, trust, limit)
+    try:
+        return json.loads(raw), st
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc.reason})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({getattr(exc, 'msg', 'too deeply nested')})") from None
 
 
 def pool_dir(registry: Registry) -> Path:
-    """`<registry>/pools`, created with the registry's directory mode."""
+    """`<registry>/pools`, created with the registry's directory mode; refused if unsafe."""
     path = registry.path / POOL_DIR
     registry.ensure()
-    path.mkdir(mode=registry.dir_mode, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, registry.dir_mode)
+    pools_trust(registry)  # a link, a file, someone else's directory: RegistryError
     return path
 
 
 def state_path(registry: Registry, pool_id: str) -> Path:
-    """Where a pool's state lives."""
-    return registry.path / POOL_DIR / f"{pool_id}.json"
+    """Where a pool's state lives; UsageError if `pool_id` is not a plain name."""
+    return registry.path / POOL_DIR / f"{check_pool_id(pool_id)}.json"
 
 
 def stop_path(registry: Registry, pool_id: str) -> Path:
     """The file whose existence asks a pool's controller to stop."""
-    return registry.path / POOL_DIR / f"{pool_id}.stop"
+    return registry.path / POOL_DIR / f"{check_pool_id(pool_id)}.stop"
 
 
 def progress_path(registry: Registry, pool_id: str) -> Path:
     """`{done, total}` items of the workflow a pool serves, written by the workflow."""
-    return registry.path / POOL_DIR / f"{pool_id}.progress"
+    return registry.path / POOL_DIR / f"{check_pool_id(pool_id)}.progress"
 
 
 def write_state(registry: Registry, state: PoolState) -> None:
-    """Replace the state file atomically (registry file mode, 0600 unless shared)."""
+    """Replace the state file atomically (registry file mode, 0600 unless shared).
+
+    ValueError if the state is not one readers would accept.
+    """
+    data = state.to_dict()
+    PoolState.from_dict(json.loads(json.dumps(data)))  # never write what readers refuse
+    payload = json.dumps(data, indent=1, sort_keys=True).encode()
+    target = state_path(registry, state.id)
     pool_dir(registry)
-    payload = json.dumps(state.to_dict(), indent=1, sort_keys=True).encode()
-    registry.write_file(state_path(registry, state.id), payload)
+    registry.write_file(target, payload)
 
 
-def read_state(registry: Registry, pool_id: str) -> PoolState:
-    """A pool's state; PoolNotFound (one line, with the path) if absent or unreadable."""
+def _parse_state(path: Path, trust: DirectoryTrust) -> tuple[PoolState, os.stat_result]:
+    data, st = read_json(path, trust, MAX_STATE_BYTES)
+    state = PoolState.from_dict(data)
+    if f"{state.id}.json" != path.name:
+        raise ValueError(f"field 'id': {_show(state.id)} does not match the file name")
+    return state, st
+
+
+def read_state_file(registry: Registry, pool_id: str) -> tuple[PoolState, os.stat_result]:
+    """A pool's state and its file's stat.
+
+    PoolNotFound (one line, with the path) if absent, refused or invalid.
+    """
     path = state_path(registry, pool_id)
+    trust = pools_trust(registry)
     try:
-        return PoolState.from_dict(json.loads(path.read_bytes()))
+        if trust is None:
+            raise FileNotFoundError(errno.ENOENT, "no pools directory", str(path.parent))
+        return _parse_state(path, trust)
     except FileNotFoundError:
         raise PoolNotFound(f"no pool {pool_id!r} in {path.parent}: see 'nerschat pool "
                            "status' for the pools there") from None
     except (OSError, ValueError) as exc:
-        raise PoolNotFound(f"{path}: not a pool state ({exc}); remove it if no pool "
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PoolNotFound(f"{path}: not a pool state ({reason}); remove it if no pool "
                            "runs under that id") from None
 
 
-def list_states(registry: Registry) -> list[PoolState]:
-    """Every readable pool state in the registry, oldest first (unreadable files skipped)."""
+def read_state(registry: Registry, pool_id: str) -> PoolState:
+    """A pool's state; PoolNotFound (one line, with the path) if absent, refused or invalid."""
+    return read_state_file(registry, pool_id)[0]
+
+
+@dataclass
+class PoolScan:
+    """The valid pool states (oldest first) and the files in `pools/` that are not."""
+
+    states: list[PoolState]
+    problems: list[RegistryProblem]
+
+
+def scan_states(registry: Registry) -> PoolScan:
+    """Every valid, trusted pool state in the registry, plus the files that are not.
+
+    Never raises for a bad file; RegistryError if the registry or `pools/` is refused.
+    """
+    trust = pools_trust(registry)
+    if trust is None:
+        return PoolScan([], [])
     directory = registry.path / POOL_DIR
-    states = []
-    with contextlib.suppress(FileNotFoundError):
-        for path in sorted(directory.glob("*.json")):
-            with contextlib.suppress(OSError, ValueError):
-                states.append(PoolState.from_dict(json.loads(path.read_bytes())))
-    return sorted(states, key=lambda s: s.created_at)
+    states, problems = [], []
+    try:
+        with os.scandir(directory) as listing:
+            names = sorted(d.name for d in listing
+                           if d.name.endswith(".json") and not d.name.startswith("."))
+    except FileNotFoundError:
+        names = []
+    except OSError as exc:
+        raise RegistryError(f"cannot read {directory}: {exc.strerror}") from None
+    for name in names:
+        path = directory / name
+        try:
+            states.append(_parse_state(path, trust)[0])
+        except FileNotFoundError:
+            continue  # removed since the listing
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append(RegistryProblem(path, reason or "unreadable"))
+    return PoolScan(sorted(states, key=lambda s: s.created_at), problems)
+
+
+def list_states(registry: Registry) -> list[PoolState]:
+    """Every valid pool state in the registry, oldest first (files with problems skipped)."""
+    return scan_states(registry).states
 
 
 def request_stop(registry: Registry, pool_id: str) -> None:
@@ -212,24 +511,39 @@ def request_stop(registry: Registry, pool_id: str) -> None:
 
 
 def stop_requested(registry: Registry, pool_id: str) -> bool:
-    """Whether `nerschat pool stop` (or `Pool.stop`) asked for it."""
-    return stop_path(registry, pool_id).exists()
+    """Whether a trusted `pools/<id>.stop` exists (one lstat; a link or a FIFO is not one)."""
+    try:
+        st = os.lstat(stop_path(registry, pool_id))
+        trust = pools_trust(registry)
+    except (OSError, RegistryError):
+        return False
+    return (stat.S_ISREG(st.st_mode) and trust is not None
+            and trust.entry_problem(st) is None)
 
 
 def write_progress(registry: Registry, pool_id: str, done: int, total: int | None) -> None:
     """Record how many items the workflow served by the pool has finished (of `total`)."""
+    target = progress_path(registry, pool_id)
     pool_dir(registry)
     payload = json.dumps({"done": done, "total": total, "at": time.time()}).encode()
-    registry.write_file(progress_path(registry, pool_id), payload)
+    registry.write_file(target, payload)
 
 
 def read_progress(registry: Registry, pool_id: str) -> tuple[int, int | None] | None:
-    """`(done, total)` as last written, None when nobody reported progress."""
+    """`(done, total)` as last written.
+
+    None when nobody reported progress, or the file is refused or invalid.
+    """
     try:
-        data = json.loads(progress_path(registry, pool_id).read_bytes())
-        total = data.get("total")
-        return int(data["done"]), (int(total) if total is not None else None)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        trust = pools_trust(registry)
+        if trust is None:
+            return None
+        data, _ = read_json(progress_path(registry, pool_id), trust)
+        item = _object("progress", data)
+        total = item.get("total")
+        return (_count("done", item.get("done")),
+                None if total is None else _count("total", total))
+    except (OSError, ValueError, RegistryError):
         return None
 
 
@@ -246,13 +560,17 @@ def exit_reason(registry: Registry, member_id: str, limit: int = 16384) -> str |
     """
     from nerschat.pilot.pilot import GAVE_UP
 
+    if not is_safe_name(member_id):
+        return None
     path = registry.log_dir / f"{member_id}.log"
     try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, path.stat().st_size - limit))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
+        checked = registry.check()
+        if checked is None:
+            return None
+        raw, _ = read_file(path, checked[1], limit, tail=True)
+    except (OSError, ValueError, RegistryError):
         return None
+    text = raw.decode("utf-8", "replace")
     prefix = f"{GAVE_UP} {member_id}: "
     lines = [line for line in text.splitlines() if line.startswith(prefix)]
     return lines[-1][len(prefix):].strip()[:300] or None if lines else None

@@ -1,10 +1,16 @@
-"""One sharded, resumable, streaming run: plan → run shards → merge.
+"""One sharded, resumable, streaming run: plan → run shards → merge, for every workflow.
 
-    OUT.parts/config.json              the task and its configuration (see `fingerprint`)
+    OUT.parts/config.json              the task and its configuration (see `check_config`)
     OUT.parts/input-RRR-SSSS.jsonl     the raw input lines given to shard SSSS of run RRR
     OUT.parts/results-RRR-SSSS.jsonl   {"h": item hash, "ok": bool, "r": result}, appended
     OUT                                 the merge: input order, each item once, atomic
     OUT.errors.jsonl                    invalid input lines, with --skip-invalid
+
+That is the default `Sink` (JSONL results: judge, run-batch); a task may bring its own (embed
+writes `.npy` shards into a directory, with its work directory inside it). A task may also
+read its own input format (`read`), route each item to a model (`route_model`), and send
+items in batches sized to each endpoint's limits (`packer` + `process_batch`); see
+`nerschat.workflows.dispatch` for how units go out.
 
 Memory stays bounded by the work in flight: the input is read as a stream (twice: once to
 validate and hash each line, once to copy the lines still to do into shard files); what is
@@ -28,7 +34,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +45,7 @@ from rich.markup import escape
 from nerschat.errors import UsageError
 from nerschat.registry import Endpoint, Registry
 from nerschat.workflows.atomic import OutputError, atomic_write, write_json
+from nerschat.workflows.dispatch import Packer, Unit, dispatch
 from nerschat.workflows.inputs import (
     InputError,
     decode_line,
@@ -46,7 +53,6 @@ from nerschat.workflows.inputs import (
     iter_lines,
     parse_line,
 )
-from nerschat.workflows.pace import AdaptiveLimit, drive
 from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
 
 RESULT_PREFIX = "results-"
@@ -72,14 +78,76 @@ def _id_hash(item_id: str) -> int:
                                           digest_size=8).digest(), "little")
 
 
+class Sink:
+    """Where a run's work and output go: JSONL results merged into one JSONL file."""
+
+    def workdir(self, output: Path) -> Path:
+        """The work directory of `output` (`OUT.parts/`)."""
+        return output.with_name(output.name + ".parts")
+
+    def errors_path(self, output: Path) -> Path:
+        """Where invalid input lines of `output`'s run go (`OUT.errors.jsonl`)."""
+        return output.with_name(output.stem + ".errors.jsonl")
+
+    def restart(self, output: Path) -> None:
+        """Forget earlier results of `output` (its work directory, merge and errors file)."""
+        shutil.rmtree(self.workdir(output), ignore_errors=True)
+        for path in (output, self.errors_path(output)):
+            path.unlink(missing_ok=True)
+
+    def work_shards(self, total: int, requested: int | None) -> int:
+        """How many shards to plan for `total` valid items when `requested` (None: default)."""
+        return requested or 1
+
+    def prepare(self, shards: list[tuple[Path, Path]], fresh: bool, output: Path,
+                config: dict[str, Any]) -> None:
+        """Called before shards run in this process; `fresh`: every item is to do."""
+
+    def shard_finished(self, shard_in: Path, results: Path) -> None:
+        """Called (in a thread) when every item of a shard run in this process has a result."""
+
+    def merge(self, workdir: Path, order: np.ndarray, output: Path,
+              config: dict[str, Any]) -> dict[str, int]:
+        """Write the result of each item hash in `order` to `output`, in that order, atomically.
+
+        Results are those in `workdir`. Returns counts: written, errors, missing. `config` is
+        the run's configuration.
+        """
+        return ResultIndex.build(workdir).merge(order, output)
+
+
+JSONL = Sink()
+
+
+def task_sink(task: ItemTask) -> Sink:
+    """The task's own sink, else JSONL results."""
+    sink = getattr(task, "sink", None)
+    return sink if isinstance(sink, Sink) else JSONL
+
+
 def parts_dir(output: Path) -> Path:
-    """The work directory of `output` (`OUT.parts/`)."""
-    return output.with_name(output.name + ".parts")
+    """The work directory of a JSONL `output` (`OUT.parts/`)."""
+    return JSONL.workdir(output)
 
 
 def errors_path(output: Path) -> Path:
-    """Where invalid input lines of `output`'s run go (`OUT.errors.jsonl`)."""
-    return output.with_name(output.stem + ".errors.jsonl")
+    """Where invalid input lines of a JSONL `output`'s run go (`OUT.errors.jsonl`)."""
+    return JSONL.errors_path(output)
+
+
+InputRecord = tuple[int, bytes, "InputError | None"]
+
+
+def task_records(task: ItemTask, path: Path) -> Iterator[InputRecord]:
+    """(number, raw line, error) of each input record: the task's own reader, else JSONL lines.
+
+    A reader turns other formats into JSON lines and reports what it cannot read as an
+    InputError; JSON lines are parsed by `task.parse`.
+    """
+    read = getattr(task, "read", None)
+    if callable(read):
+        return iter(read(path))
+    return ((number, raw, None) for number, raw in iter_lines(path))
 
 
 # -- what the core asks of a task (tasks written for the first protocol also work) -------
@@ -162,11 +230,9 @@ def stored_config(workdir: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def restart(output: Path) -> None:
-    """Forget earlier results of `output` (its parts directory, merge and errors file)."""
-    shutil.rmtree(parts_dir(output), ignore_errors=True)
-    for path in (output, errors_path(output)):
-        path.unlink(missing_ok=True)
+def restart(output: Path, task: ItemTask | None = None) -> None:
+    """Forget earlier results of `output` (of `task`'s sink; default JSONL)."""
+    (task_sink(task) if task is not None else JSONL).restart(output)
 
 
 # -- results files ----------------------------------------------------------------------
@@ -255,7 +321,12 @@ class ResultIndex:
     @classmethod
     def build(cls, workdir: Path) -> ResultIndex:
         """The index of every result file in `workdir` (empty if it does not exist)."""
-        files = sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl")) if workdir.is_dir() else []
+        return cls.of_files(sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl"))
+                            if workdir.is_dir() else [])
+
+    @classmethod
+    def of_files(cls, files: list[Path]) -> ResultIndex:
+        """The index of the result files `files` (later files win ties)."""
         collected = array.array("Q")
         for number, path in enumerate(files):
             for block_h, _ in _index_blocks(path, number):
@@ -288,33 +359,44 @@ class ResultIndex:
         pos = np.searchsorted(self.hashes, hashes).clip(0, len(self.hashes) - 1)
         return (self.hashes[pos] == hashes) & ((self.places[pos] & OK_BIT) != 0)
 
-    def merge(self, order: np.ndarray, output: Path, chunk: int = 65536) -> dict[str, int]:
-        """Write the result of each hash in `order` (input order) to `output`, atomically."""
-        counts = {"written": 0, "errors": 0, "missing": 0}
+    def bodies(self, order: np.ndarray, chunk: int = 65536
+               ) -> Iterator[tuple[bytes, bool] | None]:
+        """(result JSON, ok) of each hash in `order`, in that order (None: no result)."""
         handles: dict[int, IO[bytes]] = {}
         mask = (1 << FILE_SHIFT) - 1
         try:
-            with atomic_write(output, "wb") as out:
-                for start in range(0, len(order), chunk):
-                    part = order[start:start + chunk]
-                    if not len(self.hashes):
-                        counts["missing"] += len(part)
+            for start in range(0, len(order), chunk):
+                part = order[start:start + chunk]
+                if not len(self.hashes):
+                    yield from (None for _ in range(len(part)))
+                    continue
+                pos = np.searchsorted(self.hashes, part).clip(0, len(self.hashes) - 1)
+                found = self.hashes[pos] == part
+                for hit, place in zip(found.tolist(), self.places[pos].tolist()):
+                    if not hit:
+                        yield None
                         continue
-                    pos = np.searchsorted(self.hashes, part).clip(0, len(self.hashes) - 1)
-                    found = self.hashes[pos] == part
-                    counts["missing"] += int((~found).sum())
-                    for place in self.places[pos[found]].tolist():
-                        number = (place >> FILE_SHIFT) & 0x7FFFFF
-                        handle = handles.get(number)
-                        if handle is None:
-                            handle = handles[number] = open(self.files[number], "rb")  # noqa: SIM115
-                        handle.seek(place & mask)
-                        out.write(_result_body(handle.readline()) + b"\n")
-                        counts["written"] += 1
-                        counts["errors"] += not place >> 63
+                    number = (place >> FILE_SHIFT) & 0x7FFFFF
+                    handle = handles.get(number)
+                    if handle is None:
+                        handle = handles[number] = open(self.files[number], "rb")  # noqa: SIM115
+                    handle.seek(place & mask)
+                    yield _result_body(handle.readline()), bool(place >> 63)
         finally:
             for handle in handles.values():
                 handle.close()
+
+    def merge(self, order: np.ndarray, output: Path) -> dict[str, int]:
+        """Write the result of each hash in `order` (input order) to `output`, atomically."""
+        counts = {"written": 0, "errors": 0, "missing": 0}
+        with atomic_write(output, "wb") as out:
+            for found in self.bodies(order):
+                if found is None:
+                    counts["missing"] += 1
+                    continue
+                out.write(found[0] + b"\n")
+                counts["written"] += 1
+                counts["errors"] += not found[1]
         return counts
 
 
@@ -340,8 +422,10 @@ def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | 
     hashes = array.array("Q")
     ids = array.array("Q")
     invalid = 0
-    for number, raw in iter_lines(path):
+    for number, raw, error in task_records(task, path):
         try:
+            if error is not None:
+                raise error
             _, item = parse_line(path, number, raw, task.parse)
         except InputError as exc:
             if not skip_invalid:
@@ -364,12 +448,12 @@ def repeated(values: np.ndarray) -> set[int]:
     return set(values[1:][same].tolist())
 
 
-def _raw_lines(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw) of the lines whose numbers are in the sorted array `wanted`."""
+def _raw_lines(task: ItemTask, path: Path, wanted: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw) of the records whose numbers are in the sorted array `wanted`."""
     if not len(wanted):
         return
     i = 0
-    for number, raw in iter_lines(path):
+    for number, raw, _ in task_records(task, path):
         if number == wanted[i]:
             yield number, raw
             i += 1
@@ -377,11 +461,15 @@ def _raw_lines(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, bytes]]:
                 return
 
 
-def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_invalid: bool,
-         index: ResultIndex, run: int) -> Plan:
-    """Validate the whole input, then write the items not yet done into shard files."""
-    workdir = parts_dir(output)
-    errors_file = errors_path(output)
+def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
+         skip_invalid: bool, index: ResultIndex, run: int) -> Plan:
+    """Validate the whole input, then write the items not yet done into shard files.
+
+    `shards` is how many shard files (None: the sink's default for the number of items).
+    """
+    sink = task_sink(task)
+    workdir = sink.workdir(output)
+    errors_file = sink.errors_path(output)
     with contextlib.ExitStack() as stack:
         errors_out = stack.enter_context(atomic_write(errors_file)) if skip_invalid else None
         lines, hashes, id_hashes, invalid = _scan(task, input_path, skip_invalid, errors_out)
@@ -390,7 +478,7 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_in
         if repeats:
             first_seen: dict[str, int] = {}
             bad: list[int] = []
-            for number, raw in _raw_lines(input_path, lines):
+            for number, raw in _raw_lines(task, input_path, lines):
                 item_id = task.item_id(task.parse(decode_line(input_path, number, raw)))
                 if _id_hash(item_id) not in repeats:
                     continue
@@ -416,9 +504,9 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int, skip_in
     if not result.todo:
         return result
     workdir.mkdir(parents=True, exist_ok=True)
-    count = max(1, min(shards, result.todo))
+    count = max(1, min(sink.work_shards(len(hashes), shards), result.todo))
     bounds = np.linspace(0, result.todo, count + 1).astype(np.int64)
-    source = _raw_lines(input_path, todo_lines)
+    source = _raw_lines(task, input_path, todo_lines)
     for number in range(count):
         stem = f"{run:03d}-{number:04d}"
         shard_in = workdir / f"input-{stem}.jsonl"
@@ -449,19 +537,64 @@ def _shard_items(task: ItemTask, shard_in: Path, done: np.ndarray
         yield h, len(raw), task.parse(decode_line(shard_in, number, raw))
 
 
-def initial_limit(endpoints: list[Endpoint]) -> int:
-    """A starting point for the adaptive limit (requests in flight).
+def open_results(path: Path) -> IO[bytes]:
+    """`path` opened for appending, after cutting a torn last line (a killed writer's)."""
+    handle = open(path, "a+b")  # noqa: SIM115
+    size = handle.seek(0, os.SEEK_END)
+    if size:
+        tail = min(size, 1 << 20)
+        while True:
+            handle.seek(size - tail)
+            block = handle.read(tail)
+            cut = block.rfind(b"\n")
+            if cut >= 0 or tail == size:
+                keep = size - tail + cut + 1
+                break
+            tail = min(size, tail * 8)
+        if keep != size:
+            handle.truncate(keep)
+    handle.seek(0, os.SEEK_END)
+    return handle
 
-    Twice what the endpoints say they run (32 each if unknown), between 16 and 256; the limit
-    grows from there while the latency stays flat.
-    """
-    return max(16, min(256, 2 * sum(e.capacity or 32 for e in endpoints)))
+
+@dataclass
+class _Work:
+    """One item on its way: the results file it goes to, its hash, input bytes, the item."""
+
+    out: IO[bytes]
+    h: int
+    size: int
+    item: Any
+
+
+class _ItemPacker:
+    """The task's packer, given the items of the work on its way."""
+
+    def __init__(self, inner: Packer[Any]):
+        self.inner = inner
+
+    def add(self, work: _Work) -> bool:
+        return self.inner.add(work.item)
+
+
+def _quietly(hook: Callable[..., None], *args: Any) -> None:
+    """Run a sink's early hook; what fails there is done again by the final merge."""
+    with contextlib.suppress(Exception):
+        hook(*args)
+
+
+def _failed(task: ItemTask, item: Any, exc: BaseException) -> dict[str, Any]:
+    return error_result(task, item, f"{type(exc).__name__}: {exc}")
 
 
 async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
                            registry: str | None, timeout: float = 600.0,
                            in_flight: int | None = None) -> dict[str, Any]:
-    """Run the items of `shards` (one stream, pipelined) and append their results."""
+    """Run the items of `shards` (one stream, pipelined) and append their results.
+
+    Each unit (one item, or a batch of a task with a `packer`) goes to one endpoint, under
+    that endpoint's adaptive in-flight limit, or `in_flight` units in all when given.
+    """
     from nerschat.client.connect import aconnect, pool_of, routed_http_client
 
     started = time.monotonic()
@@ -475,36 +608,80 @@ async def run_shards_async(task: ItemTask, shards: list[tuple[Path, Path]], *,
     pool.refresh(force=True)
     ready = [load.endpoint for load in pool.loads()]
     lengths = [e.max_model_len for e in ready if e.max_model_len]
-    clients = Clients(client, http, max_model_len=min(lengths) if lengths else None)
-    limit: AdaptiveLimit | int = in_flight or AdaptiveLimit(initial=initial_limit(ready))
+    clients = Clients(client, http, max_model_len=min(lengths) if lengths else None,
+                      endpoints=ready)
     counts = {"items": 0, "errors": 0}
     writers: dict[Path, IO[bytes]] = {}
+    process_batch = getattr(task, "process_batch", None)
+    make_packer = getattr(task, "packer", None)
+    route = getattr(task, "route_model", None)
 
-    def stream() -> Iterator[tuple[IO[bytes], int, int, Any]]:
+    sink = task_sink(task)
+    pending: dict[IO[bytes], list[Any]] = {}  # writer -> [items not finished, all sent, shard]
+    finishing: list[asyncio.Future[None]] = []
+
+    def shard_done(out: IO[bytes]) -> None:
+        entry = pending[out]
+        if entry[0] == 0 and entry[1]:
+            finishing.append(asyncio.ensure_future(asyncio.to_thread(_quietly,
+                                                                     sink.shard_finished,
+                                                                     *entry[2])))
+
+    def stream() -> Iterator[_Work]:
         for shard_in, results in shards:
             done = done_hashes(results)
-            writers[results] = open(results, "ab")  # noqa: SIM115
+            out = writers[results] = open_results(results)
+            entry = pending[out] = [0, False, (shard_in, results)]
             for h, size, item in _shard_items(task, shard_in, done):
-                yield writers[results], h, size, item
+                entry[0] += 1
+                yield _Work(out, h, size, item)
+            entry[1] = True
+            shard_done(out)
 
-    async def handle(unit: tuple[IO[bytes], int, int, Any]) -> None:
-        out, h, _, item = unit
-        try:
-            result = await task.process(clients, item)
-        except Exception as exc:  # noqa: BLE001 - any failure is this item's error
-            result = error_result(task, item, f"{type(exc).__name__}: {exc}")
-        ok = result.get("error") is None
-        counts["items"] += 1
-        counts["errors"] += not ok
-        try:
-            out.write(result_line(h, ok, result))
-            out.flush()
-        except OSError as exc:
-            raise OutputError(f"{out.name}: cannot write ({exc.strerror or exc})") from None
+    async def results_of(unit: Unit[_Work]) -> list[dict[str, Any]]:
+        endpoint = unit.endpoint
+        if callable(process_batch):
+            try:
+                return list(await process_batch(clients, endpoint, [w.item for w in unit.work]))
+            except Exception as exc:  # noqa: BLE001 - any failure is these items' error
+                return [_failed(task, w.item, exc) for w in unit.work]
+        own = clients
+        if endpoint is not None and endpoint.max_model_len:
+            own = replace(clients, max_model_len=endpoint.max_model_len)
+        out = []
+        for w in unit.work:
+            try:
+                out.append(await task.process(own, w.item))
+            except Exception as exc:  # noqa: BLE001 - any failure is this item's error
+                out.append(_failed(task, w.item, exc))
+        return out
+
+    async def handle(unit: Unit[_Work]) -> None:
+        lines: dict[IO[bytes], list[bytes]] = {}
+        for w, result in zip(unit.work, await results_of(unit)):
+            ok = result.get("error") is None
+            counts["items"] += 1
+            counts["errors"] += not ok
+            lines.setdefault(w.out, []).append(result_line(w.h, ok, result))
+        for out, chunk in lines.items():
+            try:
+                out.write(b"".join(chunk))
+                out.flush()
+            except OSError as exc:
+                raise OutputError(f"{out.name}: cannot write ({exc.strerror or exc})") from None
+            pending[out][0] -= len(chunk)
+            shard_done(out)
+
+    def model_of(work: _Work) -> str | None:
+        return model if route is None else route(work.item)
 
     try:
-        await drive(stream(), handle, limit, size=lambda unit: unit[2],
-                    max_size=MAX_IN_FLIGHT_BYTES)
+        await dispatch(stream(), handle, pool, model_of=model_of,
+                       packer=(lambda endpoint: _ItemPacker(make_packer(endpoint)))
+                       if callable(make_packer) else None,
+                       in_flight=in_flight, size=lambda w: w.size,
+                       max_size=MAX_IN_FLIGHT_BYTES)
+        await asyncio.gather(*finishing)
     finally:
         for out in writers.values():
             with contextlib.suppress(OSError):
@@ -609,9 +786,10 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
     input_path, output_path = Path(input_path), Path(output_path)
     console = console or Console(stderr=True)
     runner = runner or ShardRunner()
-    workdir = parts_dir(output_path)
+    sink = task_sink(task)
+    workdir = sink.workdir(output_path)
     if restart_run:
-        restart(output_path)
+        sink.restart(output_path)
     if model is not None:
         task.bind_model(model)
     check_config(workdir, output_path, task_config(task))
@@ -621,12 +799,12 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
             task.bind_model(previous)  # checked against what is served below
     index = ResultIndex.build(workdir)
     started = time.monotonic()
-    work = plan(task, input_path, output_path, shards=shards or 1, skip_invalid=skip_invalid,
+    work = plan(task, input_path, output_path, shards=shards, skip_invalid=skip_invalid,
                 index=index, run=next_run(workdir))
     del index
     if work.invalid:
         console.print(f"[yellow]{work.invalid} invalid line(s) skipped[/]; see "
-                      f"{escape(str(errors_path(output_path)))}", highlight=False)
+                      f"{escape(str(sink.errors_path(output_path)))}", highlight=False)
     results: list[dict[str, Any]] = []
     if work.todo:
         reg = Registry.of(registry)
@@ -636,16 +814,22 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
         if task_model(task) is None and task.needs_model():
             task.bind_model(only_model(ready))
         check_config(workdir, output_path, task_config(task))
+        check = getattr(task, "check_endpoints", None)
+        if callable(check):
+            check([e for e in ready if task_model(task) in (None, e.model)])
         write_json(workdir / "config.json", task_config(task))
+        if not runner.uses_parsl:
+            sink.prepare(work.shards, work.todo == len(work.order), output_path,
+                         task_config(task))
         with RunProgress(console, f"{task.name} {input_path.name}", work.todo,
                          [out for _, out in work.shards], reg, task_model(task), kind,
-                         enabled=show_progress):
+                         enabled=show_progress, unit=getattr(task, "unit", "items")):
             results = runner.run(task, work.shards, registry=str(reg.path),
                                  in_flight=in_flight, timeout=timeout)
     elif not (workdir / "config.json").exists() and task_model(task) is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / "config.json", task_config(task))
-    merged = ResultIndex.build(workdir).merge(work.order, output_path)
+    merged = sink.merge(workdir, work.order, output_path, task_config(task))
     return RunReport(total=len(work.order), skipped_done=len(work.order) - work.todo,
                      invalid=work.invalid, processed=work.todo,
                      seconds=time.monotonic() - started, merged=merged, output=output_path,

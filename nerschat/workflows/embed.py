@@ -1,61 +1,60 @@
-"""Embedding a corpus: batched to each endpoint's limits, sharded, resumable, streaming.
+"""Embedding a corpus: the embed task and the `.npy` sink of the workflow core.
 
     OUTDIR/shard-00000.npy        float32 [n, dim], rows in input order; NaN rows for
-                                  documents the server rejected (see manifest "errors")
-    OUTDIR/shard-00000.ids.jsonl  the n ids, one JSON string per line
-    OUTDIR/shard-00000.json       the shard's summary, written last (the shard is done)
+                                  documents that failed (see manifest "errors")
+    OUTDIR/shard-00000.ids.jsonl  the n ids, one JSON string per line (ASCII escapes)
+    OUTDIR/shard-00000.json       the shard's summary, written last
     OUTDIR/manifest.json          model, dimension, count, errors, shards + sha256
-    OUTDIR/.work/                 configuration, shard inputs, progress
+    OUTDIR/.work/                 the core's work directory (configuration, shards, results)
+    OUTDIR/invalid.jsonl          invalid documents, with --skip-invalid
 
-The plan, configuration check and progress are those of the item workflows
-(`nerschat.workflows.core`): the configuration (model, prompt name, prefix, truncation) is
-fingerprinted, and each shard records a digest of its documents, so a rerun keeps exactly
-the shards whose documents are unchanged and recomputes the others.
+Plan, run and merge are those of every workflow (`nerschat.workflows.core`): the input is
+read as a stream and validated before anything is sent, each document is known by a hash of
+its record, the configuration (model, prompt name, prefix, truncation, fields) is
+fingerprinted, and a rerun embeds only the documents without a vector. The merge writes the
+shards in input order, keeping a shard file whose documents and configuration are unchanged.
 
-Batching follows the limits the endpoints advertise in the registry (`api`,
-`max_batch_size`, `max_batch_tokens`, `max_input_tokens`; the smallest over the replicas, so
-every request fits whichever replica it goes to), and bodies stay under TEI's 2 MB. Texts
-longer than any model takes are cut on the client (counted as truncated); a request the
-server still rejects as too large (HTTP 413/422, or 400 naming the length) is split until the
-one document is isolated, which is then truncated by the server or, with `truncate=False`,
-recorded as that document's error.
+Batches are sized to the limits of the endpoint each one goes to (`api`, `max_batch_size`,
+`max_batch_tokens`, `max_input_tokens` of its registry entry), and bodies stay under TEI's
+2 MB. Texts longer than the model takes are cut on the client (counted as truncated); a
+request the server still rejects as too large (HTTP 413/422, or 400 naming the length) is
+split until the one document is isolated, which is then truncated by the server or, with
+`truncate=False`, recorded as that document's error.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import base64
+import binascii
 import hashlib
 import json
 import math
 import os
 import random
-import time
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx2
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 
 from nerschat.errors import FailureError, UsageError
-from nerschat.registry import Endpoint, Registry
+from nerschat.registry import Endpoint
 from nerschat.workflows.atomic import atomic_write, write_json
-from nerschat.workflows.core import check_config, initial_limit, repeated
-from nerschat.workflows.corpus import Document, iter_corpus
-from nerschat.workflows.inputs import InputError, invalid_line
-from nerschat.workflows.pace import AdaptiveLimit, drive
+from nerschat.workflows.core import ResultIndex, ShardRunner, Sink, item_hash, run_items
+from nerschat.workflows.corpus import Document, Record, corpus_records, parse_document
+from nerschat.workflows.inputs import iter_lines
+from nerschat.workflows.tasks import Clients
 
 BODY_LIMIT = 1_800_000  # bytes of text per request, under TEI's 2 MB body limit
 CHARS_PER_TOKEN = 3  # conservative estimate for token budgets
 MAX_CHARS_PER_TOKEN = 16  # a text longer than this many characters per token is cut
 DEFAULT_BATCH = 64
 DEFAULT_SHARD_SIZE = 4096
-MAX_IN_FLIGHT_PER_ENDPOINT = 128  # batches; bounds the texts and vectors held at once
 ATTEMPTS = 3
 
 
@@ -90,7 +89,7 @@ class EmbedOptions:
 
 @dataclass
 class ServerLimits:
-    """How much one request may carry: the smallest limits over the ready replicas."""
+    """How much one request to one endpoint may carry."""
 
     api: str  # "tei" (/embed) or "openai" (/v1/embeddings)
     batch_size: int
@@ -98,39 +97,65 @@ class ServerLimits:
     max_batch_tokens: int | None
 
     @classmethod
-    def of(cls, endpoints: list[Endpoint]) -> ServerLimits:
-        """From the registry entries (filled by each pilot from its engine)."""
-        if not endpoints:
-            raise EmbedError("no ready embedding endpoint")
-        apis = {e.api or "openai" for e in endpoints}
-        api = "tei" if apis == {"tei"} else "openai"
+    def of(cls, endpoint: Endpoint) -> ServerLimits:
+        """The limits one endpoint advertises in its registry entry (filled by its pilot)."""
+        return cls(endpoint.api or "openai", endpoint.max_batch_size or DEFAULT_BATCH,
+                   endpoint.max_input_tokens or endpoint.max_model_len,
+                   endpoint.max_batch_tokens)
 
-        def smallest(values: list[int | None]) -> int | None:
+    @classmethod
+    def smallest(cls, endpoints: list[Endpoint]) -> ServerLimits:
+        """Limits every one of `endpoints` takes (for work not sent to a known endpoint)."""
+        if not endpoints:
+            return cls("openai", DEFAULT_BATCH, None, None)
+        each = [cls.of(e) for e in endpoints]
+
+        def least(values: list[int | None]) -> int | None:
             known = [v for v in values if v]
             return min(known) if known else None
 
-        return cls(api, smallest([e.max_batch_size for e in endpoints]) or DEFAULT_BATCH,
-                   smallest([e.max_input_tokens or e.max_model_len for e in endpoints]),
-                   smallest([e.max_batch_tokens for e in endpoints]))
+        return cls("tei" if all(x.api == "tei" for x in each) else "openai",
+                   min(x.batch_size for x in each),
+                   least([x.max_input_tokens for x in each]),
+                   least([x.max_batch_tokens for x in each]))
+
+
+class BatchPacker:
+    """Fills one request for one endpoint: count, estimated tokens and body bytes."""
+
+    def __init__(self, limits: ServerLimits, batch_size: int | None = None):
+        self.limits = limits
+        self.cap = min(batch_size or limits.batch_size, limits.batch_size)
+        self.count = self.size = self.tokens = 0
+
+    def add(self, doc: Document) -> bool:
+        """Take `doc` if the request still has room for it (the first is always taken)."""
+        text = doc.text
+        length = len(text) if len(text) * 4 <= BODY_LIMIT else len(text.encode("utf-8", "replace"))
+        estimate = len(text) // CHARS_PER_TOKEN + 1
+        if self.limits.max_input_tokens:
+            estimate = min(estimate, self.limits.max_input_tokens)
+        if self.count and (self.count >= self.cap or self.size + length > BODY_LIMIT
+                           or (self.limits.max_batch_tokens is not None
+                               and self.tokens + estimate > self.limits.max_batch_tokens)):
+            return False
+        self.count += 1
+        self.size += length
+        self.tokens += estimate
+        return True
 
 
 def plan_batches(texts: list[str], limits: ServerLimits, batch_size: int | None) -> list[range]:
-    """Consecutive index ranges that respect count, estimated tokens and body size."""
-    cap = min(batch_size or limits.batch_size, limits.batch_size)
-    batches, start, size, tokens = [], 0, 0, 0
+    """Consecutive index ranges of `texts` that one endpoint with `limits` takes per request."""
+    batches: list[range] = []
+    start = 0
+    packer = BatchPacker(limits, batch_size)
     for i, text in enumerate(texts):
-        length = len(text.encode("utf-8", "replace"))
-        estimate = len(text) // CHARS_PER_TOKEN + 1
-        if limits.max_input_tokens:
-            estimate = min(estimate, limits.max_input_tokens)
-        full = (i - start >= cap or size + length > BODY_LIMIT
-                or (limits.max_batch_tokens is not None
-                    and tokens + estimate > limits.max_batch_tokens))
-        if i > start and full:
+        if not packer.add(Document("", text)):
             batches.append(range(start, i))
-            start, size, tokens = i, 0, 0
-        size += length
-        tokens += estimate
+            start = i
+            packer = BatchPacker(limits, batch_size)
+            packer.add(Document("", text))
     if start < len(texts):
         batches.append(range(start, len(texts)))
     return batches
@@ -152,9 +177,9 @@ def _cut(text: str, max_bytes: int) -> str:
 
 @dataclass
 class BatchOutcome:
-    """Rows of one batch (None: the document's error is in `errors`)."""
+    """Rows of one batch: base64 float32 vectors (None: the document's error is in `errors`)."""
 
-    rows: list[np.ndarray | None]
+    rows: list[str | None]
     tokens: int = 0
     truncated_at: set[int] = field(default_factory=set)  # indexes in batch, each counted once
     errors: dict[int, str] = field(default_factory=dict)  # index in batch -> error
@@ -170,7 +195,12 @@ class Embedder:
 
     def __init__(self, http: httpx2.AsyncClient, limits: ServerLimits, options: EmbedOptions,
                  model: str):
+        """Requests to endpoints with `limits` through `http` (routed).
+
+        Raises EmbedError for a prompt name on an engine without TEI's /embed.
+        """
         self.http = http
+        self.endpoint: Endpoint | None = None
         self.limits = limits
         self.options = options
         self.model = model
@@ -206,23 +236,27 @@ class Embedder:
                 await asyncio.sleep(0.5 * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
         raise EmbedError(f"embedding request failed {ATTEMPTS} times: {error}")
 
-    def _decode(self, response: httpx2.Response, count: int) -> tuple[list[np.ndarray], int]:
+    def _decode(self, response: httpx2.Response, count: int) -> tuple[list[str], int]:
+        """(base64 float32 vectors, prompt tokens) of a reply; EmbedError if it is not one."""
         try:
             payload = response.json()
             if self.limits.api == "tei":
-                rows = [np.asarray(r, dtype=np.float32) for r in payload]
+                rows = [base64.b64encode(np.asarray(r, dtype=np.float32).tobytes()).decode()
+                        for r in payload if isinstance(r, list) and r]
                 tokens = 0
             else:
                 data = sorted(payload["data"], key=lambda d: d["index"])
-                rows = [np.frombuffer(base64.b64decode(d["embedding"]), dtype=np.float32)
-                        for d in data]
+                rows = [d["embedding"] if isinstance(d["embedding"], str) else
+                        base64.b64encode(np.asarray(d["embedding"], dtype=np.float32).tobytes()
+                                         ).decode() for d in data]
                 tokens = int((payload.get("usage") or {}).get("prompt_tokens") or 0)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            width = len(base64.b64decode(rows[0], validate=True)) if rows else 0
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise EmbedError(f"reply is not an embedding list ({type(exc).__name__}: "
                              f"{str(exc)[:100]})") from None
-        if len(rows) != count or len({r.shape for r in rows}) > 1 or rows[0].ndim != 1:
-            raise EmbedError(f"reply has {len(rows)} vectors of shapes "
-                             f"{sorted({r.shape for r in rows})[:2]} for {count} texts")
+        if len(rows) != count or not width or width % 4 or len({len(r) for r in rows}) > 1:
+            raise EmbedError(f"reply has {len(rows)} vectors of {sorted({len(r) for r in rows})[:2]}"
+                             f" base64 characters for {count} texts")
         return rows, tokens
 
     async def _isolate(self, texts: list[str], outcome: BatchOutcome, offset: int) -> None:
@@ -284,269 +318,366 @@ class Embedder:
         return outcome
 
 
-# -- shard files --------------------------------------------------------------------------
+# -- the task -------------------------------------------------------------------------------
+
+class EmbedTask:
+    """Documents to vectors, in batches sized to the endpoint each batch goes to."""
+
+    name: str = "embed"
+    key: str = "id"
+    kind: str | None = "embedding"
+    unit: str = "texts"
+
+    def __init__(self, options: EmbedOptions | None = None, *, id_field: str = "id",
+                 text_field: str = "text", shards: int | None = None):
+        self.options = options or EmbedOptions()
+        self.id_field, self.text_field = id_field, text_field
+        self.sink = NpySink(shards)
+        self._embedders: dict[str | None, Embedder] = {}
+
+    @property
+    def model(self) -> str | None:
+        """The embedding model (None until named or bound)."""
+        return self.options.model
+
+    def read(self, path: Path) -> Iterator[Record]:
+        """The corpus at `path` (JSONL, a directory of text files, Parquet) as records."""
+        return corpus_records(path, id_field=self.id_field, text_field=self.text_field)
+
+    def parse(self, record: dict[str, Any]) -> Document:
+        """A Document from one record; FieldError for a missing, non-string or empty field."""
+        return parse_document(record, self.id_field, self.text_field)
+
+    def item_id(self, item: Document) -> str:
+        """The document's id."""
+        return item.id
+
+    def packer(self, endpoint: Endpoint | None) -> BatchPacker:
+        """A batch for `endpoint`'s limits (None: not pinned; the defaults)."""
+        limits = ServerLimits.of(endpoint) if endpoint is not None else ServerLimits.smallest([])
+        return BatchPacker(limits, self.options.batch_size)
+
+    def check_endpoints(self, ready: list[Endpoint]) -> None:
+        """EmbedError if a prompt name is asked of endpoints without TEI's /embed."""
+        if self.options.prompt_name and any((e.api or "openai") != "tei" for e in ready):
+            raise EmbedError("prompt names need TEI's /embed; this engine has none: use --prefix")
+
+    def _embedder(self, clients: Clients, endpoint: Endpoint | None) -> Embedder:
+        key = endpoint.id if endpoint is not None else None
+        embedder = self._embedders.get(key)
+        if embedder is None or (endpoint is not None and embedder.endpoint != endpoint):
+            limits = ServerLimits.of(endpoint) if endpoint is not None else \
+                ServerLimits.smallest(clients.endpoints)
+            embedder = Embedder(clients.http, limits, self.options, self.options.model or "")
+            embedder.endpoint = endpoint
+            self._embedders[key] = embedder
+        return embedder
+
+    async def process_batch(self, clients: Clients, endpoint: Endpoint | None,
+                            docs: list[Document]) -> list[dict[str, Any]]:
+        """One result per document, in order.
+
+        `{"id", "error": None, "truncated", "tokens", "v"}` with `v` the base64 float32
+        vector, or `{"id", "error": reason}`.
+        """
+        outcome = await self._embedder(clients, endpoint).embed([d.text for d in docs])
+        share, extra = divmod(outcome.tokens, len(docs))
+        results: list[dict[str, Any]] = []
+        for i, doc in enumerate(docs):
+            row = outcome.rows[i]
+            if i in outcome.errors or row is None:
+                results.append({"id": doc.id, "error": outcome.errors.get(i, "no vector")})
+                continue
+            results.append({"id": doc.id, "error": None, "truncated": i in outcome.truncated_at,
+                            "tokens": share + (extra if i == 0 else 0), "v": row})
+        return results
+
+    async def process(self, clients: Clients, item: Document) -> dict[str, Any]:
+        """One document alone (the core sends batches through `process_batch`)."""
+        return (await self.process_batch(clients, None, [item]))[0]
+
+    def error_result(self, item: Document, message: str) -> dict[str, Any]:
+        """The result of a document whose batch failed with `message`."""
+        return {"id": item.id, "error": message}
+
+    def config(self) -> dict[str, Any]:
+        """What the vectors depend on: the options' fingerprint and the input fields."""
+        return {**self.options.config(), "id_field": self.id_field,
+                "text_field": self.text_field}
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"task": "embed", "options": ...}`; `from_dict` rebuilds it on a Parsl worker."""
+        return {"task": self.name, "options": asdict(self.options), "id_field": self.id_field,
+                "text_field": self.text_field, "shards": self.sink.shards}
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> EmbedTask:
+        """The task `to_dict()` describes."""
+        return cls(EmbedOptions(**spec["options"]), id_field=spec.get("id_field", "id"),
+                   text_field=spec.get("text_field", "text"), shards=spec.get("shards"))
+
+    def needs_model(self) -> bool:
+        """Always True: every request names one embedding model."""
+        return True
+
+    def bind_model(self, model: str) -> None:
+        """Name the served model every request asks for."""
+        self.options.model = model
+
+
+# -- the sink: .npy shards ----------------------------------------------------------------
 
 def shard_files(outdir: Path, shard: int) -> tuple[Path, Path, Path]:
-    """The vectors (`.npy`), ids (`.ids.jsonl`) and manifest (`.json`) paths of shard `shard`."""
+    """The vectors (`.npy`), ids (`.ids.jsonl`) and summary (`.json`) paths of shard `shard`."""
     stem = f"shard-{shard:05d}"
     return outdir / f"{stem}.npy", outdir / f"{stem}.ids.jsonl", outdir / f"{stem}.json"
 
 
-def _save(path: Path, writer: Any) -> str:
-    digest = hashlib.sha256()
-    with atomic_write(path, "wb") as handle:
-        writer(handle)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class _Hashing:
+    """A binary handle that also computes the sha256 of what is written."""
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
 
 
-def write_shard(outdir: Path, shard: int, ids: list[str], rows: list[np.ndarray | None],
-                summary: dict[str, Any]) -> dict[str, Any]:
-    """Write one shard's vectors, ids and (last) summary; returns the summary."""
+@dataclass
+class _ShardTotals:
+    tokens: int = 0
+    truncated: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    normalized: bool = True
+
+
+class NpySink(Sink):
+    """Vectors into `.npy` shards of OUTDIR, in input order, with ids and a manifest.
+
+    `shards`: how many shard files (None: one per DEFAULT_SHARD_SIZE documents).
+    """
+
+    def __init__(self, shards: int | None = None):
+        self.shards = shards
+
+    def workdir(self, output: Path) -> Path:
+        """`OUTDIR/.work`."""
+        return output / ".work"
+
+    def errors_path(self, output: Path) -> Path:
+        """`OUTDIR/invalid.jsonl`."""
+        return output / "invalid.jsonl"
+
+    def restart(self, output: Path) -> None:
+        """Remove OUTDIR and everything in it."""
+        shutil.rmtree(output, ignore_errors=True)
+
+    def count(self, total: int) -> int:
+        """How many shard files `total` documents make."""
+        return max(1, min(total, self.shards or math.ceil(total / DEFAULT_SHARD_SIZE)))
+
+    def work_shards(self, total: int, requested: int | None) -> int:
+        """As many shards to run as shard files to write (unless asked otherwise)."""
+        return requested or self.count(total)
+
+    def prepare(self, shards: list[tuple[Path, Path]], fresh: bool, output: Path,
+                config: dict[str, Any]) -> None:
+        """Write shard files while the run goes on, when that is possible.
+
+        When every document is to do, work shards match shard files one to one, so each
+        shard file is written as soon as its work shard finishes.
+        """
+        self._early: dict[Path, tuple[int, Path, bytes]] = {}
+        if fresh and shards:
+            fingerprint = json.dumps(config, sort_keys=True).encode()
+            self._early = {shard_in: (n, output, fingerprint)
+                           for n, (shard_in, _) in enumerate(shards)}
+
+    def shard_finished(self, shard_in: Path, results: Path) -> None:
+        """Write the shard file of a finished work shard (see `prepare`).
+
+        The final merge keeps it when its documents and configuration match, else writes it
+        again.
+        """
+        early = getattr(self, "_early", {}).get(shard_in)
+        if early is None:
+            return
+        number, output, fingerprint = early
+        part = np.array([item_hash(raw) for _, raw in iter_lines(shard_in)], dtype=np.uint64)
+        index = ResultIndex.of_files([results])
+        dimension = _dimension(index)
+        if not dimension or not index.done(part).all():
+            return
+        digest = hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
+        config = json.loads(fingerprint)
+        _write_shard(output, number, index.bodies(part), len(part), dimension,
+                     {"digest": digest, "model": config.get("model")})
+
+    def merge(self, workdir: Path, order: np.ndarray, output: Path,
+              config: dict[str, Any]) -> dict[str, int]:
+        """Write the shards (unchanged ones kept) and the manifest; PlanMismatch if empty."""
+        total = len(order)
+        if not total:
+            raise PlanMismatch(f"no documents to embed into {output}")
+        count = self.count(total)
+        bounds = np.linspace(0, total, count + 1).astype(np.int64)
+        fingerprint = json.dumps(config, sort_keys=True).encode()
+        parts = [order[bounds[n]:bounds[n + 1]] for n in range(count)]
+        digests = [hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
+                   for part in parts]
+        summaries: list[dict[str, Any] | None] = [
+            _kept_shard(output, n, digest) for n, digest in enumerate(digests)]
+        widths = {s["dimension"] for s in summaries if s is not None}
+        if None in summaries or len(widths) > 1:
+            index = ResultIndex.build(workdir)
+            dimension = _dimension(index)
+            for n, part in enumerate(parts):
+                kept = summaries[n]
+                if kept is None or kept["dimension"] != dimension:
+                    summaries[n] = _write_shard(output, n, index.bodies(part), len(part),
+                                                dimension,
+                                                {"digest": digests[n],
+                                                 "model": config.get("model")})
+        for stale in output.glob("shard-*.json"):
+            number = stale.stem.split("-")[1]
+            if number.isdigit() and int(number) >= count:
+                for path in shard_files(output, int(number)):
+                    path.unlink(missing_ok=True)
+        manifest = _write_manifest(output, [s for s in summaries if s is not None], config)
+        return {"written": total - len(manifest["errors"]), "errors": len(manifest["errors"]),
+                "missing": 0}
+
+
+def _dimension(index: ResultIndex) -> int:
+    """The width of the vectors found (0 if every document failed)."""
+    found = np.flatnonzero(index.ok)
+    if not len(found):
+        return 0
+    for body in index.bodies(index.hashes[found[:1]]):
+        if body is not None:
+            return len(base64.b64decode(json.loads(body[0])["v"])) // 4
+    return 0
+
+
+def _kept_shard(outdir: Path, shard: int, digest: str) -> dict[str, Any] | None:
+    """The summary of an existing shard with these documents, configuration and no errors."""
+    try:
+        summary = json.loads(shard_files(outdir, shard)[2].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("digest") != digest \
+            or summary.get("errors") or not summary.get("dimension"):
+        return None
+    return summary
+
+
+VECTOR_FIELD = b', "v": "'
+"""How the vector field (base64, so without quotes) of an embed result line begins."""
+
+
+def _write_shard(outdir: Path, shard: int, bodies: Iterator[tuple[bytes, bool] | None],
+                 count: int, dimension: int, summary: dict[str, Any],
+                 chunk: int = 4096) -> dict[str, Any]:
+    """Write one shard's vectors and ids (streamed in chunks, atomically), then its summary."""
     vectors_path, ids_path, meta_path = shard_files(outdir, shard)
-    dim = next((r.shape[0] for r in rows if r is not None), 0)
-    matrix = np.full((len(rows), dim), np.nan, dtype=np.float32)
-    for i, row in enumerate(rows):
-        if row is not None:
-            matrix[i] = row
-    good = matrix[~np.isnan(matrix).any(axis=1)] if dim else matrix[:0]
-    norms = np.linalg.norm(good, axis=1) if len(good) else np.ones(0)
+    totals = _ShardTotals()
+    header = {"descr": "<f4", "fortran_order": False, "shape": (count, dimension)}
+    with atomic_write(vectors_path, "wb") as raw_vectors, atomic_write(ids_path, "wb") as raw_ids:
+        vectors, ids = _Hashing(raw_vectors), _Hashing(raw_ids)
+        np.lib.format.write_array_header_1_0(vectors, header)
+        id_lines: list[bytes] = []
+        rows: list[bytes | None] = []
+        for number, found in enumerate(bodies):
+            if found is None:
+                raise EmbedError(f"{outdir}: document #{number} of shard {shard} has no "
+                                 "result (a shard did not finish): rerun to compute it")
+            body, ok = found
+            cut = body.rfind(VECTOR_FIELD) if ok else -1
+            if cut >= 0:  # the vector is sliced out, not parsed
+                start = cut + len(VECTOR_FIELD)
+                end = body.index(b'"', start)
+                head = json.loads((body[:cut] + body[end + 1:]).decode("utf-8",
+                                                                       "surrogateescape"))
+                rows.append(body[start:end])
+                totals.tokens += int(head.get("tokens") or 0)
+                totals.truncated += bool(head.get("truncated"))
+            else:
+                head = json.loads(body)
+                rows.append(None)
+                totals.errors[head["id"]] = str(head.get("error"))
+            id_lines.append(json.dumps(head["id"]).encode("ascii") + b"\n")
+            if len(rows) == chunk:
+                _flush(vectors, ids, rows, id_lines, dimension, totals)
+        _flush(vectors, ids, rows, id_lines, dimension, totals)
     summary.update({
-        "shard": shard, "count": len(ids), "dimension": dim,
+        "shard": shard, "count": count, "dimension": dimension,
         "vectors": vectors_path.name, "ids": ids_path.name,
-        "sha256": _save(vectors_path, lambda h: np.save(h, matrix)),
-        "ids_sha256": _save(ids_path, lambda h: h.writelines(
-            json.dumps(i).encode("ascii") + b"\n" for i in ids)),
-        "normalized": bool(len(norms) and np.allclose(norms, 1.0, atol=1e-3)),
+        "sha256": vectors.digest.hexdigest(), "ids_sha256": ids.digest.hexdigest(),
+        "normalized": totals.normalized, "tokens": totals.tokens,
+        "truncated": totals.truncated, "errors": totals.errors,
     })
     write_json(meta_path, summary)  # the shard counts as finished from here on
     return summary
 
 
-@dataclass
-class _OpenShard:
-    number: int
-    digest: str
-    ids: list[str]
-    texts: list[str]
-    rows: list[np.ndarray | None]
-    batches: int
-    started: float
-    tokens: int = 0
-    truncated: int = 0
-    errors: dict[str, str] = field(default_factory=dict)
+def _flush(vectors: _Hashing, ids: _Hashing, rows: list[bytes | None], id_lines: list[bytes],
+           dimension: int, totals: _ShardTotals) -> None:
+    """Write a chunk of rows (base64 float32, None: NaN) and their ids; empties both lists."""
+    block = np.full((len(rows), dimension), np.nan, dtype=np.float32)
+    good = [i for i, row in enumerate(rows) if row is not None]
+    if good and dimension:
+        width = 4 * dimension
+        if not (width % 3) and all(len(rows[i]) == width // 3 * 4 for i in good):  # type: ignore[arg-type]
+            data = base64.b64decode(b"".join(rows[i] for i in good))  # type: ignore[misc]
+            block[good] = np.frombuffer(data, dtype=np.float32).reshape(len(good), dimension)
+        else:  # padded or odd widths: one at a time
+            for i in good:
+                row = np.frombuffer(base64.b64decode(rows[i]), dtype=np.float32)  # type: ignore[arg-type]
+                if row.shape != (dimension,):
+                    raise EmbedError(f"a vector of width {row.shape[0]} among vectors of "
+                                     f"width {dimension}: rerun with --restart")
+                block[i] = row
+        norms = np.linalg.norm(block[good], axis=1)
+        if not np.allclose(norms, 1.0, atol=1e-3):
+            totals.normalized = False
+    vectors.write(block.tobytes())
+    ids.write(b"".join(id_lines))
+    rows.clear()
+    id_lines.clear()
 
 
-def _read_shard_input(path: Path) -> tuple[list[str], list[str]]:
-    ids, texts = [], []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            ids.append(doc["id"])
-            texts.append(doc["text"])
-    return ids, texts
+def _write_manifest(outdir: Path, summaries: list[dict[str, Any]], config: dict[str, Any]
+                    ) -> dict[str, Any]:
+    (outdir / "all.npy").unlink(missing_ok=True)  # made from an earlier set of shards
+    manifest = {
+        "model": config.get("model"),
+        "dimension": max(s["dimension"] for s in summaries),
+        "count": sum(s["count"] for s in summaries),
+        "dtype": "float32",
+        "normalized": all(s["normalized"] for s in summaries if s["count"]),
+        "prompt_name": config.get("prompt_name"),
+        "prefix": config.get("prefix", ""),
+        "truncated": sum(s["truncated"] for s in summaries),
+        "errors": {k: v for s in summaries for k, v in s["errors"].items()},
+        "tokens": sum(s["tokens"] for s in summaries),
+        "shards": [{k: s[k] for k in ("shard", "count", "vectors", "ids", "sha256", "ids_sha256")}
+                   for s in summaries],
+    }
+    write_json(outdir / "manifest.json", manifest)
+    return manifest
 
 
-async def embed_shards_async(work: Path, outdir: Path, shards: list[tuple[int, str]], *,
-                             registry: str | None, options: EmbedOptions,
-                             timeout: float = 600.0, progress_path: Path | None = None
-                             ) -> list[dict[str, Any]]:
-    """Embed the given (shard number, digest) shards as one pipelined stream of batches."""
-    from nerschat.client.connect import make_pool, routed_http_client
-
-    pool = await asyncio.to_thread(make_pool, options.model,
-                                   "embedding" if options.model is None else None, registry,
-                                   timeout=timeout, wait=True, on_status=None,
-                                   refresh_interval=2.0)
-    http = routed_http_client(pool, timeout=timeout)
-    pool.refresh(force=True)
-    endpoints = [load.endpoint for load in pool.loads()]
-    limits = ServerLimits.of(endpoints)
-    model = options.model or endpoints[0].model
-    embedder = Embedder(http, limits, options, model)
-    maximum = MAX_IN_FLIGHT_PER_ENDPOINT * max(1, len(endpoints))
-    limit: AdaptiveLimit | int = options.in_flight or AdaptiveLimit(
-        initial=min(maximum, initial_limit(endpoints)), maximum=maximum)
-    summaries: list[dict[str, Any]] = []
-    progress = open(progress_path, "a", encoding="utf-8") if progress_path else None  # noqa: SIM115
-
-    def units() -> Iterator[tuple[_OpenShard, range]]:
-        for number, digest in shards:
-            ids, texts = _read_shard_input(work / f"input-{number:05d}.jsonl")
-            batches = plan_batches(texts, limits, options.batch_size)
-            shard = _OpenShard(number, digest, ids, texts, [None] * len(ids), len(batches),
-                               time.monotonic())
-            for batch in batches:
-                yield shard, batch
-
-    async def handle(unit: tuple[_OpenShard, range]) -> None:
-        shard, batch = unit
-        outcome = await embedder.embed(shard.texts[batch.start:batch.stop])
-        shard.rows[batch.start:batch.stop] = outcome.rows
-        shard.tokens += outcome.tokens
-        shard.truncated += outcome.truncated
-        for i, message in outcome.errors.items():
-            shard.errors[shard.ids[batch.start + i]] = message
-        if progress is not None:
-            progress.write(json.dumps({"n": len(batch), "tokens": outcome.tokens,
-                                       "errors": len(outcome.errors)}) + "\n")
-            progress.flush()
-        shard.batches -= 1
-        if shard.batches == 0:
-            summaries.append(write_shard(outdir, shard.number, shard.ids, shard.rows, {
-                "digest": shard.digest, "tokens": shard.tokens, "truncated": shard.truncated,
-                "errors": shard.errors, "model": model,
-                "seconds": round(time.monotonic() - shard.started, 3)}))
-            shard.texts, shard.rows = [], []
-
-    try:
-        await drive(units(), handle, limit)
-    finally:
-        if progress is not None:
-            progress.close()
-        await http.aclose()
-    return summaries
-
-
-def embed_shard(work: str, outdir: str, shards: list[tuple[int, str]], registry: str | None,
-                options: dict[str, Any], timeout: float = 600.0,
-                progress_path: str | None = None) -> list[dict[str, Any]]:
-    """Synchronous entry point: the body of the Parsl client app."""
-    return asyncio.run(embed_shards_async(
-        Path(work), Path(outdir), [(int(n), str(d)) for n, d in shards], registry=registry,
-        options=EmbedOptions(**options), timeout=timeout,
-        progress_path=Path(progress_path) if progress_path else None))
-
-
-# -- plan, run, manifest --------------------------------------------------------------------
-
-def _doc_hash(doc: Document) -> int:
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(doc.id.encode("utf-8"))
-    digest.update(b"\0")
-    digest.update(doc.text.encode("utf-8"))
-    return int.from_bytes(digest.digest(), "little")
-
-
-def _id_hash(doc_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(),
-                          "little")
-
-
-@dataclass
-class EmbedPlan:
-    """Shards of the valid documents, with a digest of each shard's content."""
-
-    digests: list[str]
-    counts: list[int]
-    todo: list[int]
-    invalid: int
-
-
-def _plan(source: str | Path, outdir: Path, work: Path, options: EmbedOptions, *,
-          shards: int | None, skip_invalid: bool, id_field: str, text_field: str) -> EmbedPlan:
-    hashes = array.array("Q")  # 16 bytes per document in all
-    ids = array.array("Q")
-    invalid = 0
-    bad: set[int] = set()  # numbers of documents repeating an earlier id
-    invalid_path = outdir / "invalid.jsonl"
-    with atomic_write(invalid_path) as errors_out:
-        for number, raw, entry in iter_corpus(source, id_field=id_field, text_field=text_field):
-            if isinstance(entry, InputError):
-                if not skip_invalid:
-                    raise entry
-                invalid += 1
-                errors_out.write(invalid_line(number, str(entry), raw))
-                continue
-            hashes.append(_doc_hash(entry))
-            ids.append(_id_hash(entry.id))
-        all_hashes = np.frombuffer(hashes, dtype=np.uint64)
-        repeats = repeated(np.frombuffer(ids, dtype=np.uint64))
-        del ids
-        if repeats:
-            first: dict[str, int] = {}
-            for number, raw, entry in iter_corpus(source, id_field=id_field,
-                                                  text_field=text_field):
-                if not isinstance(entry, Document) or _id_hash(entry.id) not in repeats:
-                    continue
-                if entry.id not in first:
-                    first[entry.id] = number
-                    continue
-                error = InputError(source, number, id_field, f"duplicate id {entry.id!r} "
-                                   f"(first at {first[entry.id]})")
-                if not skip_invalid:
-                    raise error
-                invalid += 1
-                bad.add(number)
-                errors_out.write(invalid_line(number, str(error), raw))
-        if bad:
-            keep = np.ones(len(all_hashes), dtype=bool)
-            valid = 0
-            for number, _, entry in iter_corpus(source, id_field=id_field,
-                                                text_field=text_field):
-                if isinstance(entry, Document):
-                    keep[valid] = number not in bad
-                    valid += 1
-            all_hashes = all_hashes[keep]
-    if not invalid:
-        invalid_path.unlink(missing_ok=True)
-    total = len(all_hashes)
-    if not total:
-        raise PlanMismatch(f"{source}: no documents to embed")
-    count = min(total, shards or max(1, math.ceil(total / DEFAULT_SHARD_SIZE)))
-    bounds = np.linspace(0, total, count + 1).astype(np.int64)
-    fingerprint = json.dumps(options.config(), sort_keys=True).encode()
-    digests, counts, todo = [], [], []
-    for n in range(count):
-        part = all_hashes[bounds[n]:bounds[n + 1]]
-        digests.append(hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest())
-        counts.append(len(part))
-        meta = shard_files(outdir, n)[2]
-        try:
-            done = json.loads(meta.read_text())["digest"] == digests[-1]
-        except (OSError, ValueError, KeyError, TypeError):
-            done = False
-        if not done:
-            meta.unlink(missing_ok=True)
-            todo.append(n)
-    for stale in outdir.glob("shard-*.json"):
-        if stale.stem.split("-")[1].isdigit() and int(stale.stem.split("-")[1]) >= count:
-            for path in shard_files(outdir, int(stale.stem.split("-")[1])):
-                path.unlink(missing_ok=True)
-    # pass 2: the documents of the shards still to do, into their input files
-    todo_set = set(todo)
-    work.mkdir(parents=True, exist_ok=True)
-    position = 0
-    handle = None
-    shard = -1
-    for number, _, entry in iter_corpus(source, id_field=id_field, text_field=text_field):
-        if not isinstance(entry, Document) or number in bad:
-            continue
-        while position >= bounds[shard + 1]:
-            if handle is not None:
-                handle.close()
-                handle = None
-            shard += 1
-            if shard in todo_set:
-                handle = open(work / f"input-{shard:05d}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
-        position += 1
-        if handle is not None:
-            handle.write(json.dumps({"id": entry.id, "text": entry.text}) + "\n")
-    if handle is not None:
-        handle.close()
-    return EmbedPlan(digests, counts, todo, invalid)
-
+# -- the run --------------------------------------------------------------------------------
 
 @dataclass
 class EmbedReport:
-    """What an embed run did."""
+    """What an embed run did: texts embedded now, texts already done, invalid ones skipped."""
 
     manifest: dict[str, Any]
-    computed_shards: int
-    reused_shards: int
     computed_texts: int
+    reused_texts: int
     invalid: int
     seconds: float
 
@@ -556,110 +687,30 @@ class EmbedReport:
         return self.computed_texts / self.seconds if self.seconds > 0 else 0.0
 
 
-def _progress_weight(line: bytes) -> tuple[int, int, int]:
-    record = json.loads(line)
-    return int(record["n"]), int(record.get("errors", 0)), int(record.get("tokens", 0))
-
-
 def run_embed(source: str | Path, outdir: str | Path, *, registry: str | None = None,
               options: EmbedOptions | None = None, shards: int | None = None,
               skip_invalid: bool = False, config_path: str | None = None,
               parsl_loaded: bool = False, executor: str = "clients", restart_run: bool = False,
               id_field: str = "id", text_field: str = "text", timeout: float = 600.0,
               console: Console | None = None, show_progress: bool = True) -> EmbedReport:
-    """Embed `source` into `outdir` (see the module doc), resuming finished shards.
+    """Embed `source` into `outdir` (see the module doc) with the workflow core, resumably.
 
-    Raises InputError (bad document), ConfigChanged (OUTDIR holds another configuration),
-    EmbedError (the servers fail), EndpointTimeout (nothing ready within `timeout` s).
+    `shards`: shard files, and with Parsl also Parsl apps (default: a file per 4096
+    documents; 4 apps). Raises InputError (bad document), ConfigChanged (OUTDIR holds another
+    configuration), PlanMismatch (no documents), EmbedError (prompt name without TEI),
+    EndpointTimeout (nothing ready within `timeout` s).
     """
-    import shutil
-
-    from nerschat.workflows.progress import LineCounter, RunProgress
-
     options = options or EmbedOptions()
-    console = console or Console(stderr=True)
-    outdir = Path(outdir)
-    work = outdir / ".work"
-    if restart_run:
-        shutil.rmtree(outdir, ignore_errors=True)
-    outdir.mkdir(parents=True, exist_ok=True)
-    check_config(work, outdir, options.config())
-    started = time.monotonic()
-    plan = _plan(source, outdir, work, options, shards=shards, skip_invalid=skip_invalid,
-                 id_field=id_field, text_field=text_field)
-    if plan.invalid:
-        console.print(f"[yellow]{plan.invalid} invalid document(s) skipped[/]; see "
-                      f"{escape(str(outdir / 'invalid.jsonl'))}", highlight=False)
-    remaining = sum(plan.counts[n] for n in plan.todo)
-    reg = Registry.of(registry)
-    if plan.todo:
-        from nerschat.client.readiness import wait_for_endpoints
-
-        ready = wait_for_endpoints(reg, options.model,
-                                   "embedding" if options.model is None else None, timeout)
-        if options.model is None:
-            models = sorted({e.model for e in ready})
-            if len(models) > 1:
-                raise UsageError(f"several embedding models are ready ({', '.join(models)}): "
-                                 "pass --model")
-            options.model = models[0]
-        check_config(work, outdir, options.config())
-        write_json(work / "config.json", options.config())
-        progress_files = [work / f"progress-{n:05d}.jsonl" for n in plan.todo]
-        for path in [*progress_files, work / "progress.jsonl"]:
-            path.unlink(missing_ok=True)
-        uses_parsl = parsl_loaded or config_path is not None
-        counter = LineCounter(lambda: progress_files if uses_parsl
-                              else [work / "progress.jsonl"], weight=_progress_weight)
-        jobs = [(n, plan.digests[n]) for n in plan.todo]
-        with RunProgress(console, f"embed {Path(source).name}", remaining, counter, reg,
-                         options.model, "embedding", enabled=show_progress, unit="texts"):
-            if not uses_parsl:
-                asyncio.run(embed_shards_async(work, outdir, jobs, registry=str(reg.path),
-                                               options=options, timeout=timeout,
-                                               progress_path=work / "progress.jsonl"))
-            else:
-                from nerschat.parsl.apps import embed_shard_app
-                from nerschat.parsl.config import parsl_session
-
-                with parsl_session(None if parsl_loaded else config_path):
-                    app = embed_shard_app(executor)
-                    futures = [app(str(work), str(outdir), [job], str(reg.path),
-                                   asdict(options), timeout,
-                                   str(work / f"progress-{job[0]:05d}.jsonl")) for job in jobs]
-                    for future in futures:
-                        future.result()
-    manifest = _write_manifest(outdir, len(plan.digests), options)
-    return EmbedReport(manifest, len(plan.todo), len(plan.digests) - len(plan.todo), remaining,
-                       plan.invalid, time.monotonic() - started)
-
-
-def _write_manifest(outdir: Path, count: int, options: EmbedOptions) -> dict[str, Any]:
-    summaries = [json.loads(shard_files(outdir, n)[2].read_text()) for n in range(count)]
-    dimension = max(s["dimension"] for s in summaries)
-    for s in summaries:  # a shard whose every document was rejected has no width yet
-        if s["dimension"] != dimension:
-            matrix = np.full((s["count"], dimension), np.nan, dtype=np.float32)
-            s["sha256"] = _save(outdir / s["vectors"], lambda h, m=matrix: np.save(h, m))
-            s["dimension"] = dimension
-            write_json(shard_files(outdir, s["shard"])[2], s)
-    (outdir / "all.npy").unlink(missing_ok=True)  # made from an earlier set of shards
-    manifest = {
-        "model": summaries[0]["model"],
-        "dimension": dimension,
-        "count": sum(s["count"] for s in summaries),
-        "dtype": "float32",
-        "normalized": all(s["normalized"] for s in summaries if s["count"]),
-        "prompt_name": options.prompt_name,
-        "prefix": options.prefix,
-        "truncated": sum(s["truncated"] for s in summaries),
-        "errors": {k: v for s in summaries for k, v in s["errors"].items()},
-        "tokens": sum(s["tokens"] for s in summaries),
-        "shards": [{k: s[k] for k in ("shard", "count", "vectors", "ids", "sha256", "ids_sha256")}
-                   for s in summaries],
-    }
-    write_json(outdir / "manifest.json", manifest)
-    return manifest
+    task = EmbedTask(options, id_field=id_field, text_field=text_field, shards=shards)
+    runner = ShardRunner(config_path, executor=executor, parsl_loaded=parsl_loaded)
+    report = run_items(task, source, outdir, registry=registry, model=options.model,
+                       shards=shards or (4 if runner.uses_parsl else None),
+                       in_flight=options.in_flight, skip_invalid=skip_invalid, runner=runner,
+                       timeout=timeout, console=console, show_progress=show_progress,
+                       restart_run=restart_run)
+    manifest = json.loads((Path(outdir) / "manifest.json").read_text(encoding="utf-8"))
+    return EmbedReport(manifest, report.processed, report.skipped_done, report.invalid,
+                       report.seconds)
 
 
 # -- reading the result ---------------------------------------------------------------------

@@ -1,13 +1,14 @@
-"""The per-item work of each workflow (judge, run-batch), behind one small interface."""
+"""The per-item work of each workflow (judge, run-batch; embed in `embed`), one interface."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import httpx2
 import openai
 
+from nerschat.registry import Endpoint
 from nerschat.workflows.batch import BatchRequest, parse_batch_request, run_batch_request
 from nerschat.workflows.judge import (
     JudgeItem,
@@ -22,20 +23,25 @@ from nerschat.workflows.judge import (
 class Clients:
     """What a shard talks through (both route over the registry's endpoints).
 
-    `max_model_len` is the smallest context length (tokens) the ready endpoints advertise.
+    `max_model_len` is the context length (tokens) of the endpoint a unit is pinned to, else
+    the smallest the ready endpoints advertise; `endpoints` are those ready at the start.
     """
 
     openai: openai.AsyncOpenAI
     http: httpx2.AsyncClient
     max_model_len: int | None = None
+    endpoints: list[Endpoint] = field(default_factory=list)
 
 
 class ItemTask(Protocol):
     """One kind of item work. `parse` raises FieldError for a bad record.
 
     Optional (see nerschat.workflows.core): a `model` attribute, `config()` (what results
-    depend on besides the items; default: `to_dict()`'s options) and
-    `error_result(item, message)` (default: `{key: id, "error": message}`).
+    depend on besides the items; default: `to_dict()`'s options),
+    `error_result(item, message)` (default: `{key: id, "error": message}`), `route_model(item)`
+    (the model an item's requests go to), `read(path)` (its own input reader), `sink` (its own
+    output), `packer(endpoint)` + `process_batch(clients, endpoint, items)` (batches sized to
+    each endpoint) and `check_endpoints(ready)` (refuse endpoints it cannot use).
     """
 
     @property
@@ -161,6 +167,11 @@ class BatchTask:
         """The request's `custom_id`."""
         return item.custom_id
 
+    def route_model(self, item: BatchRequest) -> str | None:
+        """The model the request goes to (its `body.model`)."""
+        model = item.body.get("model")
+        return model if isinstance(model, str) else None
+
     async def process(self, clients: Clients, item: BatchRequest) -> dict[str, Any]:
         """One batch-output line for the request, sent through `clients.http`."""
         return await run_batch_request(clients.http, item)
@@ -192,6 +203,10 @@ def task_from_dict(spec: dict[str, Any]) -> ItemTask:
         return JudgeTask(JudgeOptions(**spec["options"]))
     if spec["task"] == "batch":
         return BatchTask()
+    if spec["task"] == "embed":
+        from nerschat.workflows.embed import EmbedTask
+
+        return EmbedTask.from_dict(spec)
     if str(spec["task"]).startswith("judge-"):
         from nerschat.judging.modes import task_from_dict as judging_task_from_dict
 

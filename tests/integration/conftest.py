@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def local_slurm() -> Iterator[str]:
-    """The repo's single-node SLURM cluster with 2 fake GPUs; yields SLURM_CONF."""
+    """The repo's single-node SLURM cluster with 4 fake GPUs; yields SLURM_CONF."""
     script = REPO / "scripts" / "local-slurm.sh"
-    out = subprocess.run([str(script), "start", "--gpus", "2"], capture_output=True, text=True,
+    out = subprocess.run([str(script), "start", "--gpus", "4"], capture_output=True, text=True,
                          timeout=600)
     if out.returncode != 0:
         pytest.fail(f"local SLURM did not start: {out.stderr[-2000:]}")

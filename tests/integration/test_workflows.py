@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,18 +186,16 @@ def test_embed_kill_and_resume_gives_identical_output(fleet: StubFleet, registry
     assert done.returncode == 0, done.stderr
     client = subprocess.Popen([*base, "-o", str(resumed)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    wait_until(lambda: (resumed / "shard-00001.json").exists(), 120, "two finished shards")
+    wait_until(lambda: count_lines(resumed / ".work") >= 600, 120, "600 embedded documents")
     client.kill()
     client.wait()
-    # A shard is finished once its summary is written (shards finish in any order).
-    finished = {p.with_suffix(".npy").name: p.with_suffix(".npy").stat().st_mtime_ns
-                for p in resumed.glob("shard-*.json")}
-    assert finished
     rerun = subprocess.run([*base, "-o", str(resumed)], capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    for name, mtime in finished.items():
-        assert (resumed / name).stat().st_mtime_ns == mtime, f"{name} was recomputed"
+    summary = re.search(r"3000 \((\d+) embedded this run, (\d+) already done\)",
+                        rerun.stdout + rerun.stderr)
+    assert summary, rerun.stdout + rerun.stderr
+    assert int(summary[2]) >= 600 and int(summary[1]) + int(summary[2]) == 3000
     ref_manifest = json.loads((reference / "manifest.json").read_text())
     new_manifest = json.loads((resumed / "manifest.json").read_text())
     assert new_manifest["shards"] == ref_manifest["shards"]  # same files, same checksums
@@ -449,3 +448,25 @@ def test_endpoints_advertise_what_clients_need(fleet: StubFleet) -> None:
     assert (tei.api, tei.max_batch_size, tei.max_input_tokens) == ("tei", 16, 128)
     assert tei.metrics_url == tei.url.removesuffix("/v1") + "/metrics"
     assert (llm.api, llm.max_model_len) == ("openai", 1024)
+
+
+def test_embed_batches_follow_each_endpoints_own_limits(fleet: StubFleet, registry: Registry,
+                                                        tmp_path: Path) -> None:
+    big = fleet.start_ready(1, "emb", kind="embedding", api="tei", max_client_batch_size=32,
+                            latency=0.01)[0]
+    small = fleet.start_ready(1, "emb", kind="embedding", api="tei", max_client_batch_size=4,
+                              latency=0.01)[0]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": "word"}) + "\n"
+                              for i in range(2000)))
+    done = run_cli("embed", str(corpus), "-o", str(tmp_path / "out"), "--registry",
+                   str(registry.path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    counters = {e.id: server_counters(e) for e in (big, small)}
+    texts = {i: int(c["vllm:prompt_tokens_total"]) for i, c in counters.items()}
+    served = {i: int(c["nerschat_stub_requests_served_total"]) for i, c in counters.items()}
+    received = {i: int(c["nerschat_stub_requests_received_total"]) for i, c in counters.items()}
+    assert received == served, "a batch was rejected: sized to another endpoint's limits"
+    assert sum(texts.values()) == 2000 and served[small.id] > 0
+    assert texts[big.id] / served[big.id] > 4  # not cut to the smallest replica's limit
+    assert texts[small.id] / served[small.id] <= 4

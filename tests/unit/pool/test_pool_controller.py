@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -338,6 +339,13 @@ def test_resume_refuses_a_state_file_of_another_user(
     pool, cluster, clock = setup
     pool.step()
     os.chown(store.state_path(pool.registry, "p1"), 65534, -1)
+    # A private registry does not even read it; a team registry reads it but never resumes it.
+    with pytest.raises(UsageError, match="owned by user nobody"):
+        Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)
+    os.chown(store.state_path(pool.registry, "p1"), 65534, 4242)
+    for path in (pool.registry.path, pool.registry.path / "pools"):
+        os.chown(path, -1, 4242)
+        os.chmod(path, 0o2770)
     with pytest.raises(UsageError, match="not to you"):
         Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)
 
@@ -472,3 +480,19 @@ def test_clients_stop_routing_to_a_member_restarting_its_engine(
         assert routed() == {second.id}
     cluster.set_state(first.id, "ready")
     assert routed() == {first.id, second.id}
+
+
+@pytest.mark.parametrize("launch", [{"ttl": "x"}, {"kind": "bogus"}, {"options": [1]},
+                                    {"max_restarts": True}, {"engine": 5}])
+def test_resume_refuses_launch_options_of_the_wrong_type_in_one_line(
+        setup: tuple[Pool, FakeCluster, Clock], launch: dict[str, object]) -> None:
+    pool, cluster, clock = setup
+    pool.step()
+    path = store.state_path(pool.registry, "p1")
+    data = json.loads(path.read_text())
+    data["launch"].update(launch)
+    data["heartbeat_at"] = 0.0
+    path.write_text(json.dumps(data))
+    (name,) = launch
+    with pytest.raises(UsageError, match=f"field 'launch.{name}'"):
+        Pool.resume(pool.registry, "p1", backend=cluster, clock=clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import httpx2
@@ -10,16 +11,21 @@ import numpy as np
 import pytest
 
 import nerschat
+from nerschat.workflows.core import ResultIndex, item_hash, plan, result_line
+from nerschat.workflows.corpus import Document
 from nerschat.workflows.embed import (
     BODY_LIMIT,
     Embedder,
+    EmbedError,
     EmbedOptions,
+    EmbedTask,
+    NpySink,
     ServerLimits,
-    _write_manifest,
     plan_batches,
     shard_files,
-    write_shard,
 )
+from nerschat.workflows.inputs import InputError
+from tests.conftest import make_endpoint
 
 DIM = 4
 
@@ -87,62 +93,111 @@ def test_batches_respect_count_and_body_size() -> None:
     assert all(len(b) <= 4 for b in batches)
     for b in batches:
         assert sum(len(texts[i]) for i in b) <= BODY_LIMIT or len(b) == 1
+    assert [i for b in batches for i in b] == list(range(len(texts)))
+
+
+def test_each_endpoint_gets_batches_of_its_own_limits() -> None:
+    big = make_endpoint(id="big", kind="embedding", api="tei", max_batch_size=32,
+                        max_input_tokens=512)
+    small = make_endpoint(id="small", kind="embedding", api="tei", max_batch_size=8,
+                          max_batch_tokens=20)
+    task = EmbedTask()
+
+    def fill(endpoint: object) -> int:
+        packer = task.packer(endpoint)  # type: ignore[arg-type]
+        count = 0
+        while packer.add(Document("d", "four words of text")):
+            count += 1
+        return count
+
+    assert fill(big) == 32
+    assert fill(small) == 2  # 7 estimated tokens each, 20 per request
+    assert ServerLimits.of(small).max_batch_tokens == 20
+    smallest = ServerLimits.smallest([big, small, make_endpoint(api="openai")])
+    assert (smallest.api, smallest.batch_size) == ("openai", 8)
+
+
+def test_prompt_names_need_tei_on_every_endpoint() -> None:
+    task = EmbedTask(EmbedOptions(prompt_name="query"))
+    task.check_endpoints([make_endpoint(api="tei")])
+    with pytest.raises(EmbedError, match="use --prefix"):
+        task.check_endpoints([make_endpoint(api="tei"), make_endpoint(id="e2", api="openai")])
+    with pytest.raises(Exception, match="prompt names need TEI"):
+        Embedder(httpx2.AsyncClient(), ServerLimits("openai", 8, None, None),
+                 EmbedOptions(prompt_name="query"), "m")
+
+
+def vector(value: float) -> str:
+    import base64
+
+    row = np.full(DIM, value, dtype=np.float32)
+    return base64.b64encode((row / np.linalg.norm(row)).tobytes()).decode()
+
+
+def results_dir(outdir: Path, docs: list[tuple[str, dict[str, object]]]) -> np.ndarray:
+    """Write one results file of the core for `docs` (raw id, result); returns the order."""
+    work = outdir / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    order = []
+    with open(work / "results-000-0000.jsonl", "wb") as handle:
+        for doc_id, result in docs:
+            raw = json.dumps({"id": doc_id, "text": "t"}).encode()
+            order.append(item_hash(raw))
+            handle.write(result_line(order[-1], result.get("error") is None, result))
+    return np.array(order, dtype=np.uint64)
 
 
 def test_ids_stay_distinct_and_compact(tmp_path: Path) -> None:
     ids = ["a", "a\x00", "a\x00\x00", "x" * 20_000, "é\U0001f600"]
-    rows = [np.ones(DIM, np.float32)] * 4 + [None]
-    write_shard(tmp_path, 0, ids, rows, {"digest": "d", "tokens": 0, "truncated": 0,
-                                         "errors": {ids[4]: "rejected"}, "model": "m"})
+    docs = [(i, {"id": i, "error": None, "v": vector(1.0), "truncated": False, "tokens": 2})
+            for i in ids[:4]] + [(ids[4], {"id": ids[4], "error": "rejected"})]
+    order = results_dir(tmp_path, docs)
+    NpySink().merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
     assert shard_files(tmp_path, 0)[1].stat().st_size < 21_000
-    _write_manifest(tmp_path, 1, EmbedOptions())
     loaded_ids, vectors = nerschat.load_embeddings(tmp_path)
     assert loaded_ids == ids
     assert np.isnan(vectors[4]).all() and not np.isnan(vectors[:4]).any()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["errors"] == {ids[4]: "rejected"} and manifest["tokens"] == 8
 
 
 def test_a_shard_of_only_rejected_documents_gets_the_run_width(tmp_path: Path) -> None:
-    summary = {"digest": "d", "tokens": 0, "truncated": 0, "model": "m"}
-    write_shard(tmp_path, 0, ["a"], [np.ones(DIM, np.float32)], {**summary, "errors": {}})
-    write_shard(tmp_path, 1, ["b"], [None], {**summary, "errors": {"b": "rejected"}})
-    manifest = _write_manifest(tmp_path, 2, EmbedOptions())
-    assert manifest["dimension"] == DIM
+    order = results_dir(tmp_path, [("a", {"id": "a", "error": None, "v": vector(1.0)}),
+                                   ("b", {"id": "b", "error": "rejected"})])
+    counts = NpySink(shards=2).merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
+    assert counts["errors"] == 1
     ids, vectors = nerschat.load_embeddings(tmp_path)
     assert ids == ["a", "b"] and vectors.shape == (2, DIM) and np.isnan(vectors[1]).all()
 
 
-def test_limits_are_the_smallest_of_the_replicas() -> None:
-    from nerschat.registry import Endpoint
+def test_unchanged_shards_are_kept_and_a_missing_result_refuses(tmp_path: Path) -> None:
+    docs = [(f"d{i}", {"id": f"d{i}", "error": None, "v": vector(i + 1.0)}) for i in range(6)]
+    order = results_dir(tmp_path, docs)
+    sink = NpySink(shards=3)
+    sink.merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
+    files = [shard_files(tmp_path, n)[0] for n in range(3)]
+    for path in files:
+        os.utime(path, ns=(1, 1))
+    sink.merge(tmp_path / ".work", order, tmp_path, {"model": "m"})
+    assert all(path.stat().st_mtime_ns == 1 for path in files)
+    sink.merge(tmp_path / ".work", order, tmp_path, {"model": "other"})
+    assert all(path.stat().st_mtime_ns != 1 for path in files)  # another configuration
+    extra = np.append(order, np.uint64(12345))
+    with pytest.raises(EmbedError, match="has no result"):
+        NpySink(shards=1).merge(tmp_path / ".work", extra, tmp_path / "o", {"model": "m"})
 
-    def entry(**fields: object) -> Endpoint:
-        return Endpoint(id="e", kind="embedding", engine="tei", model="m", url="http://h:1/v1",
-                        state="ready", api_key=None, pid=1, host="h", slurm_job_id=None,
-                        heartbeat_at=0.0, ttl=1.0, **fields)  # type: ignore[arg-type]
 
-    limits = ServerLimits.of([entry(api="tei", max_batch_size=32, max_input_tokens=512),
-                              entry(api="tei", max_batch_size=8, max_input_tokens=256)])
-    assert (limits.api, limits.batch_size, limits.max_input_tokens) == ("tei", 8, 256)
-    assert ServerLimits.of([entry(api="tei"), entry(api="openai")]).api == "openai"
-    with pytest.raises(Exception, match="prompt names need TEI"):
-        Embedder(httpx2.AsyncClient(), ServerLimits.of([entry(api="openai")]),
-                 EmbedOptions(prompt_name="query"), "m")
-
-
-def test_plan_reports_duplicate_ids_and_reuses_unchanged_shards(tmp_path: Path) -> None:
-    from nerschat.workflows.embed import _plan
-    from nerschat.workflows.inputs import InputError
-
+def test_plan_reports_duplicate_ids_with_file_and_line(tmp_path: Path) -> None:
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i % 5}" if i == 7 else f"d{i}",
                                           "text": f"text {i}"}) + "\n" for i in range(10)))
-    out, work = tmp_path / "out", tmp_path / "out" / ".work"
-    out.mkdir()
-    with pytest.raises(InputError, match="c.jsonl:8: field 'id': duplicate id 'd2' \\(first at 3\\)"):
-        _plan(corpus, out, work, EmbedOptions(), shards=3, skip_invalid=False, id_field="id",
-              text_field="text")
-    plan = _plan(corpus, out, work, EmbedOptions(), shards=3, skip_invalid=True, id_field="id",
-                 text_field="text")
-    assert plan.counts == [3, 3, 3] and plan.invalid == 1 and plan.todo == [0, 1, 2]
-    shard_ids = [json.loads(x)["id"] for x in (work / "input-00002.jsonl").read_text().splitlines()]
+    out = tmp_path / "out"
+    empty = ResultIndex.build(tmp_path / "none")
+    with pytest.raises(InputError, match="c.jsonl:8: field 'id': duplicate id 'd2' "
+                                         "\\(first on line 3\\)"):
+        plan(EmbedTask(), corpus, out, shards=3, skip_invalid=False, index=empty, run=0)
+    planned = plan(EmbedTask(), corpus, out, shards=3, skip_invalid=True, index=empty, run=0)
+    assert planned.todo == 9 and planned.invalid == 1 and len(planned.shards) == 3
+    shard_ids = [json.loads(x)["id"] for x in planned.shards[2][0].read_text().splitlines()]
     assert shard_ids == ["d6", "d8", "d9"]
     assert json.loads((out / "invalid.jsonl").read_text())["line"] == 8

@@ -108,3 +108,15 @@ def test_a_retried_shard_skips_only_what_it_finished(tmp_path: Path) -> None:
     left = [task_item.id for _, _, task_item in _shard_items(JudgeTask(), source, done)]
     assert left == [f"q{i}" for i in range(50) if i % 3 == 0 or i >= 40]
     assert done_hashes(tmp_path / "missing.jsonl").size == 0
+
+
+def test_a_torn_last_result_line_is_cut_before_appending(tmp_path: Path) -> None:
+    from nerschat.workflows.core import done_hashes, open_results
+
+    path = tmp_path / "results-000-0000.jsonl"
+    whole = result_line(1, True, {"id": "a"})
+    path.write_bytes(whole + result_line(2, True, {"id": "b"})[:-9])  # killed mid-line
+    with open_results(path) as handle:
+        handle.write(result_line(3, True, {"id": "c"}))
+    assert path.read_bytes() == whole + result_line(3, True, {"id": "c"})
+    assert done_hashes(path).tolist() == [1, 3]

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from nerschat.workflows.batch import parse_batch_request
-from nerschat.workflows.core import Plan, ResultIndex, errors_path, plan
-from nerschat.workflows.corpus import Document, iter_corpus
-from nerschat.workflows.inputs import FieldError, InputError
+from nerschat.workflows.core import Plan, ResultIndex, errors_path, plan, task_records
+from nerschat.workflows.corpus import Document
+from nerschat.workflows.embed import EmbedTask
+from nerschat.workflows.inputs import FieldError, InputError, parse_line
 from nerschat.workflows.judge import JudgeOptions, candidate_order, parse_judge_item
 from nerschat.workflows.tasks import BatchTask, JudgeTask
 
@@ -116,7 +117,19 @@ def test_bad_batch_requests(record: dict, message: str) -> None:  # type: ignore
 
 
 def docs(source: Path, **kwargs: str) -> list[Document | InputError]:
-    return [entry for _, _, entry in iter_corpus(source, **kwargs)]
+    """What the embed task makes of each record of `source`, through the core's reader."""
+    task = EmbedTask(id_field=kwargs.get("id_field", "id"),
+                     text_field=kwargs.get("text_field", "text"))
+    found: list[Document | InputError] = []
+    for number, raw, error in task_records(task, source):
+        if error is not None:
+            found.append(error)
+            continue
+        try:
+            found.append(parse_line(source, number, raw, task.parse)[1])
+        except InputError as exc:
+            found.append(exc)
+    return found
 
 
 def test_corpus_jsonl_errors(tmp_path: Path) -> None:
@@ -126,7 +139,7 @@ def test_corpus_jsonl_errors(tmp_path: Path) -> None:
     assert "c.jsonl:1: field 'text': empty text" in str(found[0])
     assert "c.jsonl:2: field 'id': missing" in str(found[1])
     assert "c.jsonl:3: field 'text': lone surrogate" in str(found[2])
-    assert found[3] == Document(4, "3", "z")
+    assert found[3] == Document("3", "z")
 
 
 def test_corpus_directory(tmp_path: Path) -> None:
@@ -136,6 +149,7 @@ def test_corpus_directory(tmp_path: Path) -> None:
     (tmp_path / "docs" / "bad.txt").write_bytes(b"\xff\xfe")
     found = docs(tmp_path / "docs")
     assert [d.id for d in found if isinstance(d, Document)] == ["a.txt", "sub/b.md"]
+    assert Document("sub/b.md", "beta") in found
     assert any("bad.txt:1: not UTF-8" in str(d) for d in found)
 
 
@@ -145,7 +159,7 @@ def test_corpus_parquet(tmp_path: Path) -> None:
 
     pq.write_table(pa.table({"doc": ["x", "y"], "body": ["one", "two"]}), tmp_path / "c.parquet")
     found = docs(tmp_path / "c.parquet", id_field="doc", text_field="body")
-    assert [d.id for d in found if isinstance(d, Document)] == ["x", "y"]
+    assert found == [Document("x", "one"), Document("y", "two")]
     with pytest.raises(InputError, match="c.parquet: field 'id': no such column \\(columns: doc, body\\)"):
         docs(tmp_path / "c.parquet")
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from nerschat.workflows.pace import AdaptiveLimit, drive
+from nerschat.client.pacing import AdaptiveLimit
 
 
 def settle(capacity: int, latency: float = 0.5, windows: int = 200) -> AdaptiveLimit:
@@ -33,28 +31,16 @@ def test_limit_stays_in_bounds() -> None:
     assert limit.current >= 4
 
 
-async def test_drive_keeps_a_fixed_number_in_flight_and_raises_errors() -> None:
-    active = peak = 0
-    done: list[int] = []
+def test_replicas_sharing_a_baseline_balance_instead_of_one_taking_all() -> None:
+    from nerschat.client.pacing import Baseline
 
-    async def handle(unit: int) -> None:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        await asyncio.sleep(0.001)
-        active -= 1
-        done.append(unit)
-
-    await drive(iter(range(100)), handle, 7)
-    assert sorted(done) == list(range(100)) and peak == 7
-
-    async def failing(unit: int) -> None:
-        if unit == 3:
-            raise OSError("disk full")
-
-    try:
-        await drive(iter(range(10)), failing, 2)
-    except OSError as exc:
-        assert "disk full" in str(exc)
-    else:
-        raise AssertionError("the error was swallowed")
+    shared = Baseline()
+    busy, idle = (AdaptiveLimit(initial=64, baseline=shared) for _ in range(2))
+    for _ in range(64):
+        idle.observe(1.0)  # both see the same service time at first
+    for _ in range(20):
+        for _ in range(64):
+            busy.observe(4.0)  # this one queues: four times the service time
+            idle.observe(1.0)
+    assert busy.current < 64 < idle.current
+    assert busy.min_latency == idle.min_latency == 1.0
