@@ -32,7 +32,7 @@ import json
 import math
 import os
 import random
-import shutil
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from nerschat.workflows.atomic import atomic_write, write_json
 from nerschat.workflows.core import ResultIndex, ShardRunner, Sink, item_hash, run_items
 from nerschat.workflows.corpus import Document, Record, corpus_records, parse_document
 from nerschat.workflows.inputs import iter_lines
+from nerschat.workflows.outputs import OutputRefused, check_dir_output, clear_workdir
 from nerschat.workflows.tasks import Clients
 
 BODY_LIMIT = 1_800_000  # bytes of text per request, under TEI's 2 MB body limit
@@ -427,6 +428,17 @@ class EmbedTask:
 
 # -- the sink: .npy shards ----------------------------------------------------------------
 
+_OURS = re.compile(r"(shard-\d{5}\.(npy|ids\.jsonl|json)|manifest\.json|all\.npy|invalid\.jsonl)")
+
+
+def written_here(name: str) -> bool:
+    """Whether a file name in OUTDIR is one nerschat embed writes (or its temporary file)."""
+    if name == ".work" or name == ".all.npy.tmp":
+        return True
+    if name.startswith(".") and name.endswith(".tmp"):  # atomic_write's .NAME.XXXX.tmp
+        name = name[1:].rsplit(".", 2)[0]
+    return _OURS.fullmatch(name) is not None
+
 def shard_files(outdir: Path, shard: int) -> tuple[Path, Path, Path]:
     """The vectors (`.npy`), ids (`.ids.jsonl`) and summary (`.json`) paths of shard `shard`."""
     stem = f"shard-{shard:05d}"
@@ -470,9 +482,30 @@ class NpySink(Sink):
         """`OUTDIR/invalid.jsonl`."""
         return output / "invalid.jsonl"
 
+    def check_output(self, input_path: Path, output: Path) -> None:
+        """OutputRefused if OUTDIR is or holds the input, or holds files nerschat did not write."""
+        check_dir_output(input_path, output, written_here)
+        manifest = output / "manifest.json"
+        if manifest.exists() or manifest.is_symlink():
+            try:
+                if manifest.is_symlink() or manifest.stat().st_size > (64 << 20):
+                    raise ValueError("not ours")
+                value = json.loads(manifest.read_text(encoding="utf-8"))
+                if not (isinstance(value, dict) and isinstance(value.get("shards"), list)
+                        and value.get("dtype") == "float32"):
+                    raise ValueError("not ours")
+            except (OSError, ValueError):
+                raise OutputRefused(f"{manifest}: not a manifest nerschat embed wrote; give a "
+                                    "new or empty directory") from None
+
     def restart(self, output: Path) -> None:
-        """Remove OUTDIR and everything in it."""
-        shutil.rmtree(output, ignore_errors=True)
+        """Remove what nerschat wrote into OUTDIR (shards, manifest, work directory)."""
+        clear_workdir(self.workdir(output))
+        if not output.is_dir():
+            return
+        for entry in output.iterdir():
+            if entry.name != ".work" and written_here(entry.name) and not entry.is_dir():
+                entry.unlink(missing_ok=True)
 
     def count(self, total: int) -> int:
         """How many shard files `total` documents make."""
