@@ -8,6 +8,8 @@ request_id, body}`, `error`. Unlike `vllm run-batch`, results are appended as th
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 import random
 import uuid
@@ -47,8 +49,14 @@ def parse_batch_request(record: dict[str, Any]) -> BatchRequest:
     body = record.get("body")
     if not isinstance(body, dict):
         raise FieldError("body", "missing" if body is None else "must be a JSON object")
-    if not isinstance(body.get("model"), str) or not body["model"]:
+    if "model" not in body:
         raise FieldError("body.model", "missing")
+    model = body["model"]
+    if not isinstance(model, str):
+        raise FieldError("body.model", f"must be a string, got {type(model).__name__} "
+                                       f"{json.dumps(model)[:40]}")
+    if not model.strip():
+        raise FieldError("body.model", "is empty")
     if body.get("stream"):
         raise FieldError("body.stream", "streaming is not supported in batch files")
     return BatchRequest(custom_id, method.upper(), url, body)
