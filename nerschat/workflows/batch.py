@@ -8,9 +8,8 @@ request_id, body}`, `error`. Unlike `vllm run-batch`, results are appended as th
 
 from __future__ import annotations
 
-import json
-
 import asyncio
+import json
 import random
 import uuid
 from dataclasses import dataclass
