@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx2
 
+from nerschat.client.routing import shape_problem
 from nerschat.workflows.inputs import FieldError, require_str
 
 BATCH_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -97,4 +98,9 @@ async def run_batch_request(http: httpx2.AsyncClient, request: BatchRequest,
         error = body.get("error", body) if isinstance(body, dict) else body
         output["error"] = (str(error.get("message", error)) if isinstance(error, dict)
                            else str(error)[:500]) or f"HTTP {response.status_code}"
+    elif response.status_code == 200:  # a success must be the API's reply
+        problem = (shape_problem(request.url, body, json.dumps(request.body).encode())
+                   if isinstance(body, (dict, list)) else "reply is not JSON")
+        if problem is not None:
+            output["error"] = f"malformed reply: {problem}"
     return output

@@ -225,3 +225,19 @@ def test_batch_model_of_the_wrong_type_says_so() -> None:
     record = {"custom_id": "1", "method": "POST", "url": "/v1/completions", "body": {"model": 5}}
     with pytest.raises(FieldError, match="must be a string, got int 5"):
         parse_batch_request(record)
+
+
+@pytest.mark.parametrize("choices", [[], "oops"])
+async def test_run_batch_never_records_a_malformed_success_as_ok(choices: object) -> None:
+    import httpx2
+
+    from nerschat.workflows.batch import BatchRequest, run_batch_request
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"id": "c", "choices": choices})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler),
+                                  base_url="http://x.test") as http:
+        out = await run_batch_request(http, BatchRequest("1", "POST", "/v1/chat/completions",
+                                                         {"model": "m"}))
+    assert out["error"] is not None and "malformed reply" in out["error"]
