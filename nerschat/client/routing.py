@@ -561,7 +561,7 @@ def shape_problem(path: str, value: Any, request_body: bytes = b"") -> str | Non
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in indexes):
         return "reply's 'data' has an item without an integer 'index'"
     if len(set(indexes)) != len(indexes) or any(
-            i < 0 or i >= len(found) for i in indexes):  # type: ignore[operator]
+            i < 0 or i >= len(found) for i in indexes):
         return "reply's 'data' indexes repeat or are out of range"
     return _vectors_problem([item.get("embedding") for item in found], count)
 
