@@ -20,6 +20,8 @@ the workflows all route through an `EndpointPool` and a `RoutingPolicy`; only th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import contextvars
 import hashlib
@@ -91,6 +93,9 @@ FAILOVER_STATUSES = frozenset({500, 502, 503, 504})
 WRONG_SERVER_STATUSES = frozenset({401, 404})
 """Statuses that, while a peer serves the same model, say the replica is not the server its
 entry names (another server on a dead pilot's port): fail over and eject it."""
+
+DIMENSION_HEADER = "x-nerschat-dimension"
+"""An embedding request may name the vector dimension every replica must answer with."""
 
 MAX_SHAPE_CHECK = 64 << 20
 """Replies up to this many bytes are parsed to check their shape (larger: framing only)."""
@@ -517,7 +522,8 @@ def _input_count(request_body: bytes) -> int | None:
     return None
 
 
-def _vectors_problem(vectors: list[Any], count: int | None) -> str | None:
+def _vectors_problem(vectors: list[Any], count: int | None,
+                     dimension: int | None = None) -> str | None:
     """Why a list of embedding vectors (lists or base64 strings) is not one per text."""
     if count is not None and len(vectors) != count:
         return f"reply has {len(vectors)} vectors for {count} texts"
@@ -528,10 +534,20 @@ def _vectors_problem(vectors: list[Any], count: int | None) -> str | None:
         widths.add((type(vector).__name__, len(vector)))
     if len(widths) > 1:
         return "reply holds vectors of different dimensions"
+    if dimension and vectors:
+        first = vectors[0]
+        try:
+            width = len(first) if isinstance(first, list) else \
+                len(base64.b64decode(first, validate=True)) // 4
+        except (ValueError, binascii.Error):
+            return "reply holds a vector that is not base64"
+        if width != dimension:
+            return f"reply has vectors of dimension {width}, not {dimension}"
     return None
 
 
-def shape_problem(path: str, value: Any, request_body: bytes = b"") -> str | None:
+def shape_problem(path: str, value: Any, request_body: bytes = b"",
+                  dimension: int | None = None) -> str | None:
     """Why a parsed 200 reply does not have the API's shape, or None.
 
     Chat/completions: `choices` a non-empty list of objects. Embeddings: `data` a list of
@@ -541,7 +557,7 @@ def shape_problem(path: str, value: Any, request_body: bytes = b"") -> str | Non
     if path.endswith(TEI_EMBED_PATH):
         if not isinstance(value, list):
             return "reply is not a list of vectors"
-        return _vectors_problem(value, _input_count(request_body))
+        return _vectors_problem(value, _input_count(request_body), dimension)
     name = next((field for suffix, field in REPLY_FIELDS.items() if path.endswith(suffix)), None)
     if name is None:
         return None
@@ -563,10 +579,11 @@ def shape_problem(path: str, value: Any, request_body: bytes = b"") -> str | Non
     if len(set(indexes)) != len(indexes) or any(
             i < 0 or i >= len(found) for i in indexes):
         return "reply's 'data' indexes repeat or are out of range"
-    return _vectors_problem([item.get("embedding") for item in found], count)
+    return _vectors_problem([item.get("embedding") for item in found], count, dimension)
 
 
-def reply_problem(path: str, body: bytes, request_body: bytes = b"") -> str | None:
+def reply_problem(path: str, body: bytes, request_body: bytes = b"",
+                  dimension: int | None = None) -> str | None:
     """Why a 200 reply to an API request that did not stream is not the API's JSON, or None.
 
     The body must be framed as one JSON object (a list for TEI's `/embed`) naming the field
@@ -594,7 +611,7 @@ def reply_problem(path: str, body: bytes, request_body: bytes = b"") -> str | No
         value = json.loads(text)
     except (ValueError, RecursionError):
         return None  # broken in its middle: the caller's parser says what
-    return shape_problem(path, value, request_body)
+    return shape_problem(path, value, request_body, dimension)
 
 
 class RoutingPolicy:

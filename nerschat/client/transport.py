@@ -36,6 +36,7 @@ from tenacity import (
 
 from nerschat.client.routing import (
     AFFINITY_HEADER,
+    DIMENSION_HEADER,
     FAILOVER_STATUSES,
     WRONG_SERVER_STATUSES,
     EndpointFailed,
@@ -166,7 +167,9 @@ class _FailoverBase:
     def _check_reply(self, attempt: _Attempt, response: httpx2.Response, body: bytes) -> str | None:
         if response.status_code != 200 or not attempt.expects_json:
             return None
-        problem = reply_problem(attempt.origin.path, body, attempt.request.content)
+        named = attempt.request.headers.get(DIMENSION_HEADER, "")
+        problem = reply_problem(attempt.origin.path, body, attempt.request.content,
+                                int(named) if named.isdigit() else None)
         if problem is not None and response.headers.get("content-encoding", "identity") not in (
                 "identity", ""):
             return None  # compressed: the caller's client decodes and judges it

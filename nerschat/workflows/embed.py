@@ -42,6 +42,7 @@ import httpx2
 import numpy as np
 from rich.console import Console
 
+from nerschat.client.routing import DIMENSION_HEADER
 from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint
 from nerschat.workflows.atomic import atomic_write, write_json
@@ -195,12 +196,16 @@ class Embedder:
     """Sends batches to the API of the endpoints, isolating documents the server rejects."""
 
     def __init__(self, http: httpx2.AsyncClient, limits: ServerLimits, options: EmbedOptions,
-                 model: str):
+                 model: str, shared: dict[str, int] | None = None):
         """Requests to endpoints with `limits` through `http` (routed).
 
-        Raises EmbedError for a prompt name on an engine without TEI's /embed.
+        `shared` holds what the embedders of one run agree on: `dimension`, the width of the
+        first vectors received; a replica answering with another width (or count) is failed
+        over by the transport, and its vectors are never written. Raises EmbedError for a
+        prompt name on an engine without TEI's /embed.
         """
         self.http = http
+        self.shared = shared if shared is not None else {}
         self.endpoint: Endpoint | None = None
         self.limits = limits
         self.options = options
@@ -225,8 +230,10 @@ class Embedder:
             path = "/v1/embeddings"
         error = ""
         for attempt in range(1, ATTEMPTS + 1):
+            dimension = self.shared.get("dimension")
+            headers = {DIMENSION_HEADER: str(dimension)} if dimension else None
             try:
-                response = await self.http.post(path, json=body)
+                response = await self.http.post(path, json=body, headers=headers)
             except httpx2.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
@@ -247,6 +254,8 @@ class Embedder:
                 tokens = 0
             else:
                 data = sorted(payload["data"], key=lambda d: d["index"])
+                if [d["index"] for d in data] != list(range(len(data))):
+                    raise ValueError("indexes repeat or are out of range")
                 rows = [d["embedding"] if isinstance(d["embedding"], str) else
                         base64.b64encode(np.asarray(d["embedding"], dtype=np.float32).tobytes()
                                          ).decode() for d in data]
@@ -258,6 +267,10 @@ class Embedder:
         if len(rows) != count or not width or width % 4 or len({len(r) for r in rows}) > 1:
             raise EmbedError(f"reply has {len(rows)} vectors of {sorted({len(r) for r in rows})[:2]}"
                              f" base64 characters for {count} texts")
+        expected = self.shared.setdefault("dimension", width // 4)
+        if width // 4 != expected:
+            raise EmbedError(f"reply has vectors of dimension {width // 4}, not {expected} "
+                             "like the others")
         return rows, tokens
 
     async def _isolate(self, texts: list[str], outcome: BatchOutcome, offset: int) -> None:
@@ -335,6 +348,7 @@ class EmbedTask:
         self.id_field, self.text_field = id_field, text_field
         self.sink = NpySink(shards)
         self._embedders: dict[str | None, Embedder] = {}
+        self._shared: dict[str, int] = {}  # what every embedder of the run agrees on
 
     @property
     def model(self) -> str | None:
@@ -369,7 +383,8 @@ class EmbedTask:
         if embedder is None or (endpoint is not None and embedder.endpoint != endpoint):
             limits = ServerLimits.of(endpoint) if endpoint is not None else \
                 ServerLimits.smallest(clients.endpoints)
-            embedder = Embedder(clients.http, limits, self.options, self.options.model or "")
+            embedder = Embedder(clients.http, limits, self.options, self.options.model or "",
+                                self._shared)
             embedder.endpoint = endpoint
             self._embedders[key] = embedder
         return embedder
