@@ -68,6 +68,10 @@ class ConfigChanged(UsageError):
     """The output holds results of another configuration."""
 
 
+class NoItems(UsageError, ValueError):
+    """The input holds no valid item (empty, or every line invalid): exit 2, every workflow."""
+
+
 class AmbiguousModel(UsageError, ValueError):
     """Several models are served and the task needs exactly one."""
 
@@ -823,6 +827,11 @@ def _run_locked(task: ItemTask, sink: Sink, workdir: Path, input_path: Path, out
     work = plan(task, input_path, output_path, shards=shards, skip_invalid=skip_invalid,
                 index=index, run=next_run(workdir))
     del index
+    if not len(work.order):
+        if work.invalid:
+            raise NoItems(f"{input_path}: no valid items: all {work.invalid} are invalid; see "
+                          f"{sink.errors_path(output_path)}")
+        raise NoItems(f"{input_path}: no items (the input is empty); nothing to do")
     if work.invalid:
         console.print(f"[yellow]{work.invalid} invalid line(s) skipped[/]; see "
                       f"{escape(str(sink.errors_path(output_path)))}", highlight=False)

@@ -106,3 +106,25 @@ def test_a_second_run_on_the_same_output_refuses_at_once(tmp_path: Path) -> None
         with pytest.raises(OutputBusy, match="another run"):
             run_embed(source, out, registry=str(tmp_path / "reg"), timeout=0,
                       show_progress=False)
+
+
+@pytest.mark.parametrize("content", ["", "\n", '{"not": "valid"}\n'])
+@pytest.mark.parametrize("workflow", ["judge", "run-batch", "embed"])
+def test_no_valid_items_is_the_same_usage_error_in_every_workflow(
+        tmp_path: Path, content: str, workflow: str) -> None:
+    from nerschat.errors import UsageError
+    from nerschat.workflows.core import NoItems
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(content)
+    reg = str(tmp_path / "reg")
+    with pytest.raises(NoItems, match="nothing to do" if not content.strip() else
+                       "no valid items") as info:
+        if workflow == "embed":
+            run_embed(source, tmp_path / "out", registry=reg, skip_invalid=True, timeout=0,
+                      show_progress=False)
+        else:
+            task = JudgeTask() if workflow == "judge" else BatchTask()
+            run_items(task, source, tmp_path / "out.jsonl", registry=reg, skip_invalid=True,
+                      timeout=0)
+    assert isinstance(info.value, UsageError)
