@@ -128,3 +128,21 @@ def test_no_valid_items_is_the_same_usage_error_in_every_workflow(
             run_items(task, source, tmp_path / "out.jsonl", registry=reg, skip_invalid=True,
                       timeout=0)
     assert isinstance(info.value, UsageError)
+
+
+@pytest.mark.parametrize("argv", [["judge", "{src}", "-o", "{src}"],
+                                  ["run-batch", "-i", "{src}", "-o", "{src}"],
+                                  ["embed", "{src}", "-o", "{dir}", "--restart"]])
+def test_the_commands_refuse_to_overwrite_their_input(tmp_path: Path, argv: list[str]) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "in.jsonl"
+    data = items(source)
+    args = [a.format(src=source, dir=tmp_path) for a in argv]
+    done = subprocess.run([sys.executable, "-c", "from nerschat.cli.main import main; main()",
+                           *args, "--registry", str(tmp_path / "reg"), "--timeout", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "input" in done.stderr
+    assert source.read_bytes() == data
