@@ -261,3 +261,22 @@ async def test_vectors_of_another_width_from_the_only_replica_are_an_error() -> 
                      {"dimension": DIM})
     with pytest.raises(EmbedError, match="dimension 7, not 4"):
         await embed.embed(["x"])
+
+
+def test_changing_the_shard_count_recomputes_no_vector(tmp_path: Path) -> None:
+    docs = [(f"d{i}", {"id": f"d{i}", "error": None, "v": vector(i + 1.0)}) for i in range(6)]
+    order = results_dir(tmp_path / "out", docs)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": "t"}) + "\n" for i in range(6)))
+    NpySink(shards=2).merge(tmp_path / "out" / ".work", order, tmp_path / "out", {"model": "m"})
+    index = ResultIndex.build(tmp_path / "out" / ".work")
+    for shards in (1, 3, 6):
+        task = EmbedTask(shards=shards)
+        planned = plan(task, corpus, tmp_path / "out", shards=shards, skip_invalid=False,
+                       index=index, run=1)
+        assert planned.todo == 0  # every vector is reused
+        task.sink.merge(tmp_path / "out" / ".work", planned.order, tmp_path / "out",
+                        {"model": "m"})
+        ids, vectors = nerschat.load_embeddings(tmp_path / "out")
+        assert ids == [f"d{i}" for i in range(6)] and not np.isnan(vectors).any()
+        assert not shard_files(tmp_path / "out", shards)[0].exists()  # stale shards removed
