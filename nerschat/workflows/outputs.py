@@ -6,7 +6,8 @@
   through: the atomic rename would replace the link by a regular file, and following it
   silently could write somewhere the user did not mean.
 * `check_dir_output(input, outdir, ours)`: an output directory that is or contains the input,
-  or holds files whose names nerschat does not write, is refused.
+  or holds files whose names nerschat does not write, is refused. A symlinked directory is
+  written through (its files are written inside it; the link itself is never replaced).
 * `output_lock(workdir)`: an exclusive `fcntl.flock` on `WORKDIR/lock` for the whole run; a
   second run on the same output fails at once (`OutputBusy`, naming the holder's pid and
   host).
