@@ -13,7 +13,9 @@ from nerschat.workflows.embed import EmbedOptions, run_embed
 ENVIRONMENT = """\b
 With --config, also the variables that Parsl config reads (see docs/parsl-configs.md).
 Exit status: 0 done (rejected documents are NaN rows listed in the manifest's "errors"),
-1 when every document failed or the run could not go on, 2 for bad input or options."""
+1 when every document failed or the run could not go on (another run writing OUTDIR), 2 for
+bad input or options, an empty input or one whose every document is invalid, or an OUTDIR
+that is or holds the input or holds files nerschat did not write."""
 
 
 @click.command(epilog=ENVIRONMENT)

@@ -23,7 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENVIRONMENT = """\b
 With --config, also the variables that Parsl config reads (see docs/parsl-configs.md).
 Exit status: 0 done (items that failed carry an `error`), 1 when every item failed or the
-run could not go on, 2 for bad input or options (FILE:LINE: field ...)."""
+run could not go on (another run writing OUT), 2 for bad input or options (FILE:LINE:
+field ...), an empty input or one whose every line is invalid, or an OUT that is the input
+or a symbolic link (refused, never written through)."""
 
 
 def execution_options(func: F) -> F:

@@ -20,6 +20,8 @@ the workflows all route through an `EndpointPool` and a `RoutingPolicy`; only th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import contextvars
 import hashlib
@@ -31,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import httpx2
 
@@ -88,11 +90,22 @@ def pinned(endpoint_id: str | None) -> Iterator[None]:
 FAILOVER_STATUSES = frozenset({500, 502, 503, 504})
 """Statuses that send a request that did not stream to another replica."""
 
+WRONG_SERVER_STATUSES = frozenset({401, 404})
+"""Statuses that, while a peer serves the same model, say the replica is not the server its
+entry names (another server on a dead pilot's port): fail over and eject it."""
+
+DIMENSION_HEADER = "x-nerschat-dimension"
+"""An embedding request may name the vector dimension every replica must answer with."""
+
+MAX_SHAPE_CHECK = 64 << 20
+"""Replies up to this many bytes are parsed to check their shape (larger: framing only)."""
+
 MODEL_FIELD = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
 STREAM_FIELD = re.compile(rb'"stream"\s*:\s*true')
 # Paths whose JSON reply must hold this field (a reply without it is the server's fault).
 REPLY_FIELDS = {"/chat/completions": "choices", "/completions": "choices", "/embeddings": "data"}
-REPLY_PATHS = tuple(REPLY_FIELDS)
+TEI_EMBED_PATH = "/embed"
+REPLY_PATHS = (*REPLY_FIELDS, TEI_EMBED_PATH)
 
 Outcome = Literal["ok", "error", "failed"]
 """`ok`: answered; `error`: a server error handed to the caller; `failed`: failed over."""
@@ -428,6 +441,13 @@ class EndpointPool:
                 load.cooldown_until = max(load.cooldown_until, now + backoff)
                 load.error_rate = OUTLIER_MIN_RATE  # it comes back on probation
 
+    def eject(self, load: EndpointLoad) -> None:
+        """Take `load` out of rotation for an ejection's cool-down (growing each time)."""
+        with self._lock:
+            load.ejections += 1
+            backoff = min(MAX_COOLDOWN * 4, OUTLIER_COOLDOWN * 2 ** (load.ejections - 1))
+            load.cooldown_until = max(load.cooldown_until, time.monotonic() + backoff)
+
     def _is_outlier(self, load: EndpointLoad) -> bool:
         """Error rate far above the peers' (needs a few requests and at least one peer)."""
         if load.sent < OUTLIER_MIN_REQUESTS or load.error_rate < OUTLIER_MIN_RATE:
@@ -484,23 +504,114 @@ def is_streamed(content: bytes) -> bool:
     return b'"stream"' in content and STREAM_FIELD.search(content) is not None
 
 
-def reply_problem(path: str, body: bytes) -> str | None:
-    """Why a 200 reply to an API request that did not stream is not the API's JSON, or None.
+def _input_count(request_body: bytes) -> int | None:
+    """How many texts an embeddings request carries (`input`, or TEI's `inputs`), or None."""
+    try:
+        request = json.loads(request_body) if request_body else None
+    except ValueError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    given = request.get("input", request.get("inputs"))
+    if isinstance(given, str):
+        return 1
+    if isinstance(given, list):
+        if given and all(isinstance(x, int) for x in given):
+            return 1  # one tokenized text
+        return len(given)
+    return None
 
-    Cheap on purpose (the caller parses the reply anyway): the body must be framed as one
-    JSON object and name the field the API's reply must hold (`choices`, `data`). Garbage,
-    an HTML error page, a truncated body or an object of the wrong shape fail; a body broken
-    only in its middle is left to the caller's parser (a per-item error there).
+
+def _vectors_problem(vectors: list[Any], count: int | None,
+                     dimension: int | None = None) -> str | None:
+    """Why a list of embedding vectors (lists or base64 strings) is not one per text."""
+    if count is not None and len(vectors) != count:
+        return f"reply has {len(vectors)} vectors for {count} texts"
+    widths = set()
+    for vector in vectors:
+        if not isinstance(vector, (list, str)) or not vector:
+            return "reply holds an empty or non-list vector"
+        widths.add((type(vector).__name__, len(vector)))
+    if len(widths) > 1:
+        return "reply holds vectors of different dimensions"
+    if dimension and vectors:
+        first = vectors[0]
+        try:
+            width = len(first) if isinstance(first, list) else \
+                len(base64.b64decode(first, validate=True)) // 4
+        except (ValueError, binascii.Error):
+            return "reply holds a vector that is not base64"
+        if width != dimension:
+            return f"reply has vectors of dimension {width}, not {dimension}"
+    return None
+
+
+def shape_problem(path: str, value: Any, request_body: bytes = b"",
+                  dimension: int | None = None) -> str | None:
+    """Why a parsed 200 reply does not have the API's shape, or None.
+
+    Chat/completions: `choices` a non-empty list of objects. Embeddings: `data` a list of
+    objects, one per input, `index`es unique and in range, vectors of one dimension. TEI's
+    `/embed`: a list of one non-empty vector per input, of one dimension.
     """
+    if path.endswith(TEI_EMBED_PATH):
+        if not isinstance(value, list):
+            return "reply is not a list of vectors"
+        return _vectors_problem(value, _input_count(request_body), dimension)
     name = next((field for suffix, field in REPLY_FIELDS.items() if path.endswith(suffix)), None)
     if name is None:
         return None
+    if not isinstance(value, dict):
+        return "reply is not a JSON object"
+    found = value.get(name)
+    if name == "choices":
+        if not isinstance(found, list) or not found:
+            return "reply's 'choices' is not a non-empty list"
+        if not all(isinstance(choice, dict) for choice in found):
+            return "reply's 'choices' holds something other than objects"
+        return None
+    if not isinstance(found, list) or not all(isinstance(item, dict) for item in found):
+        return "reply's 'data' is not a list of objects"
+    count = _input_count(request_body)
+    indexes = [item.get("index") for item in found]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in indexes):
+        return "reply's 'data' has an item without an integer 'index'"
+    if len(set(indexes)) != len(indexes) or any(
+            i < 0 or i >= len(found) for i in indexes):
+        return "reply's 'data' indexes repeat or are out of range"
+    return _vectors_problem([item.get("embedding") for item in found], count, dimension)
+
+
+def reply_problem(path: str, body: bytes, request_body: bytes = b"",
+                  dimension: int | None = None) -> str | None:
+    """Why a 200 reply to an API request that did not stream is not the API's JSON, or None.
+
+    The body must be framed as one JSON object (a list for TEI's `/embed`) naming the field
+    the API's reply must hold (`choices`, `data`); then, parsed (up to MAX_SHAPE_CHECK
+    bytes), it must have the API's shape (`shape_problem`; the counts need `request_body`).
+    Garbage, an HTML error page, a truncated body or an object of the wrong shape fail; a
+    body broken only in its middle is left to the caller's parser (a per-item error there).
+    """
     text = body.strip()
-    if text[:1] != b"{" or text[-1:] != b"}":
-        return f"reply is not a JSON object ({body[:40]!r})"
-    if b'"' + name.encode() + b'"' not in text:
-        return f"reply has no {name!r} field"
-    return None
+    if path.endswith(TEI_EMBED_PATH):
+        if text[:1] != b"[" or text[-1:] != b"]":
+            return f"reply is not a JSON list ({body[:40]!r})"
+    else:
+        name = next((field for suffix, field in REPLY_FIELDS.items() if path.endswith(suffix)),
+                    None)
+        if name is None:
+            return None
+        if text[:1] != b"{" or text[-1:] != b"}":
+            return f"reply is not a JSON object ({body[:40]!r})"
+        if b'"' + name.encode() + b'"' not in text:
+            return f"reply has no {name!r} field"
+    if len(text) > MAX_SHAPE_CHECK:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None  # broken in its middle: the caller's parser says what
+    return shape_problem(path, value, request_body, dimension)
 
 
 class RoutingPolicy:
@@ -532,9 +643,14 @@ class RoutingPolicy:
         else:
             request.headers.pop("Authorization", None)
 
-    def failed(self, load: EndpointLoad, reason: str) -> EndpointFailed:
-        """Record a failed attempt on `load` (cool-down, re-read registry); the error to raise."""
+    def failed(self, load: EndpointLoad, reason: str, *, eject: bool = False) -> EndpointFailed:
+        """Record a failed attempt on `load` (cool-down, re-read registry); the error to raise.
+
+        `eject`: the replica answered wrongly (not the API, not the model): also ejected.
+        """
         self.pool.release(load, "failed")
+        if eject:
+            self.pool.eject(load)
         self.pool.refresh(force=True)
         return EndpointFailed(f"{load.id}: {reason}")
 
@@ -586,7 +702,7 @@ def total(loads: Iterable[EndpointLoad], name: str) -> int:
 
 __all__ = [
     "EndpointFailed", "EndpointLoad", "EndpointPool", "NoEndpointAvailable", "RoutingPolicy",
-    "RoutingSettings", "is_streamed", "model_of", "pinned", "reply_problem",
+    "RoutingSettings", "is_streamed", "model_of", "pinned", "reply_problem", "shape_problem",
 ]
 
 

@@ -36,7 +36,9 @@ from tenacity import (
 
 from nerschat.client.routing import (
     AFFINITY_HEADER,
+    DIMENSION_HEADER,
     FAILOVER_STATUSES,
+    WRONG_SERVER_STATUSES,
     EndpointFailed,
     EndpointLoad,
     EndpointPool,
@@ -79,7 +81,7 @@ class _Attempt:
     """What one request carries from attempt to attempt."""
 
     __slots__ = ("request", "origin", "model", "affinity", "streamed", "expects_json",
-                 "deadline", "server_errors", "abandoned", "last_error")
+                 "deadline", "server_errors", "wrong_server", "abandoned", "last_error")
 
     def __init__(self, policy: RoutingPolicy, request: httpx2.Request):
         content = request.content
@@ -91,6 +93,7 @@ class _Attempt:
         self.expects_json = not self.streamed and policy.expects_json(request)
         self.deadline = time.monotonic() + policy.settings.wait_timeout
         self.server_errors = 0
+        self.wrong_server = 0
         self.abandoned = 0
         self.last_error: BaseException | None = None
 
@@ -142,12 +145,18 @@ class _FailoverBase:
             attempt.request, f"no endpoint within {self.wait_timeout:.0f} s: {reason}")
 
     def _server_error(self, attempt: _Attempt, load: EndpointLoad, status: int) -> bool:
-        """Whether a 5xx goes to another replica.
+        """Whether a 5xx, 401 or 404 goes to another replica.
+
+        A 401/404 goes elsewhere while a peer serving the model is usable (this replica is not
+        the server its entry names), twice at most (a 401/404 everywhere is the request's own).
 
         A 500 goes elsewhere only while another replica is usable right now (a sole broken
         replica's 500 is the caller's at once, not after its cool-down), and only once (a 500
         from two replicas is the request's own).
         """
+        if status in WRONG_SERVER_STATUSES:
+            attempt.wrong_server += 1
+            return attempt.wrong_server < 3 and self.pool.has_alternative(load, attempt.model)
         if status not in FAILOVER_STATUSES:
             return False
         if status == 500:
@@ -158,7 +167,9 @@ class _FailoverBase:
     def _check_reply(self, attempt: _Attempt, response: httpx2.Response, body: bytes) -> str | None:
         if response.status_code != 200 or not attempt.expects_json:
             return None
-        problem = reply_problem(attempt.origin.path, body)
+        named = attempt.request.headers.get(DIMENSION_HEADER, "")
+        problem = reply_problem(attempt.origin.path, body, attempt.request.content,
+                                int(named) if named.isdigit() else None)
         if problem is not None and response.headers.get("content-encoding", "identity") not in (
                 "identity", ""):
             return None  # compressed: the caller's client decodes and judges it
@@ -323,13 +334,14 @@ class FailoverTransport(_FailoverBase, httpx2.BaseTransport):
         status = response.status_code
         if self._server_error(attempt, load, status):
             response.close()
-            raise self.policy.failed(load, f"HTTP {status}")
+            raise self.policy.failed(load, f"HTTP {status}",
+                                     eject=status in WRONG_SERVER_STATUSES)
         if raw is not None:
             problem = self._check_reply(attempt, response, raw)
             if problem is None:
                 self.pool.release(load, "error" if status >= 500 else "ok")
             elif self.pool.has_alternative(load, attempt.model):
-                raise self.policy.failed(load, problem)
+                raise self.policy.failed(load, problem, eject=True)
             else:  # the caller's parser reports it as this item's error
                 self.pool.release(load, "error")
             return response
@@ -528,13 +540,14 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
         status = response.status_code
         if self._server_error(attempt, load, status):
             await response.aclose()
-            raise self.policy.failed(load, f"HTTP {status}")
+            raise self.policy.failed(load, f"HTTP {status}",
+                                     eject=status in WRONG_SERVER_STATUSES)
         if raw is not None:
             problem = self._check_reply(attempt, response, raw)
             if problem is None:
                 self.pool.release(load, "error" if status >= 500 else "ok")
             elif self.pool.has_alternative(load, attempt.model):
-                raise self.policy.failed(load, problem)
+                raise self.policy.failed(load, problem, eject=True)
             else:  # the caller's parser reports it as this item's error
                 self.pool.release(load, "error")
             return response

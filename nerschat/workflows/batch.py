@@ -9,6 +9,7 @@ request_id, body}`, `error`. Unlike `vllm run-batch`, results are appended as th
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx2
 
+from nerschat.client.routing import shape_problem
 from nerschat.workflows.inputs import FieldError, require_str
 
 BATCH_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -47,8 +49,14 @@ def parse_batch_request(record: dict[str, Any]) -> BatchRequest:
     body = record.get("body")
     if not isinstance(body, dict):
         raise FieldError("body", "missing" if body is None else "must be a JSON object")
-    if not isinstance(body.get("model"), str) or not body["model"]:
+    if "model" not in body:
         raise FieldError("body.model", "missing")
+    model = body["model"]
+    if not isinstance(model, str):
+        raise FieldError("body.model", f"must be a string, got {type(model).__name__} "
+                                       f"{json.dumps(model)[:40]}")
+    if not model.strip():
+        raise FieldError("body.model", "is empty")
     if body.get("stream"):
         raise FieldError("body.stream", "streaming is not supported in batch files")
     return BatchRequest(custom_id, method.upper(), url, body)
@@ -90,4 +98,9 @@ async def run_batch_request(http: httpx2.AsyncClient, request: BatchRequest,
         error = body.get("error", body) if isinstance(body, dict) else body
         output["error"] = (str(error.get("message", error)) if isinstance(error, dict)
                            else str(error)[:500]) or f"HTTP {response.status_code}"
+    elif response.status_code == 200:  # a success must be the API's reply
+        problem = (shape_problem(request.url, body, json.dumps(request.body).encode())
+                   if isinstance(body, (dict, list)) else "reply is not JSON")
+        if problem is not None:
+            output["error"] = f"malformed reply: {problem}"
     return output

@@ -5,6 +5,10 @@
     OUT.parts/results-RRR-SSSS.jsonl   {"h": item hash, "ok": bool, "r": result}, appended
     OUT                                 the merge: input order, each item once, atomic
     OUT.errors.jsonl                    invalid input lines, with --skip-invalid
+    OUT.parts/lock                      flock'ed by the run writing OUT (pid and host inside)
+
+An output that is the input (same st_dev/st_ino) or a symbolic link is refused, and only one
+run at a time writes an output (`nerschat.workflows.outputs`).
 
 That is the default `Sink` (JSONL results: judge, run-batch); a task may bring its own (embed
 writes `.npy` shards into a directory, with its work directory inside it). A task may also
@@ -31,7 +35,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -53,6 +56,7 @@ from nerschat.workflows.inputs import (
     iter_lines,
     parse_line,
 )
+from nerschat.workflows.outputs import check_file_output, clear_workdir, output_lock
 from nerschat.workflows.tasks import Clients, ItemTask, task_from_dict
 
 RESULT_PREFIX = "results-"
@@ -62,6 +66,10 @@ DEFAULT_SHARDS_PARSL = 4
 
 class ConfigChanged(UsageError):
     """The output holds results of another configuration."""
+
+
+class NoItems(UsageError, ValueError):
+    """The input holds no valid item (empty, or every line invalid): exit 2, every workflow."""
 
 
 class AmbiguousModel(UsageError, ValueError):
@@ -89,9 +97,13 @@ class Sink:
         """Where invalid input lines of `output`'s run go (`OUT.errors.jsonl`)."""
         return output.with_name(output.stem + ".errors.jsonl")
 
+    def check_output(self, input_path: Path, output: Path) -> None:
+        """OutputRefused if `output` is the input, or a symlink (see `outputs`)."""
+        check_file_output(input_path, output, [self.errors_path(output), self.workdir(output)])
+
     def restart(self, output: Path) -> None:
         """Forget earlier results of `output` (its work directory, merge and errors file)."""
-        shutil.rmtree(self.workdir(output), ignore_errors=True)
+        clear_workdir(self.workdir(output))
         for path in (output, self.errors_path(output)):
             path.unlink(missing_ok=True)
 
@@ -780,14 +792,28 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
     the rest of its configuration. Raises InputError (a bad line), ConfigChanged (the output
     holds another configuration's results), EndpointTimeout (nothing ready in `timeout` s).
     """
-    from nerschat.client.readiness import wait_for_endpoints
-    from nerschat.workflows.progress import RunProgress
-
     input_path, output_path = Path(input_path), Path(output_path)
     console = console or Console(stderr=True)
     runner = runner or ShardRunner()
     sink = task_sink(task)
     workdir = sink.workdir(output_path)
+    sink.check_output(input_path, output_path)
+    with output_lock(workdir, output_path):
+        return _run_locked(task, sink, workdir, input_path, output_path, registry=registry,
+                           model=model, shards=shards, in_flight=in_flight,
+                           skip_invalid=skip_invalid, runner=runner, timeout=timeout,
+                           console=console, show_progress=show_progress,
+                           restart_run=restart_run)
+
+
+def _run_locked(task: ItemTask, sink: Sink, workdir: Path, input_path: Path, output_path: Path,
+                *, registry: str | None, model: str | None, shards: int | None,
+                in_flight: int | None, skip_invalid: bool, runner: ShardRunner,
+                timeout: float, console: Console, show_progress: bool,
+                restart_run: bool) -> RunReport:
+    from nerschat.client.readiness import wait_for_endpoints
+    from nerschat.workflows.progress import RunProgress
+
     if restart_run:
         sink.restart(output_path)
     if model is not None:
@@ -802,6 +828,11 @@ def run_items(task: ItemTask, input_path: str | Path, output_path: str | Path, *
     work = plan(task, input_path, output_path, shards=shards, skip_invalid=skip_invalid,
                 index=index, run=next_run(workdir))
     del index
+    if not len(work.order):
+        if work.invalid:
+            raise NoItems(f"{input_path}: no valid items: all {work.invalid} are invalid; see "
+                          f"{sink.errors_path(output_path)}")
+        raise NoItems(f"{input_path}: no items (the input is empty); nothing to do")
     if work.invalid:
         console.print(f"[yellow]{work.invalid} invalid line(s) skipped[/]; see "
                       f"{escape(str(sink.errors_path(output_path)))}", highlight=False)

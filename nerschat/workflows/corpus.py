@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nerschat.workflows.inputs import FieldError, InputError, iter_lines, require_str
+from nerschat.workflows.inputs import (
+    FieldError,
+    InputError,
+    iter_lines,
+    not_a_file,
+    require_str,
+)
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".rst"}
 
@@ -50,6 +56,14 @@ def _directory(root: Path, id_field: str, text_field: str) -> Iterator[Record]:
         doc_id = str(path.relative_to(root))
         shown = doc_id.encode("utf-8", "replace")
         try:
+            doc_id.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode()
+            yield number, shown, InputError(shown.decode(), 0, None,
+                                            "file name is not valid UTF-8: cannot be an id; "
+                                            "rename the file")
+            continue
+        try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             yield number, shown, InputError(path, 1, None, f"not UTF-8 ({exc.reason} at byte "
@@ -70,13 +84,30 @@ def _parquet(path: Path, id_column: str, text_column: str) -> Iterator[Record]:
     except ImportError:
         raise InputError(path, 0, None, "reading Parquet needs pyarrow: "
                                         "pip install 'nerschat[parquet]'") from None
-    handle = pq.ParquetFile(path)
-    names = handle.schema_arrow.names
+    try:
+        handle = pq.ParquetFile(path)
+        names = handle.schema_arrow.names
+    except Exception as exc:  # pyarrow raises its own ArrowException kinds
+        raise InputError(path, 0, None, f"not a readable Parquet file ({str(exc)[:120]})"
+                         ) from None
     for column in (id_column, text_column):
         if column not in names:
             raise InputError(path, 0, column, f"no such column (columns: {', '.join(names)})")
+    yield from _parquet_rows(path, handle, id_column, text_column)
+
+
+def _parquet_rows(path: Path, handle: Any, id_column: str, text_column: str
+                  ) -> Iterator[Record]:
     row = 0
-    for batch in handle.iter_batches(columns=[id_column, text_column], batch_size=8192):
+    batches = handle.iter_batches(columns=[id_column, text_column], batch_size=8192)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # a corrupt page: the input's fault, not the output's
+            raise InputError(path, row + 1, None, f"not a readable Parquet file "
+                                                  f"({str(exc)[:120]})") from None
         for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
             row += 1
             shown = f"row {row}".encode()
@@ -98,8 +129,9 @@ def corpus_records(source: str | Path, *, id_field: str = "id", text_field: str 
     path = Path(source)
     if path.is_dir():
         return _directory(path, id_field, text_field)
-    if not path.exists():
-        raise InputError(path, 0, None, "input not found")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise InputError(path, 0, None, problem)
     if path.suffix.lower() in (".parquet", ".pq"):
         return _parquet(path, id_field, text_field)
     return ((number, raw, None) for number, raw in iter_lines(path))

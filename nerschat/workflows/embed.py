@@ -32,7 +32,7 @@ import json
 import math
 import os
 import random
-import shutil
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,12 +42,14 @@ import httpx2
 import numpy as np
 from rich.console import Console
 
+from nerschat.client.routing import DIMENSION_HEADER
 from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint
 from nerschat.workflows.atomic import atomic_write, write_json
 from nerschat.workflows.core import ResultIndex, ShardRunner, Sink, item_hash, run_items
 from nerschat.workflows.corpus import Document, Record, corpus_records, parse_document
 from nerschat.workflows.inputs import iter_lines
+from nerschat.workflows.outputs import OutputRefused, check_dir_output, clear_workdir
 from nerschat.workflows.tasks import Clients
 
 BODY_LIMIT = 1_800_000  # bytes of text per request, under TEI's 2 MB body limit
@@ -194,12 +196,16 @@ class Embedder:
     """Sends batches to the API of the endpoints, isolating documents the server rejects."""
 
     def __init__(self, http: httpx2.AsyncClient, limits: ServerLimits, options: EmbedOptions,
-                 model: str):
+                 model: str, shared: dict[str, int] | None = None):
         """Requests to endpoints with `limits` through `http` (routed).
 
-        Raises EmbedError for a prompt name on an engine without TEI's /embed.
+        `shared` holds what the embedders of one run agree on: `dimension`, the width of the
+        first vectors received; a replica answering with another width (or count) is failed
+        over by the transport, and its vectors are never written. Raises EmbedError for a
+        prompt name on an engine without TEI's /embed.
         """
         self.http = http
+        self.shared = shared if shared is not None else {}
         self.endpoint: Endpoint | None = None
         self.limits = limits
         self.options = options
@@ -224,8 +230,10 @@ class Embedder:
             path = "/v1/embeddings"
         error = ""
         for attempt in range(1, ATTEMPTS + 1):
+            dimension = self.shared.get("dimension")
+            headers = {DIMENSION_HEADER: str(dimension)} if dimension else None
             try:
-                response = await self.http.post(path, json=body)
+                response = await self.http.post(path, json=body, headers=headers)
             except httpx2.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
@@ -246,6 +254,8 @@ class Embedder:
                 tokens = 0
             else:
                 data = sorted(payload["data"], key=lambda d: d["index"])
+                if [d["index"] for d in data] != list(range(len(data))):
+                    raise ValueError("indexes repeat or are out of range")
                 rows = [d["embedding"] if isinstance(d["embedding"], str) else
                         base64.b64encode(np.asarray(d["embedding"], dtype=np.float32).tobytes()
                                          ).decode() for d in data]
@@ -257,6 +267,10 @@ class Embedder:
         if len(rows) != count or not width or width % 4 or len({len(r) for r in rows}) > 1:
             raise EmbedError(f"reply has {len(rows)} vectors of {sorted({len(r) for r in rows})[:2]}"
                              f" base64 characters for {count} texts")
+        expected = self.shared.setdefault("dimension", width // 4)
+        if width // 4 != expected:
+            raise EmbedError(f"reply has vectors of dimension {width // 4}, not {expected} "
+                             "like the others")
         return rows, tokens
 
     async def _isolate(self, texts: list[str], outcome: BatchOutcome, offset: int) -> None:
@@ -334,6 +348,7 @@ class EmbedTask:
         self.id_field, self.text_field = id_field, text_field
         self.sink = NpySink(shards)
         self._embedders: dict[str | None, Embedder] = {}
+        self._shared: dict[str, int] = {}  # what every embedder of the run agrees on
 
     @property
     def model(self) -> str | None:
@@ -368,7 +383,8 @@ class EmbedTask:
         if embedder is None or (endpoint is not None and embedder.endpoint != endpoint):
             limits = ServerLimits.of(endpoint) if endpoint is not None else \
                 ServerLimits.smallest(clients.endpoints)
-            embedder = Embedder(clients.http, limits, self.options, self.options.model or "")
+            embedder = Embedder(clients.http, limits, self.options, self.options.model or "",
+                                self._shared)
             embedder.endpoint = endpoint
             self._embedders[key] = embedder
         return embedder
@@ -427,6 +443,17 @@ class EmbedTask:
 
 # -- the sink: .npy shards ----------------------------------------------------------------
 
+_OURS = re.compile(r"(shard-\d{5}\.(npy|ids\.jsonl|json)|manifest\.json|all\.npy|invalid\.jsonl)")
+
+
+def written_here(name: str) -> bool:
+    """Whether a file name in OUTDIR is one nerschat embed writes (or its temporary file)."""
+    if name == ".work" or name == ".all.npy.tmp":
+        return True
+    if name.startswith(".") and name.endswith(".tmp"):  # atomic_write's .NAME.XXXX.tmp
+        name = name[1:].rsplit(".", 2)[0]
+    return _OURS.fullmatch(name) is not None
+
 def shard_files(outdir: Path, shard: int) -> tuple[Path, Path, Path]:
     """The vectors (`.npy`), ids (`.ids.jsonl`) and summary (`.json`) paths of shard `shard`."""
     stem = f"shard-{shard:05d}"
@@ -470,9 +497,30 @@ class NpySink(Sink):
         """`OUTDIR/invalid.jsonl`."""
         return output / "invalid.jsonl"
 
+    def check_output(self, input_path: Path, output: Path) -> None:
+        """OutputRefused if OUTDIR is or holds the input, or holds files nerschat did not write."""
+        check_dir_output(input_path, output, written_here)
+        manifest = output / "manifest.json"
+        if manifest.exists() or manifest.is_symlink():
+            try:
+                if manifest.is_symlink() or manifest.stat().st_size > (64 << 20):
+                    raise ValueError("not ours")
+                value = json.loads(manifest.read_text(encoding="utf-8"))
+                if not (isinstance(value, dict) and isinstance(value.get("shards"), list)
+                        and value.get("dtype") == "float32"):
+                    raise ValueError("not ours")
+            except (OSError, ValueError):
+                raise OutputRefused(f"{manifest}: not a manifest nerschat embed wrote; give a "
+                                    "new or empty directory") from None
+
     def restart(self, output: Path) -> None:
-        """Remove OUTDIR and everything in it."""
-        shutil.rmtree(output, ignore_errors=True)
+        """Remove what nerschat wrote into OUTDIR (shards, manifest, work directory)."""
+        clear_workdir(self.workdir(output))
+        if not output.is_dir():
+            return
+        for entry in output.iterdir():
+            if entry.name != ".work" and written_here(entry.name) and not entry.is_dir():
+                entry.unlink(missing_ok=True)
 
     def count(self, total: int) -> int:
         """How many shard files `total` documents make."""

@@ -8,6 +8,7 @@ written back as UTF-8), fields of the wrong type. Nothing is held beyond the cur
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ def decode_line(path: str | Path, number: int, raw_bytes: bytes) -> Any:
         return InputError(path, number, None, f"malformed JSON: {exc.msg} (column {exc.colno})")
     except RecursionError:
         return InputError(path, number, None, "JSON nested too deeply")
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        return InputError(path, number, None, f"malformed JSON: {str(exc)[:120]}")
     if b"\\ud" in raw_bytes or b"\\uD" in raw_bytes:  # only escapes can make lone surrogates
         field = _surrogate_path(value)
         if field is not None:
@@ -92,11 +95,35 @@ def parse_line(path: str | Path, number: int, raw: bytes,
         raise InputError(path, number, exc.field, str(exc)) from None
 
 
+def not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as an input file (twice, by name), or None if it can."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "input file not found"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return ("is a pipe (FIFO or process substitution); the input is read twice, so "
+                "write it to a file first")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file; give a JSONL file"
+    if stat.S_ISDIR(mode):
+        return "is a directory; give a JSONL file"
+    return "is not a regular file; give a JSONL file"
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes without the line end) of each non-blank line."""
+    """(line number, raw bytes without the line end) of each non-blank line.
+
+    Raises InputError if `path` is missing or not a regular file (a FIFO, a device).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, 0, None, "input file not found")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise InputError(path, 0, None, problem)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             stripped = raw.rstrip(b"\r\n")

@@ -416,3 +416,62 @@ def test_the_wait_defaults_to_600_s_or_a_shorter_request_timeout() -> None:
     assert default_wait_timeout(None, 5) == 5.0
     assert default_wait_timeout(None, None) == 600.0
     assert default_wait_timeout(30.0, 5) == 30.0  # an explicit wait is never capped
+
+
+@pytest.mark.parametrize("status", [401, 404])
+def test_a_replica_that_is_not_the_server_it_names_is_ejected(registry: Registry,
+                                                               status: int) -> None:
+    publish(registry, "a", "b")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if host_of(request) == "a":
+            return httpx2.Response(status, json={"detail": "Not Found"})
+        return httpx2.Response(200, json=CHAT)
+
+    pool = EndpointPool(registry, "m1")
+    client = sync_client(pool, handler)
+    assert all(post(client).status_code == 200 for _ in range(10))
+    bad = next(load for load in pool.loads() if load.id == "a")
+    assert bad.ejections == 1 and bad.sent == 1
+
+    calls: list[str] = []
+
+    def everywhere(request: httpx2.Request) -> httpx2.Response:
+        calls.append(host_of(request))
+        return httpx2.Response(status, json={"error": {"message": "no such model"}})
+
+    reply = post(sync_client(EndpointPool(registry, "m1"), everywhere))
+    assert reply.status_code == status and sorted(calls) == ["a", "b"]
+
+
+@pytest.mark.parametrize("choices", [[], "oops", [1]])
+async def test_a_200_without_choices_fails_over_async(registry: Registry, choices: Any) -> None:
+    publish(registry, "a", "b")
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        if host_of(request) == "a":
+            return httpx2.Response(200, json={**CHAT, "choices": choices})
+        return httpx2.Response(200, json=CHAT)
+
+    pool = EndpointPool(registry, "m1")
+    async with async_client(pool, handler) as client:
+        for _ in range(6):
+            assert (await apost(client)).json()["choices"] == CHAT["choices"]
+    assert next(load for load in pool.loads() if load.id == "a").ejections == 1
+
+
+async def test_an_embedding_reply_of_the_wrong_count_fails_over(registry: Registry) -> None:
+    publish(registry, "a", "b")
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        texts = json.loads(request.content)["input"]
+        rows = [{"index": i, "embedding": [0.5, 0.5]} for i in range(len(texts))]
+        if host_of(request) == "a":
+            rows = rows[:-1]
+        return httpx2.Response(200, json={"data": rows})
+
+    pool = EndpointPool(registry, "m1")
+    async with async_client(pool, handler) as client:
+        for _ in range(4):
+            reply = await client.post("/v1/embeddings", json={"model": "m1", "input": ["x", "y"]})
+            assert len(reply.json()["data"]) == 2

@@ -24,16 +24,35 @@ def test_request_inspection() -> None:
 
 
 @pytest.mark.parametrize(("path", "body", "problem"), [
-    ("/v1/chat/completions", b'{"choices": []}', None),
+    ("/v1/chat/completions", b'{"choices": []}', "non-empty list"),
+    ("/v1/chat/completions", b'{"choices": "oops"}', "non-empty list"),
+    ("/v1/chat/completions", b'{"choices": [{"index": 0}]}', None),
+    ("/v1/embeddings", b'{"data": [{"index": 0, "embedding": [1]}, {"index": 0, "embedding": [2]}]}', "repeat"),
+    ("/v1/embeddings", b'{"data": [{"index": 5, "embedding": [1]}]}', "out of range"),
+    ("/v1/embeddings", b'{"data": [{"index": 0, "embedding": [1]}, {"index": 1, "embedding": [1, 2]}]}', "dimensions"),
+    ("/embed", b'[[0.1], [0.2, 0.3]]', "dimensions"),
     ("/v1/chat/completions", b"<html>502</html>", "not a JSON object"),
     ("/v1/chat/completions", b'{"id": "x"}', "no 'choices' field"),
     ("/v1/completions", b'{"choices": [ {not json', "not a JSON object"),
     ("/v1/embeddings", b'{"data": []}\n', None),
     ("/v1/embeddings", b'{"object": "list"}', "no 'data' field"),
-    ("/embed", b"[[0.1, 0.2]]", None),  # TEI's own route: not checked here
+    ("/embed", b"[[0.1, 0.2]]", None),
 ])
 def test_reply_problem(path: str, body: bytes, problem: str | None) -> None:
     found = reply_problem(path, body)
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+@pytest.mark.parametrize(("request_body", "reply", "problem"), [
+    (b'{"input": ["a", "b"]}', b'{"data": [{"index": 0, "embedding": "AAAA"}]}', "1 vectors for 2"),
+    (b'{"input": "a"}', b'{"data": [{"index": 0, "embedding": "AAAA"}]}', None),
+    (b'{"input": [1, 2, 3]}', b'{"data": [{"index": 0, "embedding": [1.0]}]}', None),
+    (b'{"inputs": ["a", "b"]}', b"[[0.1]]", "1 vectors for 2"),
+])
+def test_embedding_replies_have_one_vector_per_text(request_body: bytes, reply: bytes,
+                                                     problem: str | None) -> None:
+    path = "/embed" if b"inputs" in request_body else "/v1/embeddings"
+    found = reply_problem(path, reply, request_body)
     assert (found is None) if problem is None else (found is not None and problem in found)
 
 

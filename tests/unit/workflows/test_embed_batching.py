@@ -201,3 +201,82 @@ def test_plan_reports_duplicate_ids_with_file_and_line(tmp_path: Path) -> None:
     shard_ids = [json.loads(x)["id"] for x in planned.shards[2][0].read_text().splitlines()]
     assert shard_ids == ["d6", "d8", "d9"]
     assert json.loads((out / "invalid.jsonl").read_text())["line"] == 8
+
+
+def two_replicas(registry: nerschat.Registry, bad: str) -> httpx2.AsyncClient:
+    """A routed client over replicas a (answering `bad`ly) and b (healthy), /v1/embeddings."""
+    from nerschat.client.connect import ROUTED_BASE_URL
+    from nerschat.client.routing import EndpointPool, RoutingSettings
+    from nerschat.client.transport import AsyncFailoverTransport
+
+    for number, name in enumerate("ab"):
+        registry.publish(make_endpoint(id=name, model="m", kind="embedding",
+                                       url=f"http://{name}.test:{8000 + number}/v1"))
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        texts = json.loads(request.content)["input"]
+        width = DIM
+        rows = [{"index": i, "embedding": [0.5] * width} for i in range(len(texts))]
+        if request.url.host.startswith("a."):
+            if bad == "width":
+                rows = [{"index": i, "embedding": [0.5] * 7} for i in range(len(texts))]
+            elif bad == "count":
+                rows = rows[:-1]
+            elif bad == "index":
+                rows = [{**row, "index": 0} for row in rows]
+        return httpx2.Response(200, json={"data": rows})
+
+    transport = AsyncFailoverTransport(EndpointPool(registry, "m"),
+                                       inner=httpx2.MockTransport(handle),
+                                       settings=RoutingSettings(wait_timeout=5))
+    return httpx2.AsyncClient(transport=transport, base_url=ROUTED_BASE_URL)
+
+
+@pytest.fixture
+def test_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mock endpoints live on `*.test` hosts (set before the registry is made)."""
+    monkeypatch.setenv("NERSCHAT_ALLOWED_HOSTS", "*.test")
+
+
+@pytest.mark.parametrize("bad", ["width", "count", "index"])
+async def test_a_bad_embedding_replica_is_routed_around(test_hosts: None,
+                                                        registry: nerschat.Registry,
+                                                        bad: str) -> None:
+    async with two_replicas(registry, bad) as http:
+        shared = {"dimension": DIM} if bad == "width" else {}
+        embed = Embedder(http, ServerLimits("openai", 8, None, None), EmbedOptions(), "m", shared)
+        for _ in range(6):
+            outcome = await embed.embed(["x", "y", "z"])
+            assert not outcome.errors
+            assert all(len(np.frombuffer(__import__("base64").b64decode(row or ""),
+                                         dtype=np.float32)) == DIM for row in outcome.rows)
+
+
+async def test_vectors_of_another_width_from_the_only_replica_are_an_error() -> None:
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"data": [{"index": 0, "embedding": [1.0] * 7}]})
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handle), base_url="http://x")
+    embed = Embedder(http, ServerLimits("openai", 8, None, None), EmbedOptions(), "m",
+                     {"dimension": DIM})
+    with pytest.raises(EmbedError, match="dimension 7, not 4"):
+        await embed.embed(["x"])
+
+
+def test_changing_the_shard_count_recomputes_no_vector(tmp_path: Path) -> None:
+    docs = [(f"d{i}", {"id": f"d{i}", "error": None, "v": vector(i + 1.0)}) for i in range(6)]
+    order = results_dir(tmp_path / "out", docs)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": "t"}) + "\n" for i in range(6)))
+    NpySink(shards=2).merge(tmp_path / "out" / ".work", order, tmp_path / "out", {"model": "m"})
+    index = ResultIndex.build(tmp_path / "out" / ".work")
+    for shards in (1, 3, 6):
+        task = EmbedTask(shards=shards)
+        planned = plan(task, corpus, tmp_path / "out", shards=shards, skip_invalid=False,
+                       index=index, run=1)
+        assert planned.todo == 0  # every vector is reused
+        task.sink.merge(tmp_path / "out" / ".work", planned.order, tmp_path / "out",
+                        {"model": "m"})
+        ids, vectors = nerschat.load_embeddings(tmp_path / "out")
+        assert ids == [f"d{i}" for i in range(6)] and not np.isnan(vectors).any()
+        assert not shard_files(tmp_path / "out", shards)[0].exists()  # stale shards removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,71 @@ def test_plan_keeps_only_hashes_in_memory(tmp_path: Path) -> None:
     planned = plan_judge(path)
     assert planned.order.dtype == np.uint64 and len(planned.order) == 1000
     assert len(set(planned.order.tolist())) == 1000
+
+
+def test_huge_json_integer_is_a_line_error_or_skipped(tmp_path: Path) -> None:
+    huge = '{"id": "b", "question": "q?", "answers": ["x", "y"], "n": ' + "9" * 5000 + "}"
+    path = write(tmp_path / "in.jsonl", GOOD, huge)
+    with pytest.raises(InputError, match="in.jsonl:2: malformed JSON"):
+        plan_judge(path)
+    assert plan_judge(path, skip=True).invalid == 1
+    corpus = write(tmp_path / "c.jsonl", '{"id": "1", "text": "x", "n": ' + "1" * 5000 + "}")
+    assert "c.jsonl:1: malformed JSON" in str(docs(corpus)[0])
+
+
+def test_file_name_that_is_not_utf8_is_a_file_error(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "good.txt").write_text("alpha")
+    with open(os.path.join(os.fsencode(root), b"bad\xff.txt"), "wb") as handle:
+        handle.write(b"beta")
+    found = docs(root)
+    assert Document("good.txt", "alpha") in found
+    bad = [d for d in found if isinstance(d, InputError)]
+    assert len(bad) == 1 and "file name is not valid UTF-8" in str(bad[0])
+    str(bad[0]).encode("utf-8")  # printable
+
+
+@pytest.mark.parametrize(("kind", "message"), [("fifo", "is a pipe"), ("device", "is a device"),
+                                               ("missing", "input file not found")])
+def test_input_that_is_not_a_file_says_what_it_is(tmp_path: Path, kind: str,
+                                                  message: str) -> None:
+    path = tmp_path / "in.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/null")
+    with pytest.raises(InputError, match=message):
+        plan_judge(path)
+    with pytest.raises(InputError, match=message):
+        docs(path)
+
+
+def test_corrupt_parquet_blames_the_input(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "c.parquet"
+    path.write_bytes(b"PAR1" + b"\x00garbage" * 10 + b"PAR1")
+    with pytest.raises(InputError, match="c.parquet: not a readable Parquet file"):
+        docs(path)
+
+
+def test_batch_model_of_the_wrong_type_says_so() -> None:
+    record = {"custom_id": "1", "method": "POST", "url": "/v1/completions", "body": {"model": 5}}
+    with pytest.raises(FieldError, match="must be a string, got int 5"):
+        parse_batch_request(record)
+
+
+@pytest.mark.parametrize("choices", [[], "oops"])
+async def test_run_batch_never_records_a_malformed_success_as_ok(choices: object) -> None:
+    import httpx2
+
+    from nerschat.workflows.batch import BatchRequest, run_batch_request
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"id": "c", "choices": choices})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler),
+                                  base_url="http://x.test") as http:
+        out = await run_batch_request(http, BatchRequest("1", "POST", "/v1/chat/completions",
+                                                         {"model": "m"}))
+    assert out["error"] is not None and "malformed reply" in out["error"]
