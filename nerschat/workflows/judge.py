@@ -21,7 +21,7 @@ from typing import Any
 import openai
 
 from nerschat.errors import FailureError
-from nerschat.judging.budget import ContextBudget, is_context_error
+from nerschat.judging.budget import ContextBudget, is_context_error, server_message
 from nerschat.workflows.inputs import FieldError, require_str
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -276,7 +276,7 @@ async def _judge_with_retries(client: openai.AsyncOpenAI, model: str, item: Judg
                     continue
                 error = budget.error(messages, exc)
                 break
-            error = f"HTTP {exc.status_code}: {_message(exc)}"
+            error = f"HTTP {exc.status_code}: {server_message(exc)}"
             if exc.status_code < 500 and exc.status_code != 429:
                 break  # a bad request stays bad
         except (openai.APIError, BadReply) as exc:
@@ -329,13 +329,3 @@ async def judge_item(client: openai.AsyncOpenAI, item: JudgeItem, options: Judge
         result["verdicts"] = [{"order": v["order"], "index": v["index"], "label": v["label"],
                                "reasoning": v["reasoning"]} for v in verdicts]
     return result
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            return str(error.get("message", error))[:300]
-        return str(error)[:300]
-    return str(exc)[:300]
