@@ -97,6 +97,19 @@ class StubFleet:
                 pilot.process.wait()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie counts as dead: it has exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
                interval: float = 0.1) -> None:
     """Poll `predicate` until it is true; AssertionError naming `what` after `timeout` s."""

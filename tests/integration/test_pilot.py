@@ -14,7 +14,7 @@ import pytest
 
 from nerschat.pilot.pilot import Pilot, PilotConfig, PilotError
 from nerschat.registry import Registry
-from nerschat.testing.fleet import StubFleet, wait_until
+from nerschat.testing.fleet import StubFleet, pid_alive, wait_until
 
 NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
 
@@ -24,14 +24,6 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_serve_wait_chat_and_401(fleet: StubFleet, registry: Registry) -> None:

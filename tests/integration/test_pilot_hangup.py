@@ -3,7 +3,6 @@ twice, a planted log link is never followed (field attack #13, #14, duplicate pi
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,18 +10,11 @@ import time
 from pathlib import Path
 
 from nerschat.registry import Registry
-from nerschat.testing.fleet import StubFleet, wait_until
+from nerschat.testing.fleet import StubFleet, pid_alive, wait_until
 
 NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_sighup_drains_and_removes_the_entry(fleet: StubFleet, registry: Registry) -> None:

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from nerschat.registry import Registry
-from nerschat.testing.fleet import StubFleet, wait_until
+from nerschat.testing.fleet import StubFleet, pid_alive, wait_until
 
 NERSCHAT = [sys.executable, "-m", "nerschat.cli.main"]
 FAST_PROBES = ("--health-timeout", "0.5", "--health-failures", "2")
@@ -24,13 +24,6 @@ def state(registry: Registry, endpoint_id: str) -> str | None:
     return None if entry is None else entry.state
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_frozen_server_leaves_ready_and_comes_back(fleet: StubFleet, registry: Registry) -> None:
