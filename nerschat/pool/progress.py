@@ -20,13 +20,12 @@ import contextlib
 import json
 import os
 import socket
-import stat
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerschat.pool.state import POOL_DIR, pool_dir, pools_trust, read_json
+from nerschat.pool.state import POOL_DIR, pool_dir, pools_trust, read_json, subdirectory_trust
 from nerschat.registry import (
     DirectoryTrust,
     Registry,
@@ -34,7 +33,6 @@ from nerschat.registry import (
     RegistryProblem,
     _number,
     _text,
-    check_directory,
 )
 
 WORKFLOW_DIR = "workflows"
@@ -142,17 +140,7 @@ def workflows_trust(registry: Registry) -> DirectoryTrust | None:
     """The trust `pools/workflows` gives its files; None if missing; RegistryError if unsafe."""
     if pools_trust(registry) is None:
         return None
-    path = workflow_dir(registry)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise RegistryError(f"cannot read {path}: {exc.strerror}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise RegistryError(f"{path} is a symbolic link, not the workflows directory: "
-                            "remove it")
-    return check_directory(path, st)
+    return subdirectory_trust(workflow_dir(registry), "the workflows directory")
 
 
 def scan_reports(registry: Registry) -> tuple[list[Report], list[RegistryProblem]]:

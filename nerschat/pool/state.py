@@ -326,7 +326,15 @@ def pools_trust(registry: Registry) -> DirectoryTrust | None:
     """
     if registry.check() is None:
         return None
-    path = registry.path / POOL_DIR
+    return subdirectory_trust(registry.path / POOL_DIR, "the pools directory")
+
+
+def subdirectory_trust(path: Path, what: str) -> DirectoryTrust | None:
+    """The trust a registry subdirectory `path` gives its files; None if it is missing.
+
+    RegistryError (one line) for a link in its place (`what` names it in the message) or a
+    directory `check_directory` refuses.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -334,7 +342,7 @@ def pools_trust(registry: Registry) -> DirectoryTrust | None:
     except OSError as exc:
         raise RegistryError(f"cannot read {path}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise RegistryError(f"{path} is a symbolic link, not the pools directory: remove it")
+        raise RegistryError(f"{path} is a symbolic link, not {what}: remove it")
     return check_directory(path, st)
 
 
