@@ -17,4 +17,4 @@ bash scripts/local-slurm.sh start --gpus 4
 eval "$(bash scripts/local-slurm.sh env)"
 export PATH="$repo/.venv/bin:$PATH"
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero exit.
-exec python -m pytest -ra "$@"
+exec python -m pytest -ra --durations=30 "$@"

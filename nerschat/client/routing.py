@@ -48,7 +48,8 @@ much busier than the least-loaded one, so vLLM's prefix cache serves their share
 AFFINITY_SLACK = 4
 """Requests in flight the affinity replica may have beyond 1.5x the least-loaded one's."""
 MIN_COOLDOWN = 0.5
-"""Seconds an endpoint is left alone after its first failure (doubles per failure in a row)."""
+"""Seconds an endpoint is left alone after its first failure (doubles per failure in a row;
+failures while it cools down do not count: they were in flight when it failed)."""
 MAX_COOLDOWN = 30.0
 """Longest cool-down after consecutive failures, seconds."""
 OUTLIER_COOLDOWN = 10.0
@@ -432,9 +433,15 @@ class EndpointPool:
             load.error_rate = load.error_rate * (1 - ERROR_RATE_WEIGHT) + ERROR_RATE_WEIGHT
             if outcome == "failed":
                 load.failovers += 1
-                load.consecutive_failures += 1
-                backoff = min(MAX_COOLDOWN, MIN_COOLDOWN * 2 ** (load.consecutive_failures - 1))
-                load.cooldown_until = max(load.cooldown_until, now + backoff)
+                if load.cooldown_until <= now:
+                    # Requests in flight together that fail together (a burst of connect
+                    # timeouts, a restart) are one failure: only one after the cool-down
+                    # ended is one more in a row. Counting each made 11 requests that timed
+                    # out at once cool every replica for 30 s.
+                    load.consecutive_failures += 1
+                    backoff = min(MAX_COOLDOWN,
+                                  MIN_COOLDOWN * 2 ** (load.consecutive_failures - 1))
+                    load.cooldown_until = now + backoff
             if self._is_outlier(load):
                 load.ejections += 1
                 backoff = min(MAX_COOLDOWN * 4, OUTLIER_COOLDOWN * 2 ** (load.ejections - 1))

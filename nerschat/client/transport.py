@@ -50,6 +50,7 @@ from nerschat.client.routing import (
     model_of,
     reply_problem,
 )
+from nerschat.client.upstream import AiohttpTransport
 
 FAILOVER_ERRORS: tuple[type[Exception], ...] = (
     httpx2.ConnectError,
@@ -60,11 +61,10 @@ FAILOVER_ERRORS: tuple[type[Exception], ...] = (
     httpx2.RemoteProtocolError,
 )
 DEFAULT_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
-"""Connections of one client. Every connection may be kept alive: a batch run keeps several
-hundred requests in flight (the adaptive limits of 4 replicas), and closing all above a smaller
-keep-alive cap after each reply made a new TCP connection per request, whose SYNs overflow the
-servers' accept queues (judge on 4 stubs of 32 slots: 58 requests/s with a cap of 200, 151 with
-none, one run each of a probe like `benchmarks/workflows.py`)."""
+"""Connections of one blocking client (the async one goes over aiohttp:
+`nerschat.client.upstream`). Every connection may be kept alive: closing all above a smaller
+keep-alive cap after each reply makes a new TCP connection per request once many are in
+flight, and their SYNs overflow the servers' accept queues."""
 WAIT_POLL = 0.2
 BACKOFF = wait_random_exponential(multiplier=0.05, max=1.0)
 
@@ -467,14 +467,16 @@ class AsyncFailoverTransport(_FailoverBase, httpx2.AsyncBaseTransport):
     """Asynchronous transport for `openai.AsyncOpenAI` and any `httpx2.AsyncClient`.
 
     `AsyncFailoverTransport(pool)` alone is enough (default `RoutingSettings`); the pool's
-    `stats()` gives per-endpoint counters for metrics.
+    `stats()` gives per-endpoint counters for metrics. The bytes go through `inner`, by
+    default aiohttp's connection pool (`nerschat.client.upstream.AiohttpTransport`, made on
+    first use in the running event loop): close the client (`aclose`) when done with it.
     """
 
     def __init__(self, pool: EndpointPool, *, wait_timeout: float | None = None,
                  attempts: int | None = None, inner: httpx2.AsyncBaseTransport | None = None,
                  settings: RoutingSettings | None = None):
         super().__init__(pool, _settings(settings, wait_timeout, attempts))
-        self.inner = inner or httpx2.AsyncHTTPTransport(limits=DEFAULT_LIMITS)
+        self.inner = inner or AiohttpTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Async twin of `FailoverTransport.handle_request`, same fail-over and 503 rules."""

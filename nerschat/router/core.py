@@ -4,7 +4,7 @@ Every forwarded request goes through the client's `AsyncFailoverTransport` over 
 least-outstanding choice, fail-over, waiting for a replica and cooling down failing replicas
 are the client transport's own code. What the router adds around it is observation only: an
 inner transport that counts attempts and failures per upstream endpoint (over aiohttp's
-client, see `nerschat.router.upstream`), and a read of the
+client, see `nerschat.client.upstream`), and a read of the
 pool's per-endpoint load for `/metrics`. Everything the router reads from `nerschat.client`
 is in this module.
 """
@@ -23,9 +23,9 @@ from nerschat.client.transport import (
     AsyncFailoverTransport,
     model_of,
 )
+from nerschat.client.upstream import AiohttpTransport
 from nerschat.registry import Registry
 from nerschat.router.metrics import RouterMetrics
-from nerschat.router.upstream import AiohttpTransport
 
 __all__ = ["EndpointView", "ObservedTransport", "RoutingCore", "model_of"]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from nerschat.client.routing import (
+    MIN_COOLDOWN,
     EndpointPool,
     RoutingSettings,
     is_streamed,
@@ -71,3 +74,23 @@ def test_a_lone_endpoint_is_never_an_outlier(registry: Registry) -> None:
         pool.release(load, "error")
     (load,) = pool.loads()
     assert load.ejections == 0 and load.errors == 50 and load.cooldown_until == 0.0
+
+
+def test_requests_failing_together_are_one_failure_in_a_row(registry: Registry) -> None:
+    # 11 requests in flight on one replica time out at once (an accept queue overflowing):
+    # one failure, the shortest cool-down, not 2**10 times it.
+    registry.publish(make_endpoint(id="a"))
+    registry.publish(make_endpoint(id="b", url="http://b:1/v1"))
+    pool = EndpointPool(registry, "m1")
+    pool.refresh(force=True)
+    a = next(load for load in pool.loads() if load.id == "a")
+    for _ in range(11):
+        a.outstanding += 1
+        pool.release(a, "failed")
+    assert a.failovers == 11 and a.consecutive_failures == 1
+    assert a.cooldown_until - time.monotonic() <= MIN_COOLDOWN
+    a.cooldown_until = 0.0  # over: the next failure is one more in a row
+    a.outstanding += 1
+    pool.release(a, "failed")
+    assert a.consecutive_failures == 2
+    assert MIN_COOLDOWN < a.cooldown_until - time.monotonic() <= 2 * MIN_COOLDOWN

@@ -1,9 +1,13 @@
-"""The router's HTTP connection to the servers: aiohttp's client under the httpx2 seam.
+"""HTTP/1.1 to the servers through aiohttp's client, under the httpx2 seam.
 
-`AiohttpTransport` is an `httpx2.AsyncBaseTransport`, used as the *inner* transport of the
-client's `AsyncFailoverTransport`: routing and fail-over stay the client's, only the bytes
-travel through aiohttp's connection pool, which costs the router about half the CPU per
-request of httpcore's (its pool re-checks every idle connection on each request).
+`AiohttpTransport` is an `httpx2.AsyncBaseTransport`, the default *inner* transport of the
+client's `AsyncFailoverTransport` (workflows, `aconnect()`, the router): routing and fail-over
+stay `nerschat.client`'s, only the bytes travel through aiohttp's connection pool. httpcore's
+pool re-checks every connection it holds on each request (`has_expired`, a socket poll each),
+so its cost per request grows with the connections open: at the several hundred a batch run
+keeps to 4 replicas it took 58 % of the driver's CPU, and `nerschat run-batch` reached 132
+requests/s (7.4 ms of CPU each) where a plain `AsyncOpenAI` per replica reached 236; over
+aiohttp, 242 requests/s at 1.5 ms (4 stubs of 32 slots of 0.5 s, `benchmarks/workflows.py`).
 Errors are mapped to the httpx2 exceptions the fail-over transport acts on: refused or
 reset connections, timeouts and a server that hangs up mid-answer.
 """

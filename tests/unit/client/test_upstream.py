@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from nerschat.client.transport import FAILOVER_ERRORS
-from nerschat.router.upstream import AiohttpTransport
+from nerschat.client.upstream import AiohttpTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
