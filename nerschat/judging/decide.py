@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 
+from nerschat.client.chat import create_chat
 from nerschat.judging.budget import ContextBudget, is_context_error
 from nerschat.judging.labels import (
     TokenDist,
@@ -81,22 +82,21 @@ async def decide(client: openai.AsyncOpenAI, messages: list[dict[str, str]],
     reasoning = ""
     cap = settings.reasoning_tokens if reasoning_tokens is None else reasoning_tokens
     if cap:
-        step1 = await client.chat.completions.create(
-            model=settings.model, messages=_continue(messages, settings.prefill),
-            max_tokens=cap, temperature=settings.temperature,
-            extra_body={**continue_body, **settings.extra_body}, extra_headers=headers)
+        step1 = await create_chat(client, {
+            "model": settings.model, "messages": _continue(messages, settings.prefill),
+            "max_tokens": cap, "temperature": settings.temperature,
+            **continue_body, **settings.extra_body}, headers=headers)
         reasoning = (step1.choices[0].message.content or "").strip()
         _add_usage(usage, step1.usage)
         if budget is not None:
             reasoning = budget.fit_reasoning(reasoning, step1.usage)
     prefill = f"{settings.prefill} {reasoning}".rstrip() + FINAL_PREFIX
-    step2 = await client.chat.completions.create(
-        model=settings.model, messages=_continue(messages, prefill),
-        max_tokens=answer_tokens(labels),
-        temperature=settings.temperature, logprobs=True, top_logprobs=TOP_LOGPROBS,
-        extra_body={**continue_body, "structured_outputs": {"choice": labels},
-                    **settings.extra_body},
-        extra_headers=headers)
+    step2 = await create_chat(client, {
+        "model": settings.model, "messages": _continue(messages, prefill),
+        "max_tokens": answer_tokens(labels),
+        "temperature": settings.temperature, "logprobs": True, "top_logprobs": TOP_LOGPROBS,
+        **continue_body, "structured_outputs": {"choice": labels},
+        **settings.extra_body}, headers=headers)
     _add_usage(usage, step2.usage)
     answer = (step2.choices[0].message.content or "").strip()
     if answer not in labels:
@@ -104,11 +104,11 @@ async def decide(client: openai.AsyncOpenAI, messages: list[dict[str, str]],
                                f"{', '.join(labels)}")
 
     async def probe(prefix: str) -> TokenDist | None:
-        reply = await client.chat.completions.create(
-            model=settings.model, messages=_continue(messages, prefill + prefix),
-            max_tokens=1, temperature=settings.temperature, logprobs=True,
-            top_logprobs=TOP_LOGPROBS, extra_body={**continue_body, **settings.extra_body},
-            extra_headers=headers)
+        reply = await create_chat(client, {
+            "model": settings.model, "messages": _continue(messages, prefill + prefix),
+            "max_tokens": 1, "temperature": settings.temperature, "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS, **continue_body, **settings.extra_body},
+            headers=headers)
         _add_usage(usage, reply.usage)
         positions = response_positions(reply)
         return positions[0][1] if positions else None

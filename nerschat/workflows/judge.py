@@ -20,6 +20,7 @@ from typing import Any
 
 import openai
 
+from nerschat.client.chat import create_chat
 from nerschat.errors import FailureError
 from nerschat.judging.budget import ContextBudget, is_context_error, server_message
 from nerschat.workflows.inputs import FieldError, require_str
@@ -169,29 +170,29 @@ async def _judge_once(client: openai.AsyncOpenAI, model: str, item: JudgeItem, o
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     reasoning = ""
     if reasoning_tokens:
-        step1 = await client.chat.completions.create(
-            model=model,
-            messages=[*messages, {"role": "assistant", "content": REASONING_PREFILL}],
-            max_tokens=reasoning_tokens,
-            temperature=options.temperature,
-            extra_body={"continue_final_message": True, "add_generation_prompt": False,
-                        **options.extra_body},
-        )
+        step1 = await create_chat(client, {
+            "model": model,
+            "messages": [*messages, {"role": "assistant", "content": REASONING_PREFILL}],
+            "max_tokens": reasoning_tokens,
+            "temperature": options.temperature,
+            "continue_final_message": True, "add_generation_prompt": False,
+            **options.extra_body,
+        })
         reasoning = (_first_choice(step1).message.content or "").strip()
         _add_usage(usage, step1.usage)
         if budget is not None:
             reasoning = budget.fit_reasoning(reasoning, step1.usage)
     prefill = f"{REASONING_PREFILL} {reasoning}".rstrip() + FINAL_PREFIX
-    step2 = await client.chat.completions.create(
-        model=model,
-        messages=[*messages, {"role": "assistant", "content": prefill}],
-        max_tokens=2,
-        temperature=options.temperature,
-        logprobs=True,
-        top_logprobs=min(20, len(labels)),
-        extra_body={"continue_final_message": True, "add_generation_prompt": False,
-                    "structured_outputs": {"choice": labels}, **options.extra_body},
-    )
+    step2 = await create_chat(client, {
+        "model": model,
+        "messages": [*messages, {"role": "assistant", "content": prefill}],
+        "max_tokens": 2,
+        "temperature": options.temperature,
+        "logprobs": True,
+        "top_logprobs": min(20, len(labels)),
+        "continue_final_message": True, "add_generation_prompt": False,
+        "structured_outputs": {"choice": labels}, **options.extra_body,
+    })
     _add_usage(usage, step2.usage)
     choice = (_first_choice(step2).message.content or "").strip()
     if choice not in labels:
