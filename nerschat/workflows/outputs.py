@@ -110,7 +110,10 @@ def output_lock(workdir: Path, output: Path) -> Iterator[None]:
     """Hold an exclusive lock on `workdir/lock` (created 0600) while `output` is written.
 
     Raises OutputBusy (one line: the other run's pid and host) if another run holds it.
+    A run that made `workdir` (and its missing parents) and left nothing in it but the lock
+    (refused before any work: bad input, no items) removes what it made and left empty.
     """
+    made = [d for d in (workdir, *workdir.parents) if not os.path.lexists(d)]
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(workdir / LOCK_NAME,
@@ -129,4 +132,10 @@ def output_lock(workdir: Path, output: Path) -> Iterator[None]:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
+        if made:
+            with contextlib.suppress(OSError):
+                if os.listdir(workdir) == [LOCK_NAME]:
+                    os.unlink(workdir / LOCK_NAME)  # still held: no other run can take it
+                    for directory in made:  # innermost first; stops at one not empty
+                        os.rmdir(directory)
         os.close(fd)

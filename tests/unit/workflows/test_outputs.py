@@ -128,6 +128,13 @@ def test_no_valid_items_is_the_same_usage_error_in_every_workflow(
             run_items(task, source, tmp_path / "out.jsonl", registry=reg, skip_invalid=True,
                       timeout=0)
     assert isinstance(info.value, UsageError)
+    # A refused run leaves no work directory (nor its lock) behind; only the errors file
+    # says which lines were invalid.
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                  if p.name not in ("in.jsonl", "reg") and not p.is_dir())
+    assert left == ([] if not content.strip() else
+                    ["out/invalid.jsonl"] if workflow == "embed" else ["out.errors.jsonl"])
+    assert not (tmp_path / "out").is_dir() or workflow == "embed" and left
 
 
 @pytest.mark.parametrize("argv", [["judge", "{src}", "-o", "{src}"],
