@@ -8,12 +8,13 @@ an endpoint's backlog with `read_backlog` without knowing which engine serves it
 
 Names, from the engines' sources:
 
-- vLLM (`vllm/v1/metrics/loggers.py`): gauges `vllm:num_requests_running` and
-  `vllm:num_requests_waiting`; counters `vllm:generation_tokens_total`,
-  `vllm:prompt_tokens_total`, `vllm:request_success_total` (labelled by engine and model).
-- Text Embeddings Inference (huggingface/text-embeddings-inference v1.9.3,
-  `core/src/queue.rs` and `core/src/infer.rs`, served at `/metrics` on the API port without
-  the key): the gauge `te_queue_size` (inputs queued for a batch: texts, not requests); the
+- vLLM (0.32, `vllm/v1/metrics/loggers.py`): gauges `vllm:num_requests_running` and
+  `vllm:num_requests_waiting`; counters `vllm:generation_tokens`, `vllm:prompt_tokens`,
+  `vllm:request_success`, which prometheus_client exports with a `_total` suffix (labelled
+  by engine and model, `vllm:request_success_total` also by finished reason).
+- Text Embeddings Inference (huggingface/text-embeddings-inference v1.9.3: `core/src/queue.rs`,
+  `core/src/infer.rs`, `router/src/http/server.rs`, which serves `/metrics` on the API port
+  without the key): the gauge `te_queue_size` (inputs queued for a batch: texts, not requests); the
   counters `te_embed_success`, `te_predict_success` (inputs done) and `te_request_success`
   (requests done, labelled `method="single"|"batch"`). TEI has no gauge of what is in the
   running batch, so its `running` is None. Its exporter shows a metric only once it was first
