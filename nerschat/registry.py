@@ -77,6 +77,10 @@ MAX_PID = 1 << 30
 MAX_EXTRA_KEYS = 64
 APIS = ("openai", "tei")
 """API dialects an entry can declare: `openai` (/v1/*), `tei` (/embed)."""
+LOAD_METRIC_KEYS = ("running", "waiting")
+"""What `load_metrics` may name: the gauges of requests running and waiting (`waiting` required)."""
+PROMETHEUS_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,199}")
+"""A Prometheus metric name (the exposition format's rule, at most 200 characters)."""
 MAX_SKEW = 3600.0
 """A heartbeat ahead of this machine's clock by more than min(ttl, MAX_SKEW) is refused."""
 ALLOWED_HOSTS_ENV = "NERSCHAT_ALLOWED_HOSTS"
@@ -289,6 +293,22 @@ def _check_metrics_url(name: str, value: object) -> None:
         url_host(_url_text(name, value), name, path_suffix=None)
 
 
+def _check_load_metrics(name: str, value: object) -> None:
+    """`load_metrics`: {"waiting": NAME} or {"running": NAME, "waiting": NAME}, Prometheus names."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"field {name!r}: not a JSON object ({_show(value)})")
+    for key, metric in value.items():
+        if key not in LOAD_METRIC_KEYS:
+            raise ValueError(f"field {name!r}: key {_show(key)} is not one of {LOAD_METRIC_KEYS}")
+        if not isinstance(metric, str) or PROMETHEUS_NAME.fullmatch(metric) is None:
+            raise ValueError(f"field '{name}.{key}': {_show(metric)} is not a Prometheus "
+                             "metric name")
+    if "waiting" not in value:
+        raise ValueError(f"field {name!r}: no 'waiting' metric named")
+
+
 def _one_of(choices: tuple[str, ...]) -> Any:
     def check(name: str, value: object) -> None:
         if not isinstance(value, str) or value not in choices:
@@ -338,6 +358,7 @@ _FIELD_CHECKS: dict[str, Any] = {
     "max_batch_tokens": lambda n, v: _optional_integer(n, v, maximum=MAX_TOKENS),
     "max_input_tokens": lambda n, v: _optional_integer(n, v, maximum=MAX_TOKENS),
     "metrics_url": _check_metrics_url,
+    "load_metrics": _check_load_metrics,
     "extra": lambda _n, v: _check_extra(v),
 }
 
@@ -394,6 +415,9 @@ class Endpoint:
     max_batch_tokens: int | None = None
     max_input_tokens: int | None = None
     metrics_url: str | None = None
+    # Which of the engine's metrics at `metrics_url` are its gauges of requests running and
+    # waiting ({"running": NAME, "waiting": NAME}; "running" may be absent); None: unknown.
+    load_metrics: dict[str, str] | None = None
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     observed_at: float | None = field(default=None, repr=False, compare=False)

@@ -7,8 +7,8 @@ start and the server log's last line for a `starting` one.
 TEI describes its limits at `/info` (`max_client_batch_size`, `max_batch_tokens`,
 `max_input_length`); vLLM lists `max_model_len` per model at `/v1/models`. The result is a
 set of registry Endpoint fields (`api`, `max_batch_size`, `max_batch_tokens`,
-`max_input_tokens`, `max_model_len`, `metrics_url`) the pilot publishes with the ready state,
-so clients never probe or guess the engine.
+`max_input_tokens`, `max_model_len`, `metrics_url`, and `load_metrics` from the engine's
+recipe) the pilot publishes with the ready state, so clients never probe or guess the engine.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LOG_LINE_CHARS = 120
 """A starting pilot's last log line is cut to this many characters in a phase description."""
 
 if TYPE_CHECKING:
+    from nerschat.engine_metrics import MetricNames
     from nerschat.registry import Endpoint
     from nerschat.slurm import QueuedJob
 
@@ -32,15 +33,22 @@ def _int(value: Any) -> int | None:
 
 
 def describe_engine(base_url: str, api_key: str | None, public_url: str | None = None,
-                    timeout: float = 5.0) -> dict[str, Any]:
+                    timeout: float = 5.0, *, metrics_path: str | None = "/metrics",
+                    metrics: MetricNames | None = None) -> dict[str, Any]:
     """Endpoint fields for the server probed at `base_url` (`http://host:port`, no /v1).
 
-    `public_url` is the same server as clients reach it (for `metrics_url`).
+    `public_url` is the same server as clients reach it; `metrics_path` where its
+    Prometheus text is (for `metrics_url`; None: nowhere), `metrics` the names the engine's
+    recipe declares (their load gauges become `load_metrics`).
 
     Never raises: a field the engine does not describe is left out.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    fields: dict[str, Any] = {"metrics_url": f"{public_url or base_url}/metrics"}
+    fields: dict[str, Any] = {}
+    if metrics_path is not None:
+        fields["metrics_url"] = f"{public_url or base_url}{metrics_path}"
+        if metrics is not None:
+            fields["load_metrics"] = metrics.load_metrics()
     try:
         with httpx2.Client(timeout=timeout, headers=headers) as http:
             info = http.get(f"{base_url}/info")

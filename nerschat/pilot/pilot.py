@@ -422,8 +422,10 @@ class Pilot:
             if not self._start_until_ready(port, api_key, host, endpoint_id):
                 return self._shutdown(served=False)
             try:
+                assert self.launch is not None
                 self._set_state("ready", ready_at=time.time(), **describe_engine(
-                    self._local_url(""), api_key, self._entry.url.removesuffix("/v1")))
+                    self._local_url(""), api_key, self._entry.url.removesuffix("/v1"),
+                    metrics_path=self.launch.metrics_path, metrics=self.launch.metrics))
                 if on_ready is not None and not self._restarts:
                     on_ready(self._entry)
                 failure = self._serve()
@@ -653,7 +655,7 @@ class Pilot:
         monitor = LivenessMonitor(
             self._local_url(self.launch.health_path), self._heartbeat_interval,
             cfg.health_timeout, metrics_url=self._local_url(metrics) if metrics else None,
-            stall_timeout=cfg.stall_timeout).start()
+            stall_timeout=cfg.stall_timeout, names=self.launch.metrics).start()
         next_beat = time.monotonic() + self._heartbeat_interval
         unhealthy_since = 0.0
         try:
@@ -733,7 +735,7 @@ class Pilot:
         deadline = started + budget
         linger_until = started + min(cfg.linger, budget)
         next_beat = started + self._heartbeat_interval
-        path = self.launch.metrics_path
+        path, names = self.launch.metrics_path, self.launch.metrics
         logger.info("pilot %s: draining (%s); up to %.0f s for requests in flight", entry.id,
                     self.stop.reason, budget)
         load: int | None = None
@@ -744,9 +746,9 @@ class Pilot:
                     self._beat()
                     next_beat = now + self._heartbeat_interval
                 if now >= linger_until:
-                    if path is None:
+                    if path is None or names is None:
                         return  # no queue to watch: the engine's own shutdown finishes them
-                    load = server_load(client, self._local_url(path))
+                    load = server_load(client, self._local_url(path), names)
                     if load is None or load == 0:
                         logger.info("pilot %s: drained in %.1f s%s", entry.id, now - started,
                                     "" if load == 0 else " (server load unknown)")

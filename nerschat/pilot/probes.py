@@ -3,6 +3,8 @@
 Is the port free, is the server on it ours, is it alive, how many requests does it hold.
 Every probe is against 127.0.0.1 on the pilot's own node. Nothing here raises for a bad
 reply: a server that answers nonsense is simply "not ready", "not ours" or "load unknown".
+Load and progress are read with the metric names the engine's recipe declares
+(`ServerLaunch.metrics`, `nerschat.engine_metrics`).
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
-import re
 import secrets
 import socket
 import threading
@@ -22,22 +24,11 @@ from pathlib import Path
 
 import httpx2
 
+from nerschat.engine_metrics import MetricNames, parse_samples
+
 logger = logging.getLogger(__name__)
 
 LISTEN = "0A"  # TCP state code of a listening socket in /proc/net/tcp{,6}
-LOAD_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "te_queue_size")
-# Counters that move while a server makes progress (tokens computed, requests finished).
-PROGRESS_METRICS = ("vllm:generation_tokens_total", "vllm:prompt_tokens_total",
-                    "vllm:request_success_total")
-
-
-def _metric_lines(names: tuple[str, ...]) -> re.Pattern[str]:
-    alternatives = "|".join(re.escape(n) for n in names)
-    return re.compile(rf"^({alternatives})(\{{[^}}]*\}})?\s+([0-9.eE+-]+|NaN)\s*$", re.MULTILINE)
-
-
-_LOAD_LINE = _metric_lines(LOAD_METRICS)
-_PROGRESS_LINE = _metric_lines(PROGRESS_METRICS)
 
 
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
@@ -123,41 +114,34 @@ def socket_owned_by_session(port: int, session: int) -> bool | None:
 # -- load ---------------------------------------------------------------------------------
 
 
-def _sum(pattern: re.Pattern[str], metrics: str) -> float | None:
-    total, seen = 0.0, False
-    for match in pattern.finditer(metrics):
-        value = float(match.group(3))
-        if value == value:  # not NaN
-            total += value
-            seen = True
-    return total if seen else None
-
-
-def parse_load(metrics: str) -> int | None:
+def parse_load(metrics: str, names: MetricNames) -> int | None:
     """Requests running plus waiting, summed over label sets, from Prometheus text.
 
-    Reads vLLM's `vllm:num_requests_running` / `vllm:num_requests_waiting` and TEI's
-    `te_queue_size`; None when none of them is present.
+    Reads the engine's load gauges (`names.load`); None when none of them is present.
     """
-    total = _sum(_LOAD_LINE, metrics)
-    return None if total is None else int(round(total))
+    found = parse_samples(metrics, names.load)
+    total = sum(found.values())
+    return int(round(max(0.0, total))) if found and math.isfinite(total) else None
 
 
-def parse_progress(metrics: str) -> float | None:
+def parse_progress(metrics: str, names: MetricNames) -> float | None:
     """A number that grows while the server makes progress.
 
-    vLLM's token and finished-request counters, summed; None when none is exported.
+    The engine's progress counters (`names.progress`: tokens computed, requests finished),
+    summed; None when none is exported.
     """
-    return _sum(_PROGRESS_LINE, metrics)
+    found = parse_samples(metrics, names.progress)
+    total = sum(found.values())
+    return total if found and math.isfinite(total) else None
 
 
-def server_load(client: httpx2.Client, url: str) -> int | None:
+def server_load(client: httpx2.Client, url: str, names: MetricNames) -> int | None:
     """Requests in flight on the server (running + waiting), or None if unknown."""
     try:
         reply = client.get(url)
     except httpx2.HTTPError:
         return None
-    return parse_load(reply.text) if reply.status_code == 200 else None
+    return parse_load(reply.text, names) if reply.status_code == 200 else None
 
 
 # -- liveness -----------------------------------------------------------------------------
@@ -177,16 +161,18 @@ class LivenessMonitor:
 
     Each probe has `timeout` seconds to answer 200; a refused connection, a timeout (a hung or
     SIGSTOPped server still accepts connections but never answers) and any other status count
-    as failures. With `metrics_url` and `stall_timeout` > 0, a server that answers its health
-    check but holds requests without progress (its token counters still) for `stall_timeout`
-    seconds fails too: the engine is stuck although its HTTP front end lives. `health()`
-    gives the count of consecutive failures (0 after any success).
+    as failures. With `metrics_url`, the engine's metric `names` and `stall_timeout` > 0, a
+    server that answers its health check but holds requests without progress (its progress
+    counters still) for `stall_timeout` seconds fails too: the engine is stuck although its
+    HTTP front end lives. `health()` gives the count of consecutive failures (0 after any
+    success).
     """
 
     def __init__(self, url: str, interval: float, timeout: float,
-                 metrics_url: str | None = None, stall_timeout: float = 0.0):
+                 metrics_url: str | None = None, stall_timeout: float = 0.0,
+                 names: MetricNames | None = None):
         self.url, self.interval, self.timeout = url, interval, timeout
-        self.metrics_url, self.stall_timeout = metrics_url, stall_timeout
+        self.metrics_url, self.stall_timeout, self.names = metrics_url, stall_timeout, names
         self._progress: float | None = None
         self._progress_at = time.monotonic()
         self._health = Health()
@@ -217,17 +203,19 @@ class LivenessMonitor:
             return type(exc).__name__
         if code != 200:
             return f"HTTP {code}"
-        return self._stalled(client) if self.metrics_url and self.stall_timeout > 0 else None
+        watched = self.metrics_url and self.names is not None and self.stall_timeout > 0
+        return self._stalled(client) if watched else None
 
     def _stalled(self, client: httpx2.Client) -> str | None:
         """A reason if requests are in flight but nothing moved for `stall_timeout` s."""
-        assert self.metrics_url is not None
+        assert self.metrics_url is not None and self.names is not None
         try:
             reply = client.get(self.metrics_url)
         except httpx2.HTTPError:
             return None  # health answered; metrics are best effort
         now = time.monotonic()
-        load, progress = parse_load(reply.text), parse_progress(reply.text)
+        load = parse_load(reply.text, self.names)
+        progress = parse_progress(reply.text, self.names)
         if not load or progress is None or progress != self._progress:
             self._progress, self._progress_at = progress, now
             return None

@@ -16,8 +16,8 @@ One round (`Pool.step`), every `period` seconds:
 4. **trim** surplus members (after a scale-down): queued ones are cancelled first, then ready
    ones drain while enough others stay ready.
 5. **scale** (when min < max), one replica at a time (not while an added one is not ready
-   yet): one more when the ready endpoints' waiting requests (vLLM's
-   `vllm:num_requests_waiting`) exceed `scale_up_waiting` each, or when the workflows using
+   yet): one more when the ready endpoints' waiting requests (the gauge each entry names in
+   `load_metrics`) exceed `scale_up_waiting` each, or when the workflows using
    the model report remaining items that take longer than `scale_up_eta` seconds at their
    current rate (`nerschat.pool.progress`); one fewer after `idle_after` seconds with nothing
    waiting or running and no workflow reporting items left.

@@ -226,7 +226,10 @@ class StubServer:
         return web.Response(status=200)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        """`GET /metrics`: Prometheus text with vLLM's running/waiting/token counters."""
+        """`GET /metrics`: Prometheus text with vLLM's running/waiting/token counters.
+
+        With `api` "tei" also TEI's `te_queue_size` and `te_request_success`.
+        """
         s = self.state
         labels = f'{{model_name="{self.settings.model}"}}'
         text = (
@@ -237,6 +240,9 @@ class StubServer:
             f"nerschat_stub_requests_received_total {s.received}\n"
             f"nerschat_stub_requests_served_total {s.served}\n"
         )
+        if self.settings.api == "tei":  # TEI's names too: its queue and finished requests
+            text += (f"te_queue_size {s.waiting}\n"
+                     f'te_request_success{{method="batch"}} {s.served}\n')
         return web.Response(text=text)
 
     async def models(self, request: web.Request) -> web.Response:

@@ -2,8 +2,8 @@
 
 It reads the shard result files rather than callbacks, so the same display works for
 in-process shards and for Parsl apps on other nodes. Per-endpoint load comes from each
-server's Prometheus metrics, with the metric names of its engine (vLLM and the stub:
-`vllm:num_requests_running` / `waiting`; TEI: `te_batch_current_size` / `te_queue_size`).
+server's Prometheus metrics (its entry's `metrics_url`), read with the gauges its entry names
+in `load_metrics` (`nerschat.engine_metrics`); nothing is guessed from the engine's name.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx2
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -27,13 +26,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from nerschat.engine_metrics import Backlog, MetricNames, read_backlog
 from nerschat.pool.progress import WorkflowReporter
-from nerschat.registry import Registry
+from nerschat.registry import Endpoint, Registry
 
-METRIC_NAMES = {
-    "tei": ("te_batch_current_size", "te_queue_size"),
-    "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
-}
+LOAD_TIMEOUT = 1.0
+"""Seconds each endpoint's metrics get to answer for the load table."""
 
 
 class LineCounter:
@@ -67,32 +65,26 @@ class LineCounter:
         return self.lines
 
 
-def endpoint_load(registry: Registry, model: str | None, kind: str | None) -> list[tuple[str, str]]:
-    """`(endpoint id, "R running, W waiting")` rows for the endpoints of `model` and `kind`.
+def describe_load(backlog: Backlog) -> str:
+    """`"R running, W waiting"` (or `"W waiting"` for an engine without a running gauge)."""
+    waiting = f"{backlog.waiting:.0f} waiting"
+    return waiting if backlog.running is None else f"{backlog.running:.0f} running, {waiting}"
 
-    Read from each endpoint's metrics (1 s timeout each); an unreachable one reads "unreachable".
+
+def load_row(endpoint: Endpoint, timeout: float = LOAD_TIMEOUT) -> str:
+    """The load column of one endpoint: its backlog, "no load metrics" or "unreachable"."""
+    if MetricNames.of(endpoint) is None or not endpoint.metrics_url:
+        return "no load metrics"
+    backlog = read_backlog(endpoint, timeout)
+    return "unreachable" if backlog is None else describe_load(backlog)
+
+
+def endpoint_load(registry: Registry, model: str | None, kind: str | None) -> list[tuple[str, str]]:
+    """`(endpoint id, load)` rows for the endpoints of `model` and `kind` (see `load_row`).
+
+    Read from each endpoint's metrics (`LOAD_TIMEOUT` seconds each).
     """
-    rows = []
-    for endpoint in registry.endpoints(model, kind):
-        names = METRIC_NAMES["tei" if endpoint.engine == "tei" else "vllm"]
-        url = getattr(endpoint, "metrics_url", None) or \
-            f"{endpoint.url.removesuffix('/v1')}/metrics"
-        try:
-            text = httpx2.get(url, timeout=1.0).text
-        except httpx2.HTTPError:
-            rows.append((endpoint.id, "unreachable"))
-            continue
-        values = {name: 0.0 for name in names}
-        for line in text.splitlines():
-            for name in names:
-                if line.startswith(name):
-                    try:
-                        values[name] += float(line.rsplit(" ", 1)[1])
-                    except ValueError:
-                        pass
-        rows.append((endpoint.id, f"{values[names[0]]:.0f} running, "
-                                  f"{values[names[1]]:.0f} waiting"))
-    return rows
+    return [(endpoint.id, load_row(endpoint)) for endpoint in registry.endpoints(model, kind)]
 
 
 class RunProgress:

@@ -350,6 +350,12 @@ BAD_FIELDS: list[tuple[str, object]] = [
     ("extra", {"k": "v\x1b]0;x\x07"}), ("extra", {"k": {"nested": 1}}), ("extra", {"k": [1]}),
     ("extra", {"../k": 1}), ("extra", {"k": float("inf")}), ("capacity", 10**9),
     ("expires_at", -1.0),
+    # Load metrics: Prometheus names of the two gauges, nothing else.
+    ("load_metrics", "vllm:num_requests_waiting"), ("load_metrics", ["te_queue_size"]),
+    ("load_metrics", {"waiting": "queue size"}), ("load_metrics", {"waiting": "9q"}),
+    ("load_metrics", {"waiting": 3}), ("load_metrics", {"waiting": "q", "evil": "x"}),
+    ("load_metrics", {"running": "r"}), ("load_metrics", {}),
+    ("load_metrics", {"waiting": "q\x1b[2J"}), ("load_metrics", {"waiting": "q" * 201}),
 ]
 
 
@@ -375,6 +381,26 @@ def test_valid_limits_api_metrics_and_extra_are_kept(registry: Registry) -> None
     assert registry.get("e1") == entry
     for job in ("4242", "4242_7", "4242+1", "4242.batch", "4242_7.0"):
         Endpoint.from_dict({**entry.to_dict(), "slurm_job_id": job})
+
+
+@pytest.mark.parametrize("names", [
+    {"running": "vllm:num_requests_running", "waiting": "vllm:num_requests_waiting"},
+    {"waiting": "te_queue_size"},
+    None,
+])
+def test_valid_load_metrics_are_kept(registry: Registry, names: dict[str, str] | None) -> None:
+    entry = make_endpoint(metrics_url="http://127.0.0.1:9/metrics", load_metrics=names)
+    registry.publish(entry)
+    assert registry.get("e1") == entry
+    assert json.loads(registry.entry_path("e1").read_text())["load_metrics"] == names
+
+
+def test_bad_load_metrics_make_the_entry_a_problem(registry: Registry) -> None:
+    _write_entry(registry, "lm.json", load_metrics={"waiting": "q", "running": "a b"})
+    scan = registry.scan()
+    assert scan.entries == []
+    assert "field 'load_metrics.running': 'a b' is not a Prometheus metric name" in \
+        scan.problems[0].reason
 
 
 def test_metrics_url_host_outside_the_cluster_is_a_problem(registry: Registry) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from nerschat.engine_metrics import MetricNames
 from nerschat.errors import UsageError
 from nerschat.registry import Kind
 
@@ -50,8 +51,9 @@ class ServerLaunch:
     once the server is ready; `auth_path` is a GET route that needs the API key (the pilot
     checks that the server on its port accepts its key and refuses another, so it never
     publishes somebody else's server); `metrics_path` serves Prometheus text with the
-    server's queue (None when the engine has none on its API port). `capacity` is requests
-    served at once, `max_model_len` tokens.
+    server's queue (None when the engine has none on its API port), and `metrics` names what
+    in it is load and progress (None: nothing known; the pilot publishes its load gauges in
+    the entry's `load_metrics`). `capacity` is requests served at once, `max_model_len` tokens.
     """
 
     argv: list[str]
@@ -62,6 +64,7 @@ class ServerLaunch:
     health_path: str = "/health"
     auth_path: str = "/v1/models"
     metrics_path: str | None = "/metrics"
+    metrics: MetricNames | None = None
     capacity: int | None = None
     max_model_len: int | None = None
 

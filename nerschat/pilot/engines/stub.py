@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from nerschat.engine_metrics import TEI_METRICS, VLLM_METRICS
 from nerschat.pilot.engines.base import LaunchRequest, ServerLaunch, check_options, option_int
 from nerschat.pilot.engines.vllm import vllm_launch
 
@@ -36,7 +37,10 @@ class StubRecipe:
                 continue
             argv += [f"--{name.replace('_', '-')}", str(value)]
         argv += list(request.extra_args)
-        # The stub mimics vLLM, down to where it reads its key from.
+        # The stub mimics vLLM, down to where it reads its key from; with `api=tei` its
+        # /metrics also has TEI's names, and those are the ones it declares.
+        tei = str(request.options.get("api")) == "tei"
         return vllm_launch(request, argv, {}, kind, served,
                            capacity=option_int(request.options, "capacity") or 256,
-                           max_model_len=option_int(request.options, "max_model_len") or 2048)
+                           max_model_len=option_int(request.options, "max_model_len") or 2048,
+                           metrics=TEI_METRICS if tei else VLLM_METRICS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from nerschat.engine_metrics import TEI_METRICS
 from nerschat.pilot.engines.base import (
     EngineError,
     LaunchRequest,
@@ -75,5 +76,6 @@ class TeiRecipe:
             # The HTTP build serves Prometheus text on its API port; its queue is te_queue_size
             # (requests in a running batch are finished by TEI's own graceful shutdown).
             metrics_path="/metrics",
+            metrics=TEI_METRICS,
             capacity=option_int(opts, "max_concurrent_requests") or 512,
         )

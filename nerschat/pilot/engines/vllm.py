@@ -11,6 +11,7 @@ import math
 import os
 import re
 
+from nerschat.engine_metrics import VLLM_METRICS, MetricNames
 from nerschat.pilot.engines.base import (
     EngineError,
     LaunchRequest,
@@ -149,15 +150,16 @@ class VllmRecipe:
 
 
 def vllm_launch(request: LaunchRequest, argv: list[str], env: dict[str, str], kind: Kind,
-                served: str, *, capacity: int, max_model_len: int | None) -> ServerLaunch:
+                served: str, *, capacity: int, max_model_len: int | None,
+                metrics: MetricNames = VLLM_METRICS) -> ServerLaunch:
     """A launch of a server that reads its key from `VLLM_API_KEY` (vLLM, and the stub).
 
     The key goes in the secret environment, never in `argv`; `request.gpus` become
     `CUDA_VISIBLE_DEVICES` (added to `env`). `capacity` is concurrent sequences,
-    `max_model_len` tokens.
+    `max_model_len` tokens; `metrics` the names of its /metrics (vLLM's by default).
     """
     if request.gpus:
         env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(request.gpus)}
     return ServerLaunch(argv=argv, env=env, secret_env={"VLLM_API_KEY": request.api_key},
                         kind=kind, served_model=served, capacity=capacity,
-                        max_model_len=max_model_len)
+                        max_model_len=max_model_len, metrics=metrics)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from nerschat.engine_metrics import TEI_METRICS, VLLM_METRICS
 from nerschat.pilot.engines import EngineError, LaunchRequest, get_engine
 from nerschat.pilot.runtimes import ContainerError, get_runtime
 
@@ -192,3 +193,17 @@ def test_ownership_and_metrics_routes() -> None:
     assert (vllm.auth_path, vllm.metrics_path) == ("/v1/models", "/metrics")
     stub = get_engine("stub").launch(request(model="m"))
     assert (stub.auth_path, stub.metrics_path) == ("/v1/models", "/metrics")
+
+
+def test_each_engine_names_its_metrics() -> None:
+    """What the pilot publishes as `load_metrics` and watches for progress, per engine."""
+    tei = get_engine("tei").launch(request(model="BAAI/bge-m3", kind="embedding"))
+    assert tei.metrics == TEI_METRICS and tei.metrics.running is None
+    assert tei.metrics.waiting == "te_queue_size"
+    vllm = get_engine("vllm").launch(request())
+    assert vllm.metrics == VLLM_METRICS
+    assert vllm.metrics.load == ("vllm:num_requests_running", "vllm:num_requests_waiting")
+    assert get_engine("stub").launch(request(model="m")).metrics == VLLM_METRICS
+    stub_tei = get_engine("stub").launch(request(model="m", kind="embedding",
+                                                 options={"api": "tei"}))
+    assert stub_tei.metrics == TEI_METRICS

@@ -18,6 +18,7 @@ from nerschat.pool.backend import JobInfo
 from nerschat.pool.controller import SUBMIT_GRACE
 from nerschat.pool.progress import WorkflowReporter, remaining
 from nerschat.registry import Endpoint, Registry
+from nerschat.testing.metrics_page import MetricsPage
 
 
 @dataclass
@@ -282,6 +283,33 @@ def test_elastic_scales_up_on_backlog_and_down_when_idle(tmp_path: Path) -> None
     assert pool.state.desired == 1
     assert len(pool.state.live_members()) == 1
     assert [m.reason for m in pool.state.members if not m.live] == ["scaled down"]
+
+
+@pytest.mark.parametrize("names", [{"waiting": "te_queue_size"}, None],
+                         ids=["tei-named", "unnamed"])
+def test_elastic_scales_up_on_the_waiting_gauge_its_entries_name(
+        tmp_path: Path, names: dict[str, str] | None) -> None:
+    """The default metrics reader: the queue the entry names, read from its metrics_url."""
+    registry = Registry(tmp_path / "reg")
+    clock = Clock()
+    cluster = FakeCluster(registry, clock)
+    pool = Pool("stub", "m", (1, 3), registry=registry, backend=cluster, clock=clock,
+                timing=Timing(lead_floor=20, overlap=5, metrics_period=0,
+                              scale_up_waiting=4), drain_before=10)
+    with MetricsPage("te_queue_size 0\n") as page:
+        pool.step()
+        member = pool.state.members[0].id
+        cluster.run(member, 3600)
+        entry = registry.get(member)
+        assert entry is not None
+        entry.metrics_url, entry.load_metrics = page.url, names
+        registry.publish(entry)
+        pool.step()
+        assert pool.state.desired == 1
+        page.text = 'vllm:num_requests_waiting{model_name="m"} 50\nte_queue_size 10\n'
+        clock.now += 1
+        pool.step()
+    assert pool.state.desired == (2 if names else 1)  # no names: nothing guessed
 
 
 def test_bad_replicas_are_usage_errors(tmp_path: Path) -> None:

@@ -110,18 +110,6 @@ def test_status_and_stop_from_another_process(tmp_path: Path) -> None:
     assert stop.exit_code == 0 and store.stop_requested(registry, "p")
 
 
-def test_backlog_sums_vllm_gauges_over_label_sets() -> None:
-    from nerschat.pool.metrics import parse_backlog
-
-    text = ('# HELP vllm:num_requests_waiting Number of requests waiting.\n'
-            'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0\n'
-            'vllm:num_requests_waiting{engine="1",model_name="m"} 2.0\n'
-            'vllm:num_requests_running{model_name="m"} 7\n'
-            'vllm:num_requests_waiting_by_reason{reason="x"} 99\n')
-    assert parse_backlog(text) == (5.0, 7.0)
-    assert parse_backlog("") == (0.0, 0.0)
-
-
 def test_launch_keep_needs_one_engine_and_model(tmp_path: Path) -> None:
     from nerschat.cli.launch import launch
 
