@@ -64,11 +64,13 @@ SLOWDOWN_FACTOR = 10.0
 has stalled, even when no peer is busy."""
 LATENCY_WEIGHT = 0.2
 INITIAL_IN_FLIGHT = 16
-"""Where an endpoint's adaptive in-flight limit starts when it advertises no capacity; else at
-twice that (at most MAX_INITIAL_IN_FLIGHT). Only a start: the limit then follows the latency
-measured on that endpoint (it doubles while latency stays flat), but never below the capacity
-the endpoint advertises: fewer in flight than it runs at once only leaves its slots idle,
-whatever slows the latency down (a busy client, a loaded machine)."""
+"""Where an endpoint's adaptive in-flight limit starts when it advertises no capacity in
+requests; else at twice that (at most MAX_INITIAL_IN_FLIGHT). Only a start: the limit then
+follows the latency measured on that endpoint (it doubles while latency stays flat), but never
+below the requests a generation server runs at once (vLLM's `max_num_seqs`): fewer in flight
+only leaves its slots idle, whatever slows the latency down (a busy client, a loaded machine).
+An embedding server's `capacity` is no count of requests (vLLM: sequences, one per text of a
+request; TEI: an admission cap on queued requests), so its limit is the measured one alone."""
 MAX_INITIAL_IN_FLIGHT = 256
 
 _PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("nerschat_pinned",
@@ -183,8 +185,9 @@ class EndpointLoad:
         """Fresh counters for `endpoint`, with its URL root and Authorization header."""
         root = httpx2.URL(endpoint.url.rstrip("/"))
         authorization = f"Bearer {endpoint.api_key}" if endpoint.api_key else None
-        floor = min(MAX_INITIAL_IN_FLIGHT // 2, max(4, endpoint.capacity or 0))
-        start = min(MAX_INITIAL_IN_FLIGHT, max(INITIAL_IN_FLIGHT, 2 * (endpoint.capacity or 0)))
+        requests = (endpoint.capacity or 0) if endpoint.kind != "embedding" else 0
+        floor = min(MAX_INITIAL_IN_FLIGHT // 2, max(4, requests))
+        start = min(MAX_INITIAL_IN_FLIGHT, max(INITIAL_IN_FLIGHT, 2 * requests))
         return cls(endpoint, root, authorization,
                    limit=AdaptiveLimit(initial=start, minimum=floor))
 

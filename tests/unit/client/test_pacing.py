@@ -44,3 +44,16 @@ def test_replicas_sharing_a_baseline_balance_instead_of_one_taking_all() -> None
             idle.observe(1.0)
     assert busy.current < 64 < idle.current
     assert busy.min_latency == idle.min_latency == 1.0
+
+
+def test_only_a_generation_servers_capacity_bounds_its_limit_from_below() -> None:
+    from nerschat.client.routing import INITIAL_IN_FLIGHT, EndpointLoad
+    from tests.conftest import make_endpoint
+
+    llm = EndpointLoad.of(make_endpoint(kind="llm", capacity=32)).limit
+    assert (llm.minimum, llm.current) == (32, 64)  # vLLM's max_num_seqs: requests at once
+    # TEI's max_concurrent_requests (an admission cap) and vLLM's sequences of an embedding
+    # request (one per text) count no requests: the measured limit alone decides.
+    for capacity in (512, 32):
+        emb = EndpointLoad.of(make_endpoint(kind="embedding", capacity=capacity)).limit
+        assert (emb.minimum, emb.current) == (4, INITIAL_IN_FLIGHT)
