@@ -9,6 +9,7 @@ from rich.table import Table
 from nerschat.cli.common import console, registry_option
 from nerschat.errors import FailureError
 from nerschat.workflows.embed import EmbedOptions, run_embed
+from nerschat.workflows.summary import model_cost_rows
 
 ENVIRONMENT = """\b
 With --config, also the variables that Parsl config reads (see docs/parsl-configs.md).
@@ -77,6 +78,9 @@ def embed(source: str, outdir: str, model: str | None, prompt_name: str | None, 
     for doc_id, message in list(manifest["errors"].items())[:3]:
         table.add_row(f"  {escape(doc_id[:40])}", escape(message[:80]))
     table.add_row("throughput", f"{report.texts_per_second:.1f} texts/s ({report.seconds:.1f} s)")
+    if report.computed_texts:
+        model_cost_rows(table, registry_path, manifest["model"], report.seconds,
+                        report.computed_texts, 0)
     table.add_row("output", escape(f"{outdir}/manifest.json"))
     console.print(table)
     if manifest["count"] and len(manifest["errors"]) == manifest["count"]:

@@ -112,18 +112,26 @@ def cost_text(cost: RunCost, processed: int, left: int) -> str:
     return "; ".join(f"{label} {value}" for label, value in cost_pairs(cost, processed, left))
 
 
-def _cost_rows(table: Table, report: RunReport, registry: Registry | str | None,
-               model: str | None) -> None:
-    model = model or stored_config(parts_dir(report.output)).get("model")
-    if not isinstance(model, str) or not model:
-        return
+def model_cost_rows(table: Table, registry: Registry | str | None, model: str,
+                    seconds: float, processed: int, left: int) -> None:
+    """Cost rows of `model`'s servers over the `seconds` that just ended.
+
+    None are added when the registry cannot be read.
+    """
     try:
         reg = Registry.of(registry)
     except (RegistryError, OSError):
         return
     ended = time.time()
-    cost = run_cost(reg, model, ended - report.seconds, ended)
-    cost_rows(table, cost, report.processed, report.merged.get("missing", 0))
+    cost_rows(table, run_cost(reg, model, ended - seconds, ended), processed, left)
+
+
+def _cost_rows(table: Table, report: RunReport, registry: Registry | str | None,
+               model: str | None) -> None:
+    model = model or stored_config(parts_dir(report.output)).get("model")
+    if isinstance(model, str) and model:
+        model_cost_rows(table, registry, model, report.seconds, report.processed,
+                        report.merged.get("missing", 0))
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:

@@ -304,6 +304,7 @@ def test_lone_surrogates_are_reported_per_line(fleet: StubFleet, registry: Regis
     embedded = run_cli("embed", str(corpus), "-o", str(tmp_path / "e"), "--skip-invalid", *reg)
     assert embedded.returncode == 0, embedded.stderr
     assert nerschat.load_embeddings(tmp_path / "e").ids == ["d1"]
+    assert "GPU-hours used" in embedded.stderr and "job hours" in embedded.stderr
 
 
 @pytest.mark.parametrize("status", [500, 429])
