@@ -9,6 +9,21 @@ import pytest
 from nerschat.registry import Endpoint, Registry
 from nerschat.testing.fleet import StubFleet
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for `pytest -n 2 --dist loadgroup` (scripts/test.sh): the integration tests share
+    one local SLURM cluster (4 fake GPUs) and time their faults, so they run one at a time in
+    one worker ("cluster"); the real-vLLM tests share one pair of pilots per worker, so they
+    all run in one worker too ("engine"), beside the cluster scenarios; unit tests go wherever
+    a worker is free. Without xdist the groups are inert."""
+    for item in items:
+        if INTEGRATION not in Path(str(item.path)).parents:
+            continue
+        group = "engine" if item.get_closest_marker("engine") else "cluster"
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
