@@ -16,5 +16,8 @@ fi
 bash scripts/local-slurm.sh start --gpus 4
 eval "$(bash scripts/local-slurm.sh env)"
 export PATH="$repo/.venv/bin:$PATH"
+# Two workers (pytest-xdist): the SLURM scenarios run one at a time in one of them (they share
+# the cluster's 4 GPUs and mostly wait), the real-vLLM tests in the other, the unit tests
+# wherever a worker is free (groups: tests/conftest.py). `-n 0` runs everything in one process.
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero exit.
-exec python -m pytest -ra --durations=30 "$@"
+exec python -m pytest -ra --durations=30 -n 2 --dist loadgroup "$@"

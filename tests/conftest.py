@@ -3,11 +3,51 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nerschat.registry import Endpoint, Registry
 from nerschat.testing.fleet import StubFleet
+
+# The modules whose tests use the real vLLM engine (marker `engine`); checked at collection.
+ENGINE_MODULES = ("test_judging_real_engine.py", "test_real_engine.py")
+
+
+def worker_group(nodeid: str) -> str | None:
+    """The pytest-xdist group of a test (scripts/test.sh runs `-n 2 --dist loadgroup`).
+
+    The integration scenarios share one local SLURM cluster (4 fake GPUs) and time their
+    faults, so they all run one at a time in one worker ("cluster"); the real-vLLM tests share
+    one pair of pilots per worker process, so they run together in the other ("engine"); unit
+    tests (None) go to whichever worker is free.
+    """
+    path = nodeid.split("::", 1)[0]
+    if not path.startswith("tests/integration/"):
+        return None
+    return "engine" if path.rsplit("/", 1)[-1] in ENGINE_MODULES else "cluster"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` by `worker_group` (xdist's own reads `xdist_group` marks through the
+    node ids, which pytest 9.2 no longer lets it change: pytest-xdist issue #1386)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid) or nodeid
+
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("engine") and worker_group(item.nodeid) != "engine":
+            raise pytest.UsageError(f"{item.nodeid} uses the real engine: add its module to "
+                                    "ENGINE_MODULES in tests/conftest.py")
 
 
 @pytest.fixture

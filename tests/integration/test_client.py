@@ -89,7 +89,9 @@ def test_streaming_through_the_transport(fleet: StubFleet, registry: Registry) -
 
 def test_error_after_stream_started_surfaces_and_is_not_retried(
         fleet: StubFleet, registry: Registry) -> None:
-    dying = fleet.start("m1", chunk_delay=0.5)
+    # A 30 s answer: still streaming however long the second pilot takes to start on a busy
+    # machine (the kill ends it at once, so the test does not wait for it).
+    dying = fleet.start("m1", chunk_delay=2.0)
     fleet.wait_ready(dying)
     client = nerschat.connect("m1", registry=registry, wait_timeout=30)
     stream = client.chat.completions.create(model="m1", messages=MESSAGES, stream=True)
