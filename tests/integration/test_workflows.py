@@ -190,7 +190,7 @@ def test_embed_kill_and_resume_gives_identical_output(fleet: StubFleet, registry
     client.kill()
     client.wait()
     rerun = subprocess.run([*base, "-o", str(resumed)], capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300, env={**os.environ, "COLUMNS": "200"})  # rows unwrapped
     assert rerun.returncode == 0, rerun.stderr
     summary = re.search(r"3000 \((\d+) embedded this run, (\d+) already done\)",
                         rerun.stdout + rerun.stderr)
