@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -113,7 +114,8 @@ def output_lock(workdir: Path, output: Path) -> Iterator[None]:
     A run that made `workdir` (and its missing parents) and left nothing in it but the lock
     (refused before any work: bad input, no items) removes what it made and left empty.
     """
-    made = [d for d in (workdir, *workdir.parents) if not os.path.lexists(d)]
+    made = list(itertools.takewhile(lambda d: not os.path.lexists(d),
+                                    (workdir, *workdir.parents)))  # stops at one that exists
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(workdir / LOCK_NAME,
