@@ -465,14 +465,16 @@ class Pilot:
             if cfg.max_restarts:
                 why += (f"; restarted {len(restarts)} time(s) in the last "
                         f"{cfg.restart_window:.0f} s already, the most --max-restarts allows")
-            self._abandon()
+            self._kill_server()
             message = f"{why}. Last lines of {self.log_path}:\n{tail(self.log_path)}"
             if self.log_path is not None:
-                # The reason, for `nerschat pool status` / `ls --pool` once the entry is gone.
+                # The reason, for `nerschat pool status` / `ls --pool` once the entry is gone:
+                # written before the entry goes, so whoever sees it gone finds the reason.
                 with contextlib.suppress(OSError, PilotError), open(
                         open_server_log(self.log_path, self.registry.file_mode), "a",
                         encoding="utf-8", errors="backslashreplace") as log:
                     log.write(f"{GAVE_UP} {self._entry.id}: {why}\n")
+            self._abandon()
             raise PilotError(message)
         logger.warning("pilot %s: %s; restarting it (%s of %s within %.0f s)", self._entry.id,
                        why, len(restarts) + 1, cfg.max_restarts, cfg.restart_window)

@@ -51,3 +51,26 @@ def test_first_stop_reason_wins_and_later_ones_only_wake() -> None:
 def test_bad_settings_are_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         PilotConfig(engine="stub", model="m1", **{field: value})  # type: ignore[arg-type]
+
+
+def test_a_pilot_that_gives_up_writes_why_before_its_entry_goes(tmp_path: Path) -> None:
+    """Whoever sees the entry removed (the pool controller) must find the reason in the log."""
+    from nerschat.pilot.pilot import PilotError
+    from nerschat.pool.state import exit_reason
+
+    pilot = pilot_expiring_in(None, tmp_path, max_restarts=0)
+    registry = pilot.registry
+    registry.publish(pilot._entry)
+    pilot.log_path = registry.log_dir / f"{pilot._entry.id}.log"
+    seen: list[str | None] = []
+    remove = registry.remove
+
+    def remove_and_look(endpoint_id: str) -> None:
+        seen.append(exit_reason(registry, endpoint_id))
+        remove(endpoint_id)
+
+    registry.remove = remove_and_look  # type: ignore[method-assign]
+    with pytest.raises(PilotError, match="server exited with status -9"):
+        pilot._restart_or_fail("server exited with status -9", [])
+    assert seen == ["server exited with status -9"]
+    assert registry.get(pilot._entry.id) is None
