@@ -366,9 +366,9 @@ class EndpointPool:
     def unreserve(self, load: EndpointLoad, latency: float | None = None) -> None:
         """Give back a slot taken by `reserve`; `latency` (seconds) of the work adapts the limit."""
         with self._lock:
-            load.reserved -= 1
             if latency is not None:
-                load.limit.observe(latency)
+                load.limit.observe(latency, load.reserved)
+            load.reserved -= 1
 
     def acquire(self, model: str | None = None) -> EndpointLoad:
         """Like `try_acquire`, but raises NoEndpointAvailable saying what the registry shows."""

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nerschat.client.pacing import AdaptiveLimit
 
 
 def settle(capacity: int, latency: float = 0.5, windows: int = 200) -> AdaptiveLimit:
     """Feed the latency a server with `capacity` slots would show at the current limit."""
-    limit = AdaptiveLimit(initial=16)
+    clock = [0.0]
+    limit = AdaptiveLimit(initial=16, clock=lambda: clock[0])
     for _ in range(windows):
         queued = max(1.0, limit.limit / capacity)
         for _ in range(max(8, limit.current)):
-            limit.observe(latency * queued)
+            clock[0] += latency * queued / limit.limit
+            limit.observe(latency * queued, limit.current)
+    while limit.probing:  # end on the limit itself, not on a probe of a lower load
+        clock[0] += latency / limit.limit
+        limit.observe(latency, limit.current)
     return limit
 
 
@@ -35,11 +42,14 @@ def test_replicas_sharing_a_baseline_balance_instead_of_one_taking_all() -> None
     from nerschat.client.pacing import Baseline
 
     shared = Baseline()
-    busy, idle = (AdaptiveLimit(initial=64, baseline=shared) for _ in range(2))
+    clock = [0.0]
+    busy, idle = (AdaptiveLimit(initial=64, baseline=shared, clock=lambda: clock[0])
+                  for _ in range(2))
     for _ in range(64):
         idle.observe(1.0)  # both see the same service time at first
     for _ in range(20):
         for _ in range(64):
+            clock[0] += 0.05
             busy.observe(4.0)  # this one queues: four times the service time
             idle.observe(1.0)
     assert busy.current < 64 < idle.current
@@ -57,3 +67,70 @@ def test_only_a_generation_servers_capacity_bounds_its_limit_from_below() -> Non
     for capacity in (512, 32):
         emb = EndpointLoad.of(make_endpoint(kind="embedding", capacity=capacity)).limit
         assert (emb.minimum, emb.current) == (4, INITIAL_IN_FLIGHT)
+
+
+
+def steady(latency_at: Callable[[float], float], initial: int, minimum: int, units: int,
+           setup: float = 0.0, probe_every: int | None = None) -> list[int]:
+    """The limit after each of `units` units, each taking `latency_at(limit)` seconds (the
+    first `initial` also `setup` seconds: connections opening), finishing at the rate the
+    limit allows (limit / latency per second, on a simulated clock)."""
+    clock = [0.0]
+    limit = AdaptiveLimit(initial=initial, minimum=minimum, clock=lambda: clock[0])
+    if probe_every is not None:
+        limit.PROBE_EVERY = probe_every  # type: ignore[misc]
+    levels = []
+    for n in range(units):
+        level = limit.limit
+        latency = latency_at(level) + (setup if n < initial else 0.0)
+        clock[0] += latency / level
+        limit.observe(latency, int(level))
+        levels.append(limit.current)
+    return levels
+
+
+def test_a_client_bound_run_does_not_hold_a_high_start_in_flight() -> None:
+    """A fast server whose only queue is the client (1,000 units/s, so latency grows with
+    what is in flight), started at 256 with a floor of 128 (a stub advertising a large
+    capacity), the first window slowed by opening connections: without the probes the
+    baseline from that window holds the limit above 500 for good; the probes bring it to
+    about twice the floor."""
+    def client_bound(level: float) -> float:
+        return level / 1000
+
+    probed = steady(client_bound, 256, 128, 300_000, setup=0.3)
+    held = steady(client_bound, 256, 128, 300_000, setup=0.3, probe_every=10**9)
+    assert max(probed[-1000:]) <= 300, max(probed[-1000:])
+    assert min(held[-1000:]) >= 500, min(held[-1000:])
+
+
+def test_a_probe_corrects_a_baseline_measured_with_a_queue() -> None:
+    """32 slots of 0.5 s, started at 64 as for a server advertising 32 sequences: the first
+    window already queues (1 s), so that baseline alone holds about 4C in flight; the first
+    probe (at the floor, 32) measures the 0.5 s service time, and the limit settles near 2C."""
+    def server_bound(level: float) -> float:
+        return 0.5 * max(1.0, level / 32)
+
+    probed = steady(server_bound, 64, 32, 50_000)
+    held = steady(server_bound, 64, 32, 50_000, probe_every=10**9)
+    outside_probes = [level for level in probed[-5000:] if level > 32]
+    assert 48 <= min(outside_probes) and max(outside_probes) <= 96, set(outside_probes)
+    assert min(held[-5000:]) >= 128, min(held[-5000:])
+
+
+def test_a_probe_measures_only_work_sent_after_the_drain() -> None:
+    clock = [100.0]
+    limit = AdaptiveLimit(initial=64, minimum=4, clock=lambda: clock[0])
+    limit.baseline.value = 1.0
+    limit._resume, limit.limit = 64.0, 16.0  # a probe has just begun
+    for _ in range(40):  # work sent before the probe: in flight above the probe's 16
+        limit.observe(0.1, in_flight=60)
+    assert limit.probing and limit.min_latency == 1.0
+    limit.observe(0.1, in_flight=16)  # drained; this unit was sent before, though
+    for _ in range(7):
+        clock[0] += 1.0
+        limit.observe(0.5, in_flight=16)
+    assert limit.probing  # 7 of 8 units measured
+    clock[0] += 1.0
+    limit.observe(0.5, in_flight=16)
+    assert not limit.probing and limit.current == 64 and limit.min_latency == 0.5
