@@ -629,6 +629,51 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def read_trusted_file(path: Path, trust: DirectoryTrust, limit: int = MAX_ENTRY_BYTES, *,
+                      tail: bool = False, what: str = "entry") -> tuple[bytes, os.stat_result]:
+    """(bytes, stat) of a trusted regular file of at most `limit` bytes (`tail`: its last).
+
+    Never follows a link and never blocks (FIFOs and devices are refused unread); `what` names
+    the kind of file in the reasons ("entry", "pool file"). ValueError with the reason for a
+    file that breaks a rule; OSError (e.g. FileNotFoundError) if it cannot be opened.
+    """
+    article = "an" if what[0] in "aeiou" else "a"
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"a symbolic link ({article} {what} is a plain file)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{_file_kind(st.st_mode)}, not {article} {what}")
+        if st.st_size > limit and not tail:
+            raise ValueError(f"{st.st_size} bytes, more than {article} {what}'s {limit}; "
+                             "not read")
+        problem = trust.entry_problem(st)
+        if problem:
+            raise ValueError(problem)
+        if tail and st.st_size > limit:
+            os.lseek(fd, st.st_size - limit, os.SEEK_SET)
+        chunks, size = [], 0
+        most = limit if tail else limit + 1  # a log may grow while its tail is read
+        want = min(st.st_size, limit) + (0 if tail else 1)  # one read when the size is right
+        while size < most:
+            ask = max(1, min(want, most - size))
+            chunk = os.read(fd, ask)
+            chunks.append(chunk)
+            size += len(chunk)
+            if len(chunk) < ask:  # the end of the file
+                break
+            want = most - size
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ValueError(f"more than {article} {what}'s {limit} bytes; not read")
+    return b"".join(chunks), st
+
+
 def _parse(raw: bytes, name: str) -> Endpoint:
     try:
         data = json.loads(raw)
@@ -880,37 +925,8 @@ class Registry:
         return self._judge(written, st, trust, time.time() if now is None else now)
 
     def _read_file(self, path: Path, trust: DirectoryTrust) -> tuple[Endpoint, os.stat_result]:
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise ValueError("a symbolic link (entries are plain files)") from None
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ValueError(f"{_file_kind(st.st_mode)}, not an entry file")
-            if st.st_size > MAX_ENTRY_BYTES:
-                raise ValueError(f"{st.st_size} bytes, more than an entry's "
-                                 f"{MAX_ENTRY_BYTES}; not read")
-            problem = trust.entry_problem(st)
-            if problem:
-                raise ValueError(problem)
-            chunks = []
-            size = 0
-            want = min(st.st_size, MAX_ENTRY_BYTES) + 1  # one read when the size is right
-            while size <= MAX_ENTRY_BYTES:
-                chunk = os.read(fd, want)
-                chunks.append(chunk)
-                size += len(chunk)
-                if len(chunk) < want:
-                    break
-                want = MAX_ENTRY_BYTES + 1 - size
-        finally:
-            os.close(fd)
-        if size > MAX_ENTRY_BYTES:
-            raise ValueError(f"more than an entry's {MAX_ENTRY_BYTES} bytes; not read")
-        return _parse(b"".join(chunks), path.name), st
+        raw, st = read_trusted_file(path, trust, MAX_ENTRY_BYTES, what="entry")
+        return _parse(raw, path.name), st
 
     def _judge(self, written: Endpoint, st: os.stat_result, trust: DirectoryTrust,
                now: float) -> Endpoint:

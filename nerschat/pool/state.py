@@ -28,13 +28,11 @@ from typing import Any, Literal
 
 from nerschat.errors import UsageError
 from nerschat.registry import (
-    _OPEN_FLAGS,
     MAX_ENTRY_BYTES,
     DirectoryTrust,
     Registry,
     RegistryError,
     RegistryProblem,
-    _file_kind,
     _integer,
     _number,
     _optional_number,
@@ -42,6 +40,7 @@ from nerschat.registry import (
     _text,
     check_directory,
     is_safe_name,
+    read_trusted_file,
 )
 from nerschat.slurm import is_job_id
 
@@ -348,42 +347,8 @@ def subdirectory_trust(path: Path, what: str) -> DirectoryTrust | None:
 
 def read_file(path: Path, trust: DirectoryTrust, limit: int = MAX_ENTRY_BYTES, *,
               tail: bool = False) -> tuple[bytes, os.stat_result]:
-    """The bytes of a trusted, regular file of at most `limit` bytes (or its last `limit`).
-
-    Never follows a link and never blocks (FIFOs, devices are refused unread). ValueError with
-    the reason for a file that breaks a rule; OSError (e.g. FileNotFoundError) if it cannot
-    be opened.
-    """
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ValueError("a symbolic link (pool files are plain files)") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{_file_kind(st.st_mode)}, not a pool file")
-        if st.st_size > limit and not tail:
-            raise ValueError(f"{st.st_size} bytes, more than {limit}; not read")
-        problem = trust.entry_problem(st)
-        if problem:
-            raise ValueError(problem)
-        if tail and st.st_size > limit:
-            os.lseek(fd, st.st_size - limit, os.SEEK_SET)
-        chunks, size = [], 0
-        most = limit if tail else limit + 1  # a log may grow while its tail is read
-        while size < most:
-            chunk = os.read(fd, most - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > limit:
-        raise ValueError(f"more than {limit} bytes; not read")
-    return b"".join(chunks), st
+    """A pool file's bytes, read as the registry reads its entries (`read_trusted_file`)."""
+    return read_trusted_file(path, trust, limit, tail=tail, what="pool file")
 
 
 def read_json(path: Path, trust: DirectoryTrust, limit: int = MAX_ENTRY_BYTES
