@@ -70,6 +70,7 @@ class AdaptiveLimit:
         self._windows = 0
         self._resume: float | None = None  # while probing: the limit to return to
         self._drained_at: float | None = None  # while probing: when in flight fell to the limit
+        self._waited = 0  # while probing: units finished since it began
 
     @property
     def probing(self) -> bool:
@@ -105,12 +106,18 @@ class AdaptiveLimit:
         self._windows += 1
         probe = max(float(self.minimum), self.limit / self.PROBE_DEPTH)
         if self._windows % self.PROBE_EVERY == 0 and probe < self.limit:
-            self._resume, self._drained_at = self.limit, None
+            self._resume, self._drained_at, self._waited = self.limit, None, 0
             self.limit = probe
 
     def _probe(self, latency: float, in_flight: int | None) -> None:
         """One unit finished while probing: only work sent after the drain is measured."""
         now = self.clock()
+        assert self._resume is not None
+        self._waited += 1
+        if self._waited > 4 * self._resume:  # in flight is not ours to lower (a fixed number)
+            self.limit, self._resume = self._resume, None
+            self._sum, self._count = 0.0, 0
+            return
         if self._drained_at is None:
             if in_flight is not None and in_flight > self.limit:
                 return  # work sent before the probe is still finishing
@@ -123,7 +130,6 @@ class AdaptiveLimit:
             return
         self.baseline.update(self._sum / self._count)
         self._sum, self._count = 0.0, 0
-        assert self._resume is not None
         self.limit, self._resume = self._resume, None
 
     @property

@@ -134,3 +134,18 @@ def test_a_probe_measures_only_work_sent_after_the_drain() -> None:
     clock[0] += 1.0
     limit.observe(0.5, in_flight=16)
     assert not limit.probing and limit.current == 64 and limit.min_latency == 0.5
+
+
+def test_a_probe_that_cannot_drain_gives_up() -> None:
+    """A run with a fixed number in flight never lowers it for a probe: after four times
+    the limit's units the probe ends without a measurement, the limit as it was."""
+    clock = [0.0]
+    limit = AdaptiveLimit(initial=64, clock=lambda: clock[0])
+    limit.baseline.value = 1.0
+    limit._resume, limit.limit = 64.0, 16.0
+    for _ in range(4 * 64):
+        clock[0] += 0.01
+        limit.observe(0.2, in_flight=64)
+    assert limit.probing
+    limit.observe(0.2, in_flight=64)
+    assert not limit.probing and limit.current == 64 and limit.min_latency == 1.0
