@@ -91,12 +91,9 @@ class AdaptiveLimit:
         if self._resume is not None:
             self._probe(latency, in_flight)
             return
-        self._sum += latency
-        self._count += 1
-        if self._count < max(8, int(self.limit) // 2):
+        average = self._window(latency)
+        if average is None:
             return
-        average = self._sum / self._count
-        self._sum, self._count = 0.0, 0
         ratio = self.baseline.update(average) / max(average, 1e-9)
         if ratio > 0.8:  # no queue yet: grow quickly
             new = self.limit * 2
@@ -124,13 +121,20 @@ class AdaptiveLimit:
             self._drained_at = now
         if now - latency < self._drained_at:
             return
+        average = self._window(latency)
+        if average is not None:
+            self.baseline.update(average)
+            self.limit, self._resume = self._resume, None
+
+    def _window(self, latency: float) -> float | None:
+        """Add one latency to the window; its average once the window is full (then reset)."""
         self._sum += latency
         self._count += 1
         if self._count < max(8, int(self.limit) // 2):
-            return
-        self.baseline.update(self._sum / self._count)
+            return None
+        average = self._sum / self._count
         self._sum, self._count = 0.0, 0
-        self.limit, self._resume = self._resume, None
+        return average
 
     @property
     def current(self) -> int:
