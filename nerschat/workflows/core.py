@@ -1,6 +1,7 @@
 """One sharded, resumable, streaming run: plan → run shards → merge, for every workflow.
 
     OUT.parts/config.json              the task and its configuration (see `check_config`)
+    OUT.parts/order.u64                the item hashes of the last run, in input order
     OUT.parts/input-RRR-SSSS.jsonl     the raw input lines given to shard SSSS of run RRR
     OUT.parts/results-RRR-SSSS.jsonl   {"h": item hash, "ok": bool, "r": result}, appended
     OUT                                 the merge: input order, each item once, atomic
@@ -17,9 +18,10 @@ items in batches sized to each endpoint's limits (`packer` + `process_batch`); s
 `nerschat.workflows.dispatch` for how units go out.
 
 Memory stays bounded by the work in flight: the input is read as a stream (twice: once to
-validate and hash each line, once to copy the lines still to do into shard files); what is
-kept per item is two 8-byte hashes. Results are found again through an index of 8-byte
-hashes and file offsets, so the merge streams too.
+validate and hash each line, once to copy the lines still to do into shard files); while the
+shards run, the input order is a file of 8-byte item hashes (`ItemOrder`), read back in
+slices. Results are found again through an index of 8-byte hashes and file offsets, so the
+merge streams too: 16 bytes per item while it runs.
 
 Resume cannot return stale answers: each item is known by a hash of its input line, so an
 edited line is redone, and the run's configuration (model, template, prompt, sampling) is
@@ -118,7 +120,7 @@ class Sink:
     def shard_finished(self, shard_in: Path, results: Path) -> None:
         """Called (in a thread) when every item of a shard run in this process has a result."""
 
-    def merge(self, workdir: Path, order: np.ndarray, output: Path,
+    def merge(self, workdir: Path, order: Order, output: Path,
               config: dict[str, Any]) -> dict[str, int]:
         """Write the result of each item hash in `order` to `output`, in that order, atomically.
 
@@ -371,7 +373,7 @@ class ResultIndex:
         pos = np.searchsorted(self.hashes, hashes).clip(0, len(self.hashes) - 1)
         return (self.hashes[pos] == hashes) & ((self.places[pos] & OK_BIT) != 0)
 
-    def bodies(self, order: np.ndarray, chunk: int = 65536
+    def bodies(self, order: Order, chunk: int = 65536
                ) -> Iterator[tuple[bytes, bool] | None]:
         """(result JSON, ok) of each hash in `order`, in that order (None: no result)."""
         handles: dict[int, IO[bytes]] = {}
@@ -398,7 +400,7 @@ class ResultIndex:
             for handle in handles.values():
                 handle.close()
 
-    def merge(self, order: np.ndarray, output: Path) -> dict[str, int]:
+    def merge(self, order: Order, output: Path) -> dict[str, int]:
         """Write the result of each hash in `order` (input order) to `output`, atomically."""
         counts = {"written": 0, "errors": 0, "missing": 0}
         with atomic_write(output, "wb") as out:
@@ -414,11 +416,51 @@ class ResultIndex:
 
 # -- plan -------------------------------------------------------------------------------
 
+class ItemOrder:
+    """A run's item hashes (uint64) in input order, kept in a file rather than in memory.
+
+    8 bytes per item on disk; `order[a:b]` reads that slice back (a uint64 array), so a merge
+    holds one slice at a time. Written once by `plan`, atomically; read-only after.
+    """
+
+    NAME = "order.u64"
+
+    def __init__(self, path: Path, count: int):
+        self.path, self.count = path, count
+
+    @classmethod
+    def write(cls, workdir: Path, hashes: np.ndarray) -> ItemOrder:
+        """Store `hashes` (uint64, input order) as `workdir/order.u64`."""
+        path = workdir / cls.NAME
+        with atomic_write(path, "wb") as handle:
+            handle.write(np.ascontiguousarray(hashes, dtype=np.uint64).tobytes())
+        return cls(path, len(hashes))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        start, stop, step = part.indices(self.count)
+        if step != 1:
+            raise ValueError("ItemOrder reads contiguous slices only")
+        if stop <= start:
+            return np.empty(0, dtype=np.uint64)
+        return np.fromfile(self.path, dtype=np.uint64, count=stop - start, offset=8 * start)
+
+    def read(self) -> np.ndarray:
+        """Every hash, in input order (8 bytes per item in memory)."""
+        return self[:]
+
+
+Order = np.ndarray | ItemOrder
+"""Item hashes in input order: in memory, or an `ItemOrder` file read by slices."""
+
+
 @dataclass
 class Plan:
     """What a run must do: hashes of every valid item in input order, and the shard files."""
 
-    order: np.ndarray  # uint64 item hashes, input order
+    order: Order  # uint64 item hashes, input order
     todo: int
     invalid: int
     shards: list[tuple[Path, Path]] = field(default_factory=list)
@@ -512,11 +554,16 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
         errors_file.unlink()
     todo_mask = ~index.done(hashes)
     todo_lines = lines[todo_mask]
-    result = Plan(order=hashes, todo=int(todo_mask.sum()), invalid=invalid)
+    del lines
+    order: Order = hashes
+    if len(hashes) and (workdir.is_dir() or todo_mask.any()):
+        order = ItemOrder.write(workdir, hashes)
+    del hashes
+    result = Plan(order=order, todo=int(todo_mask.sum()), invalid=invalid)
+    del todo_mask
     if not result.todo:
         return result
-    workdir.mkdir(parents=True, exist_ok=True)
-    count = max(1, min(sink.work_shards(len(hashes), shards), result.todo))
+    count = max(1, min(sink.work_shards(len(order), shards), result.todo))
     bounds = np.linspace(0, result.todo, count + 1).astype(np.int64)
     source = _raw_lines(task, input_path, todo_lines)
     for number in range(count):

@@ -46,7 +46,14 @@ from nerschat.client.routing import DIMENSION_HEADER
 from nerschat.errors import FailureError, UsageError
 from nerschat.registry import Endpoint
 from nerschat.workflows.atomic import atomic_write, write_json
-from nerschat.workflows.core import ResultIndex, ShardRunner, Sink, item_hash, run_items
+from nerschat.workflows.core import (
+    Order,
+    ResultIndex,
+    ShardRunner,
+    Sink,
+    item_hash,
+    run_items,
+)
 from nerschat.workflows.corpus import Document, Record, corpus_records, parse_document
 from nerschat.workflows.inputs import iter_lines
 from nerschat.workflows.outputs import OutputRefused, check_dir_output, clear_workdir
@@ -563,7 +570,7 @@ class NpySink(Sink):
         _write_shard(output, number, index.bodies(part), len(part), dimension,
                      {"digest": digest, "model": config.get("model")})
 
-    def merge(self, workdir: Path, order: np.ndarray, output: Path,
+    def merge(self, workdir: Path, order: Order, output: Path,
               config: dict[str, Any]) -> dict[str, int]:
         """Write the shards (unchanged ones kept) and the manifest; PlanMismatch if empty."""
         total = len(order)
@@ -572,19 +579,22 @@ class NpySink(Sink):
         count = self.count(total)
         bounds = np.linspace(0, total, count + 1).astype(np.int64)
         fingerprint = json.dumps(config, sort_keys=True).encode()
-        parts = [order[bounds[n]:bounds[n + 1]] for n in range(count)]
-        digests = [hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
-                   for part in parts]
+        def part(n: int) -> np.ndarray:  # read again when needed: one part in memory at a time
+            return order[int(bounds[n]):int(bounds[n + 1])]
+
+        digests = [hashlib.blake2b(part(n).tobytes() + fingerprint, digest_size=16).hexdigest()
+                   for n in range(count)]
         summaries: list[dict[str, Any] | None] = [
             _kept_shard(output, n, digest) for n, digest in enumerate(digests)]
         widths = {s["dimension"] for s in summaries if s is not None}
         if None in summaries or len(widths) > 1:
             index = ResultIndex.build(workdir)
             dimension = _dimension(index)
-            for n, part in enumerate(parts):
+            for n in range(count):
                 kept = summaries[n]
                 if kept is None or kept["dimension"] != dimension:
-                    summaries[n] = _write_shard(output, n, index.bodies(part), len(part),
+                    hashes = part(n)
+                    summaries[n] = _write_shard(output, n, index.bodies(hashes), len(hashes),
                                                 dimension,
                                                 {"digest": digests[n],
                                                  "model": config.get("model")})

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nerschat.workflows.core import (
     ConfigChanged,
+    ItemOrder,
     ResultIndex,
     check_config,
     item_hash,
@@ -120,3 +122,16 @@ def test_a_torn_last_result_line_is_cut_before_appending(tmp_path: Path) -> None
         handle.write(result_line(3, True, {"id": "c"}))
     assert path.read_bytes() == whole + result_line(3, True, {"id": "c"})
     assert done_hashes(path).tolist() == [1, 3]
+
+
+def test_item_order_reads_back_slices_of_what_was_written(tmp_path: Path) -> None:
+    hashes = np.arange(1, 1001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    order = ItemOrder.write(tmp_path, hashes)
+    assert len(order) == 1000 and order.path == tmp_path / "order.u64"
+    assert np.array_equal(order.read(), hashes)
+    assert np.array_equal(order[10:20], hashes[10:20])
+    assert np.array_equal(order[990:2000], hashes[990:])  # clipped like an array's slice
+    assert len(order[500:500]) == 0 and order[5:3].dtype == np.uint64
+    assert np.array_equal(ItemOrder(order.path, 1000)[-3:], hashes[-3:])
+    with pytest.raises(ValueError, match="contiguous"):
+        order[::2]

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from nerschat.workflows.batch import parse_batch_request
-from nerschat.workflows.core import Plan, ResultIndex, errors_path, plan, task_records
+from nerschat.workflows.core import (
+    ItemOrder,
+    Plan,
+    ResultIndex,
+    errors_path,
+    plan,
+    task_records,
+)
 from nerschat.workflows.corpus import Document
 from nerschat.workflows.embed import EmbedTask
 from nerschat.workflows.inputs import FieldError, InputError, parse_line
@@ -165,14 +172,16 @@ def test_corpus_parquet(tmp_path: Path) -> None:
         docs(tmp_path / "c.parquet")
 
 
-def test_plan_keeps_only_hashes_in_memory(tmp_path: Path) -> None:
+def test_plan_keeps_the_input_order_as_hashes_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     with open(path, "w") as handle:
         for i in range(1000):
             handle.write(json.dumps({"id": f"q{i}", "question": "q", "answers": ["x"]}) + "\n")
     planned = plan_judge(path)
-    assert planned.order.dtype == np.uint64 and len(planned.order) == 1000
-    assert len(set(planned.order.tolist())) == 1000
+    assert isinstance(planned.order, ItemOrder) and len(planned.order) == 1000
+    assert planned.order.path.stat().st_size == 8 * 1000
+    hashes = planned.order.read()
+    assert hashes.dtype == np.uint64 and len(set(hashes.tolist())) == 1000
 
 
 def test_huge_json_integer_is_a_line_error_or_skipped(tmp_path: Path) -> None:
