@@ -274,21 +274,37 @@ def _result_body(line: bytes) -> bytes:
     return line[start:-2]
 
 
-def done_hashes(path: Path) -> np.ndarray:
-    """Sorted hashes (uint64, 8 bytes each) of the items a results file finished successfully.
+def done_hashes(*paths: Path) -> np.ndarray:
+    """Sorted hashes (uint64, 8 bytes each) of the items results files finished successfully.
 
     A shard can hold the whole input (one shard by default), so not a set of Python ints.
     """
     done = array.array("Q")
-    if path.exists():
+    for path in paths:
+        if not path.exists():
+            continue
         with open(path, "rb") as handle:
             for line in handle:
                 parsed = _parse_prefix(line)
                 if parsed is not None and parsed[1]:
                     done.append(parsed[0])
     hashes = np.frombuffer(done, dtype=np.uint64).copy()
+    del done
     hashes.sort()
     return hashes
+
+
+def among(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Boolean mask: which of `hashes` occur in the sorted array `sorted_hashes`."""
+    if not len(sorted_hashes):
+        return np.zeros(len(hashes), dtype=bool)
+    pos = np.searchsorted(sorted_hashes, hashes).clip(0, len(sorted_hashes) - 1)
+    return sorted_hashes[pos] == hashes
+
+
+def result_files(workdir: Path) -> list[Path]:
+    """The results files of `workdir`, in name order (none if it does not exist)."""
+    return sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl")) if workdir.is_dir() else []
 
 
 OK_BIT = np.uint64(1 << 63)
@@ -335,8 +351,7 @@ class ResultIndex:
     @classmethod
     def build(cls, workdir: Path) -> ResultIndex:
         """The index of every result file in `workdir` (empty if it does not exist)."""
-        return cls.of_files(sorted(workdir.glob(f"{RESULT_PREFIX}*.jsonl"))
-                            if workdir.is_dir() else [])
+        return cls.of_files(result_files(workdir))
 
     @classmethod
     def of_files(cls, files: list[Path]) -> ResultIndex:
@@ -516,10 +531,12 @@ def _raw_lines(task: ItemTask, path: Path, wanted: np.ndarray) -> Iterator[tuple
 
 
 def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
-         skip_invalid: bool, index: ResultIndex, run: int) -> Plan:
+         skip_invalid: bool, run: int, index: ResultIndex | None = None) -> Plan:
     """Validate the whole input, then write the items not yet done into shard files.
 
     `shards` is how many shard files (None: the sink's default for the number of items).
+    Done items are those with a successful result in `index` (None: the work directory's
+    results files, read after the input so the two are not in memory together).
     """
     sink = task_sink(task)
     workdir = sink.workdir(output)
@@ -552,7 +569,10 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
                 lines, hashes = lines[keep], hashes[keep]
     if not invalid and errors_file.exists():
         errors_file.unlink()
-    todo_mask = ~index.done(hashes)
+    if index is not None:
+        todo_mask = ~index.done(hashes)
+    else:
+        todo_mask = ~among(done_hashes(*result_files(workdir)), hashes)
     todo_lines = lines[todo_mask]
     del lines
     order: Order = hashes
@@ -870,11 +890,9 @@ def _run_locked(task: ItemTask, sink: Sink, workdir: Path, input_path: Path, out
         previous = stored_config(workdir).get("model")
         if isinstance(previous, str):
             task.bind_model(previous)  # checked against what is served below
-    index = ResultIndex.build(workdir)
     started = time.monotonic()
     work = plan(task, input_path, output_path, shards=shards, skip_invalid=skip_invalid,
-                index=index, run=next_run(workdir))
-    del index
+                run=next_run(workdir))
     if not len(work.order):
         if work.invalid:
             raise NoItems(f"{input_path}: no valid items: all {work.invalid} are invalid; see "

@@ -135,3 +135,17 @@ def test_item_order_reads_back_slices_of_what_was_written(tmp_path: Path) -> Non
     assert np.array_equal(ItemOrder(order.path, 1000)[-3:], hashes[-3:])
     with pytest.raises(ValueError, match="contiguous"):
         order[::2]
+
+
+def test_plan_reads_what_is_done_from_every_results_file(tmp_path: Path) -> None:
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    raws = write_items(source, ["a", "b", "c", "d"])
+    workdir = parts_dir(output)
+    finish(workdir, "results-000-0000.jsonl", [(raws[0], True, {"id": "q0"}),
+                                               (raws[1], False, {"id": "q1", "error": "e"})])
+    finish(workdir, "results-001-0000.jsonl", [(raws[2], True, {"id": "q2"}),
+                                               (raws[3], False, {"id": "q3", "error": "e"})])
+    finish(workdir, "results-002-0000.jsonl", [(raws[3], True, {"id": "q3"})])
+    planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, run=3)
+    assert planned.todo == 1  # q1's only result is an error
+    assert json.loads(planned.shards[0][0].read_text())["id"] == "q1"
