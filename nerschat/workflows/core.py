@@ -448,7 +448,7 @@ class ItemOrder:
         """Store `hashes` (uint64, input order) as `workdir/order.u64`."""
         path = workdir / cls.NAME
         with atomic_write(path, "wb") as handle:
-            handle.write(np.ascontiguousarray(hashes, dtype=np.uint64).tobytes())
+            handle.write(np.ascontiguousarray(hashes, dtype=np.uint64).data)  # no copy
         return cls(path, len(hashes))
 
     def __len__(self) -> int:
