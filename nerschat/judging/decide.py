@@ -17,14 +17,14 @@ from typing import Any
 import openai
 
 from nerschat.client.chat import create_chat
-from nerschat.judging.budget import ContextBudget, is_context_error
+from nerschat.judging.budget import ContextBudget
 from nerschat.judging.labels import (
     TokenDist,
     known_distributions,
     label_probabilities,
     response_positions,
 )
-from nerschat.workflows.judge import FINAL_PREFIX, JudgeAnswerError
+from nerschat.workflows.judge import FINAL_PREFIX, JudgeAnswerError, with_attempts
 
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs
 
@@ -120,51 +120,19 @@ async def decide(client: openai.AsyncOpenAI, messages: list[dict[str, str]],
     return Decision(answer, reasoning, probs, usage)
 
 
-def error_message(exc: Exception) -> str:
-    """One line for a failed request."""
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body
-        if isinstance(body, dict):
-            detail = body.get("error", body)
-            text = str(detail.get("message", detail) if isinstance(detail, dict) else detail)
-        else:
-            text = str(exc)
-        return f"HTTP {exc.status_code}: {text[:300]}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
 async def decide_with_retries(client: openai.AsyncOpenAI, messages: list[dict[str, str]],
                               labels: list[str], settings: StepSettings, attempts: int,
                               max_model_len: int | None = None
                               ) -> tuple[Decision | None, str | None]:
     """(decision, None), or (None, one-line error) after up to `attempts` tries.
 
-    With `max_model_len` (tokens), the reasoning is capped so the verdict still fits; a
-    context-length refusal is retried with half the reasoning, then none (not counted as an
-    attempt), and only then becomes the item's error, naming the limit.
+    The retry policy is the judge's (`nerschat.workflows.judge.with_attempts`). With
+    `max_model_len` (tokens), the reasoning is capped so the verdict still fits; a
+    context-length refusal is retried with half the reasoning, then none, and only then
+    becomes the item's error, naming the limit.
     """
     budget = ContextBudget(max_model_len, answer_tokens(labels))
     cap = budget.reasoning_cap(_continue(messages, settings.prefill), settings.reasoning_tokens)
-    error = None
-    attempt = 0
-    while attempt < attempts:
-        attempt += 1
-        try:
-            return await decide(client, messages, labels, settings, budget, cap), None
-        except JudgeAnswerError as exc:
-            error = f"{exc} (after {attempt} attempt(s))"
-        except openai.APIStatusError as exc:
-            if is_context_error(exc):
-                smaller = budget.after_context_error(cap)
-                if smaller is not None:
-                    cap = smaller
-                    attempt -= 1  # less reasoning is not a failed attempt
-                    continue
-                error = budget.error(messages, exc)
-                break
-            error = error_message(exc)
-            if exc.status_code < 500:
-                break  # a bad request stays bad
-        except openai.APIError as exc:
-            error = error_message(exc)
-    return None, error
+    return await with_attempts(
+        lambda reasoning: decide(client, messages, labels, settings, budget, reasoning),
+        budget, cap, messages, attempts)

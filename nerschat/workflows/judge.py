@@ -15,8 +15,9 @@ import asyncio
 import math
 import random
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 
@@ -24,6 +25,8 @@ from nerschat.client.chat import create_chat
 from nerschat.errors import FailureError
 from nerschat.judging.budget import ContextBudget, is_context_error, server_message
 from nerschat.workflows.inputs import FieldError, require_str
+
+T = TypeVar("T")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful, impartial judge. Compare the candidate answers to the question on "
@@ -245,27 +248,24 @@ def _label_logprobs(response: Any, labels: list[str], order: list[int]) -> dict[
 RETRY_DELAY = 0.5  # seconds before the second attempt; doubled after each
 
 
-async def _judge_with_retries(client: openai.AsyncOpenAI, model: str, item: JudgeItem,
-                              order: list[int], options: JudgeOptions,
-                              max_model_len: int | None = None
-                              ) -> tuple[dict[str, Any] | None, str | None]:
-    """(verdict, None) or (None, error) after up to `options.attempts` tries.
+async def with_attempts(step: Callable[[int], Awaitable[T]], budget: ContextBudget,
+                        cap: int, messages: list[dict[str, str]], attempts: int
+                        ) -> tuple[T | None, str | None]:
+    """(`step(cap)`'s value, None), or (None, one-line error) after up to `attempts` tries.
 
-    Transient failures (HTTP 429 and 5xx, connection errors, replies that are not a
-    completion, an answer outside the labels) are retried after a back-off; a
-    context-length error is retried with half the reasoning, then none; other 4xx stop.
+    The one retry policy of every judging step. `cap` is the reasoning budget in tokens;
+    `messages` what the budget's error describes. Transient failures (HTTP
+    429 and 5xx, connection errors, replies that are not a completion, an answer outside
+    the labels) are retried after a jittered back-off of RETRY_DELAY seconds, doubled after
+    each; a context-length refusal is retried with half the reasoning, then none (not counted
+    as an attempt), and only then becomes the error, naming the limit; other 4xx stop.
     """
     error = None
-    messages = build_messages(item, order, options)
-    budget = ContextBudget(max_model_len, answer_tokens=2)
-    cap = budget.reasoning_cap(
-        [*messages, {"role": "assistant", "content": REASONING_PREFILL}],
-        options.reasoning_tokens)
     attempt = 0
-    while attempt < options.attempts:
+    while attempt < attempts:
         attempt += 1
         try:
-            return await _judge_once(client, model, item, order, options, cap, budget), None
+            return await step(cap), None
         except JudgeAnswerError as exc:
             error = f"{exc} (after {attempt} attempt(s))"
         except openai.APIStatusError as exc:
@@ -284,9 +284,24 @@ async def _judge_with_retries(client: openai.AsyncOpenAI, model: str, item: Judg
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             error = f"bad reply ({type(exc).__name__}: {str(exc)[:160]})"
-        if attempt < options.attempts:
+        if attempt < attempts:
             await asyncio.sleep(RETRY_DELAY * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
     return None, error
+
+
+async def _judge_with_retries(client: openai.AsyncOpenAI, model: str, item: JudgeItem,
+                              order: list[int], options: JudgeOptions,
+                              max_model_len: int | None = None
+                              ) -> tuple[dict[str, Any] | None, str | None]:
+    """(verdict, None) or (None, error) after up to `options.attempts` tries (`with_attempts`)."""
+    messages = build_messages(item, order, options)
+    budget = ContextBudget(max_model_len, answer_tokens=2)
+    cap = budget.reasoning_cap(
+        [*messages, {"role": "assistant", "content": REASONING_PREFILL}],
+        options.reasoning_tokens)
+    return await with_attempts(
+        lambda reasoning: _judge_once(client, model, item, order, options, reasoning, budget),
+        budget, cap, messages, options.attempts)
 
 
 async def judge_item(client: openai.AsyncOpenAI, item: JudgeItem, options: JudgeOptions,

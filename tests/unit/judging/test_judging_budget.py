@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +22,8 @@ from nerschat.judging.budget import (
     is_context_error,
     text_tokens,
 )
+from nerschat.workflows import judge as judge_module
+from nerschat.workflows.judge import with_attempts
 
 # A tokenizer on the expensive side of real ones: a space and up to 5 letters, each digit,
 # each non-ASCII character, a space and up to 3 punctuation marks, each white-space run.
@@ -211,3 +214,44 @@ def test_context_errors_are_told_from_other_bad_requests() -> None:
     assert ContextBudget.after_context_error(256) == 128
     assert ContextBudget.after_context_error(16) == 0
     assert ContextBudget.after_context_error(0) is None
+
+
+def _status(code: int, message: str) -> openai.APIStatusError:
+    response = httpx2.Response(code, request=httpx2.Request("POST", "http://x/v1"))
+    return openai.APIStatusError(message, response=response, body={"error": {"message": message}})
+
+
+async def test_one_retry_policy_for_every_judging_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(judge_module, "RETRY_DELAY", 0.0)
+    budget = ContextBudget(2048)
+    messages = [{"role": "user", "content": "q"}]
+
+    def scripted(*outcomes: object) -> tuple[list[int], Callable[[int], Awaitable[str]]]:
+        caps: list[int] = []
+        pending = list(outcomes)
+
+        async def step(cap: int) -> str:
+            caps.append(cap)
+            outcome = pending.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return str(outcome)
+
+        return caps, step
+
+    caps, step = scripted(_status(429, "slow down"), _status(503, "busy"), "ok")
+    assert await with_attempts(step, budget, 256, messages, 3) == ("ok", None)
+    assert caps == [256, 256, 256]  # rate limits and 5xx are retried
+    caps, step = scripted(_status(400, "field 'messages' is bad"), "never")
+    assert await with_attempts(step, budget, 256, messages, 3) == (
+        None, "HTTP 400: field 'messages' is bad")  # a bad request stays bad
+    context = _status(400, "This model's maximum context length is 2048 tokens")
+    caps, step = scripted(context, "ok")
+    assert await with_attempts(step, budget, 16, messages, 1) == ("ok", None)
+    assert caps == [16, 0]  # less reasoning is not a failed attempt
+    caps, step = scripted(context, context, "never")
+    value, error = await with_attempts(step, budget, 16, messages, 3)
+    assert value is None and error is not None and "2048" in error and caps == [16, 0]
+    caps, step = scripted(ValueError("no choices"), ValueError("no choices"))
+    value, error = await with_attempts(step, budget, 0, messages, 2)
+    assert value is None and error == "bad reply (ValueError: no choices)"
