@@ -9,6 +9,10 @@ capacity in flight). Each endpoint of a pool has its own limit
 (`EndpointLoad.limit`), so a fast replica gets more work than a slow one, and an advertised
 capacity (whose unit differs between engines) is never needed.
 
+While the limit doubles, the work finishing first was sent at the old limit and shows no
+queue yet, so a decision on it would double again past the knee; after a doubling, only work
+sent after it counts (as TCP measures a round trip per window sent).
+
 The baseline is only as good as the lowest load it was measured at. When the client process
 itself is the bottleneck (a fast server, a busy event loop), requests queue in the client,
 latency grows with what is in flight at any limit, and a baseline measured at a high start
@@ -71,6 +75,7 @@ class AdaptiveLimit:
         self._resume: float | None = None  # while probing: the limit to return to
         self._drained_at: float | None = None  # while probing: when in flight fell to the limit
         self._waited = 0  # while probing: units finished since it began
+        self._doubled_at: float | None = None  # when the limit last doubled (on `clock`)
 
     @property
     def probing(self) -> bool:
@@ -91,12 +96,16 @@ class AdaptiveLimit:
         if self._resume is not None:
             self._probe(latency, in_flight)
             return
+        if self._doubled_at is not None and self.clock() - latency < self._doubled_at:
+            return  # sent before the limit doubled: it measured the old limit
         average = self._window(latency)
         if average is None:
             return
         ratio = self.baseline.update(average) / max(average, 1e-9)
+        self._doubled_at = None
         if ratio > 0.8:  # no queue yet: grow quickly
             new = self.limit * 2
+            self._doubled_at = self.clock()
         else:
             new = self.limit * min(1.0, self.tolerance * ratio) + math.sqrt(self.limit)
         self.limit = max(float(self.minimum), min(float(self.maximum), new))

@@ -29,13 +29,33 @@ def test_limit_settles_above_capacity_but_bounded() -> None:
 
 
 def test_limit_stays_in_bounds() -> None:
-    limit = AdaptiveLimit(initial=10, minimum=4, maximum=50)
+    clock = [0.0]
+    limit = AdaptiveLimit(initial=10, minimum=4, maximum=50, clock=lambda: clock[0])
     for _ in range(100):
+        clock[0] += 1.0
         limit.observe(0.1)
     assert limit.current == 50
     for _ in range(1000):
+        clock[0] += 200.0
         limit.observe(100.0)
     assert limit.current >= 4
+
+
+def test_after_doubling_only_work_sent_at_the_new_limit_counts() -> None:
+    clock = [0.0]
+    limit = AdaptiveLimit(initial=16, minimum=4, clock=lambda: clock[0])
+    for _ in range(8):  # one window, no queue: the limit doubles at t=1
+        clock[0] += 0.125
+        limit.observe(0.5)
+    assert limit.current == 32
+    for _ in range(100):  # sent before t=1, at the old limit: not evidence for the new one
+        clock[0] += 0.001
+        limit.observe(0.5)
+    assert limit.current == 32
+    clock[0] = 3.0
+    for _ in range(16):  # sent after the doubling, and queued: the limit grows no more
+        limit.observe(1.5)
+    assert limit.current < 64
 
 
 def test_replicas_sharing_a_baseline_balance_instead_of_one_taking_all() -> None:
