@@ -20,8 +20,8 @@ items in batches sized to each endpoint's limits (`packer` + `process_batch`); s
 Memory stays bounded by the work in flight: the input is read as a stream (twice: once to
 validate and hash each line, once to copy the lines still to do into shard files); while the
 shards run, the input order is a file of 8-byte item hashes (`ItemOrder`), read back in
-slices. Results are found again through an index of 8-byte hashes and file offsets, so the
-merge streams too: 16 bytes per item while it runs.
+slices. The merge finds each item's result again by an external hash join (`Placement`):
+scratch files on disk, a few MB in memory at any input size.
 
 Resume cannot return stale answers: each item is known by a hash of its input line, so an
 edited line is redone, and the run's configuration (model, template, prompt, sampling) is
@@ -36,7 +36,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -127,7 +129,7 @@ class Sink:
         Results are those in `workdir`. Returns counts: written, errors, missing. `config` is
         the run's configuration.
         """
-        return ResultIndex.build(workdir).merge(order, output)
+        return merge_results(workdir, order, output)
 
 
 JSONL = Sink()
@@ -309,9 +311,16 @@ def result_files(workdir: Path) -> list[Path]:
 
 OK_BIT = np.uint64(1 << 63)
 FILE_SHIFT = 40  # a result's place: ok << 63 | file number << 40 | byte offset
+MISSING = np.uint64((1 << 63) - 1)
+"""The place of an item without a result (not ok, no real file number and offset)."""
+BUCKET_RECORDS = 1 << 16
+"""Result records a placement indexes at once (16 bytes each, about 1 MB); more are placed
+in several passes, one per range of hashes."""
+CHUNK = 1 << 16
+"""Items (8 bytes each) read, placed or written per step."""
 
 
-def _index_blocks(path: Path, number: int, block: int = 65536
+def _index_blocks(path: Path, number: int, block: int = CHUNK
                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(hashes, places) of a results file's complete lines, in compact blocks.
 
@@ -336,90 +345,154 @@ def _index_blocks(path: Path, number: int, block: int = 65536
     yield np.frombuffer(h, dtype=np.uint64).copy(), np.frombuffer(place, dtype=np.uint64).copy()
 
 
-@dataclass
-class ResultIndex:
-    """Where the best result of each item hash is: a success over an error, else the latest.
+def _read_u64(fd: int, start: int, count: int) -> np.ndarray:
+    """`count` uint64 values at item `start` of the open file `fd` (a writable copy)."""
+    data = bytearray(os.pread(fd, 8 * count, 8 * start))
+    return np.frombuffer(data, dtype=np.uint64)
 
-    16 bytes per distinct item (its hash and its place), built in two streaming passes over
-    the results files, so a million results cost about 16 MB.
+
+def _best(hashes: np.ndarray, places: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct `hashes` and the largest of each one's `places`."""
+    by = np.lexsort((places, hashes))
+    hashes, places = hashes[by], places[by]
+    last = np.ones(len(hashes), dtype=bool)
+    np.not_equal(hashes[1:], hashes[:-1], out=last[:-1])
+    return hashes[last], places[last]
+
+
+class Placement:
+    """Where each item's best result is, in input order, in memory that does not grow.
+
+    The best result is a success over an error, else the latest. Built as an external hash join: every result's (hash, place) is spilled to a scratch
+    file (16 bytes per result line), then joined to the order one range of hashes at a time
+    (`BUCKET_RECORDS` records in memory per pass) into a scratch file of places in input
+    order (8 bytes per item), read back by slices. Both scratch files are unnamed files in
+    `scratch` (the work directory; the system's temporary directory if it does not exist),
+    gone when the placement is closed or the process dies. Use as a context manager.
     """
 
-    files: list[Path]
-    hashes: np.ndarray  # uint64, sorted, distinct
-    places: np.ndarray  # uint64: ok << 63 | file number << 40 | byte offset
+    def __init__(self, files: list[Path], order: Order, scratch: Path):
+        self.files = files
+        self.count = len(order)
+        where = scratch if scratch.is_dir() else None  # None: the system's temporary directory
+        self._places = tempfile.TemporaryFile(dir=where)  # noqa: SIM115 - closed by close()
+        try:
+            with tempfile.TemporaryFile(dir=where) as spill:
+                records = self._spill(spill)
+                self._join(spill.fileno(), records, order)
+        except BaseException:
+            self._places.close()
+            raise
 
-    @classmethod
-    def build(cls, workdir: Path) -> ResultIndex:
-        """The index of every result file in `workdir` (empty if it does not exist)."""
-        return cls.of_files(result_files(workdir))
+    def _spill(self, spill: IO[bytes]) -> int:
+        """Write (hash, place) of every complete result line; the number written."""
+        records = 0
+        for number, path in enumerate(self.files):
+            for hashes, places in _index_blocks(path, number):
+                pairs = np.empty((len(hashes), 2), dtype=np.uint64)
+                pairs[:, 0], pairs[:, 1] = hashes, places
+                spill.write(pairs.data)
+                records += len(hashes)
+        spill.flush()
+        return records
 
-    @classmethod
-    def of_files(cls, files: list[Path]) -> ResultIndex:
-        """The index of the result files `files` (later files win ties)."""
-        collected = array.array("Q")
-        for number, path in enumerate(files):
-            for block_h, _ in _index_blocks(path, number):
-                collected.frombytes(block_h.tobytes())
-        hashes = np.frombuffer(collected, dtype=np.uint64)  # shares the array's memory
-        del collected
-        hashes.sort()
-        if len(hashes) > 1:  # drop repeats in place (an item redone after an error)
-            distinct = np.empty(len(hashes), dtype=bool)
-            distinct[0] = True
-            np.not_equal(hashes[1:], hashes[:-1], out=distinct[1:])
-            if not distinct.all():
-                hashes = hashes[distinct]
-            del distinct
-        places = np.zeros(len(hashes), dtype=np.uint64)
-        for number, path in enumerate(files):
-            for block_h, block_place in _index_blocks(path, number):
-                np.maximum.at(places, np.searchsorted(hashes, block_h), block_place)
-        return cls(files, hashes, places)
+    def _join(self, spill: int, records: int, order: Order) -> None:
+        fd = self._places.fileno()
+        for start in range(0, self.count, CHUNK):
+            n = min(CHUNK, self.count - start)
+            os.pwrite(fd, np.full(n, MISSING, dtype=np.uint64).data, 8 * start)
+        bits = max(0, math.ceil(math.log2(max(1, records) / BUCKET_RECORDS)))
+        shift = np.uint64(64 - bits) if bits else None
 
-    @property
-    def ok(self) -> np.ndarray:
-        """Boolean array: which indexed items have a successful result."""
-        return (self.places & OK_BIT) != 0
+        def bucket(hashes: np.ndarray) -> np.ndarray:
+            if shift is None:
+                return np.zeros(len(hashes), dtype=np.uint64)
+            return hashes >> shift
 
-    def done(self, hashes: np.ndarray) -> np.ndarray:
-        """Boolean mask: which of `hashes` already have a successful result."""
-        if not len(self.hashes):
-            return np.zeros(len(hashes), dtype=bool)
-        pos = np.searchsorted(self.hashes, hashes).clip(0, len(self.hashes) - 1)
-        return (self.hashes[pos] == hashes) & ((self.places[pos] & OK_BIT) != 0)
+        for b in range(1 << bits):
+            hs, ps = [], []
+            for start in range(0, records, CHUNK):
+                pairs = _read_u64(spill, 2 * start, 2 * min(CHUNK, records - start))
+                pairs = pairs.reshape(-1, 2)
+                mine = bucket(pairs[:, 0]) == b
+                hs.append(pairs[mine, 0])
+                ps.append(pairs[mine, 1])
+            if not hs:
+                return
+            hashes, places = _best(np.concatenate(hs), np.concatenate(ps))
+            del hs, ps
+            if not len(hashes):
+                continue
+            for start in range(0, self.count, CHUNK):
+                part = order[start:start + CHUNK]
+                mine = np.flatnonzero(bucket(part) == b)
+                pos = np.searchsorted(hashes, part[mine]).clip(0, len(hashes) - 1)
+                hit = hashes[pos] == part[mine]
+                if not hit.any():
+                    continue
+                placed = _read_u64(fd, start, len(part))
+                placed[mine[hit]] = places[pos[hit]]
+                os.pwrite(fd, placed.data, 8 * start)
 
-    def bodies(self, order: Order, chunk: int = 65536
+    def __enter__(self) -> Placement:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the scratch file."""
+        self._places.close()
+
+    def places(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """The places (uint64; MISSING: no result) of items start..stop, in chunks."""
+        stop = self.count if stop is None else min(stop, self.count)
+        for first in range(start, stop, CHUNK):
+            yield _read_u64(self._places.fileno(), first, min(CHUNK, stop - first))
+
+    def all_ok(self, start: int = 0, stop: int | None = None) -> bool:
+        """Whether every item start..stop has a successful result."""
+        return all(bool(((p & OK_BIT) != 0).all()) for p in self.places(start, stop))
+
+    def first_ok(self) -> bytes | None:
+        """The result JSON of the first item (in order) with a successful result."""
+        for places in self.places():
+            ok = np.flatnonzero((places & OK_BIT) != 0)
+            if len(ok):
+                found = next(self._bodies(places[ok[:1]]))
+                return None if found is None else found[0]
+        return None
+
+    def bodies(self, start: int = 0, stop: int | None = None
                ) -> Iterator[tuple[bytes, bool] | None]:
-        """(result JSON, ok) of each hash in `order`, in that order (None: no result)."""
+        """(result JSON, ok) of each item start..stop, in order (None: no result)."""
+        for places in self.places(start, stop):
+            yield from self._bodies(places)
+
+    def _bodies(self, places: np.ndarray) -> Iterator[tuple[bytes, bool] | None]:
         handles: dict[int, IO[bytes]] = {}
         mask = (1 << FILE_SHIFT) - 1
+        missing = int(MISSING)
         try:
-            for start in range(0, len(order), chunk):
-                part = order[start:start + chunk]
-                if not len(self.hashes):
-                    yield from (None for _ in range(len(part)))
+            for place in places.tolist():
+                if place == missing:
+                    yield None
                     continue
-                pos = np.searchsorted(self.hashes, part).clip(0, len(self.hashes) - 1)
-                found = self.hashes[pos] == part
-                for hit, place in zip(found.tolist(), self.places[pos].tolist()):
-                    if not hit:
-                        yield None
-                        continue
-                    number = (place >> FILE_SHIFT) & 0x7FFFFF
-                    handle = handles.get(number)
-                    if handle is None:
-                        handle = handles[number] = open(self.files[number], "rb")  # noqa: SIM115
-                    handle.seek(place & mask)
-                    yield _result_body(handle.readline()), bool(place >> 63)
+                number = (place >> FILE_SHIFT) & 0x7FFFFF
+                handle = handles.get(number)
+                if handle is None:
+                    handle = handles[number] = open(self.files[number], "rb")  # noqa: SIM115
+                handle.seek(place & mask)
+                yield _result_body(handle.readline()), bool(place >> 63)
         finally:
             for handle in handles.values():
                 handle.close()
 
-    def merge(self, order: Order, output: Path) -> dict[str, int]:
-        """Write the result of each hash in `order` (input order) to `output`, atomically."""
+    def merge(self, output: Path) -> dict[str, int]:
+        """Write each item's result (input order) to `output`, atomically; the counts."""
         counts = {"written": 0, "errors": 0, "missing": 0}
         with atomic_write(output, "wb") as out:
-            for found in self.bodies(order):
+            for found in self.bodies():
                 if found is None:
                     counts["missing"] += 1
                     continue
@@ -427,6 +500,15 @@ class ResultIndex:
                 counts["written"] += 1
                 counts["errors"] += not found[1]
         return counts
+
+
+def merge_results(workdir: Path, order: Order, output: Path) -> dict[str, int]:
+    """Write each hash's best result from `workdir` to `output`, in `order`, atomically.
+
+    Returns counts: written, errors, missing.
+    """
+    with Placement(result_files(workdir), order, workdir) as placement:
+        return placement.merge(output)
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -531,12 +613,12 @@ def _raw_lines(task: ItemTask, path: Path, wanted: np.ndarray) -> Iterator[tuple
 
 
 def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
-         skip_invalid: bool, run: int, index: ResultIndex | None = None) -> Plan:
+         skip_invalid: bool, run: int) -> Plan:
     """Validate the whole input, then write the items not yet done into shard files.
 
     `shards` is how many shard files (None: the sink's default for the number of items).
-    Done items are those with a successful result in `index` (None: the work directory's
-    results files, read after the input so the two are not in memory together).
+    Done items are those with a successful result in the work directory's results files,
+    read after the input so the two are not in memory together.
     """
     sink = task_sink(task)
     workdir = sink.workdir(output)
@@ -569,10 +651,7 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
                 lines, hashes = lines[keep], hashes[keep]
     if not invalid and errors_file.exists():
         errors_file.unlink()
-    if index is not None:
-        todo_mask = ~index.done(hashes)
-    else:
-        todo_mask = ~among(done_hashes(*result_files(workdir)), hashes)
+    todo_mask = ~among(done_hashes(*result_files(workdir)), hashes)
     todo_lines = lines[todo_mask]
     del lines
     order: Order = hashes

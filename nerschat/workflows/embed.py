@@ -48,10 +48,11 @@ from nerschat.registry import Endpoint
 from nerschat.workflows.atomic import atomic_write, write_json
 from nerschat.workflows.core import (
     Order,
-    ResultIndex,
+    Placement,
     ShardRunner,
     Sink,
     item_hash,
+    result_files,
     run_items,
 )
 from nerschat.workflows.corpus import Document, Record, corpus_records, parse_document
@@ -561,14 +562,14 @@ class NpySink(Sink):
             return
         number, output, fingerprint = early
         part = np.array([item_hash(raw) for _, raw in iter_lines(shard_in)], dtype=np.uint64)
-        index = ResultIndex.of_files([results])
-        dimension = _dimension(index)
-        if not dimension or not index.done(part).all():
-            return
-        digest = hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
-        config = json.loads(fingerprint)
-        _write_shard(output, number, index.bodies(part), len(part), dimension,
-                     {"digest": digest, "model": config.get("model")})
+        with Placement([results], part, results.parent) as placement:
+            dimension = _dimension(placement)
+            if not dimension or not placement.all_ok():
+                return
+            digest = hashlib.blake2b(part.tobytes() + fingerprint, digest_size=16).hexdigest()
+            config = json.loads(fingerprint)
+            _write_shard(output, number, placement.bodies(), len(part), dimension,
+                         {"digest": digest, "model": config.get("model")})
 
     def merge(self, workdir: Path, order: Order, output: Path,
               config: dict[str, Any]) -> dict[str, int]:
@@ -588,16 +589,16 @@ class NpySink(Sink):
             _kept_shard(output, n, digest) for n, digest in enumerate(digests)]
         widths = {s["dimension"] for s in summaries if s is not None}
         if None in summaries or len(widths) > 1:
-            index = ResultIndex.build(workdir)
-            dimension = _dimension(index)
-            for n in range(count):
-                kept = summaries[n]
-                if kept is None or kept["dimension"] != dimension:
-                    hashes = part(n)
-                    summaries[n] = _write_shard(output, n, index.bodies(hashes), len(hashes),
-                                                dimension,
-                                                {"digest": digests[n],
-                                                 "model": config.get("model")})
+            with Placement(result_files(workdir), order, workdir) as placement:
+                dimension = _dimension(placement)
+                for n in range(count):
+                    kept = summaries[n]
+                    if kept is None or kept["dimension"] != dimension:
+                        start, stop = int(bounds[n]), int(bounds[n + 1])
+                        summaries[n] = _write_shard(output, n, placement.bodies(start, stop),
+                                                    stop - start, dimension,
+                                                    {"digest": digests[n],
+                                                     "model": config.get("model")})
         for stale in output.glob("shard-*.json"):
             number = stale.stem.split("-")[1]
             if number.isdigit() and int(number) >= count:
@@ -608,15 +609,12 @@ class NpySink(Sink):
                 "missing": 0}
 
 
-def _dimension(index: ResultIndex) -> int:
+def _dimension(placement: Placement) -> int:
     """The width of the vectors found (0 if every document failed)."""
-    found = np.flatnonzero(index.ok)
-    if not len(found):
+    body = placement.first_ok()
+    if body is None:
         return 0
-    for body in index.bodies(index.hashes[found[:1]]):
-        if body is not None:
-            return len(base64.b64decode(json.loads(body[0])["v"])) // 4
-    return 0
+    return len(base64.b64decode(json.loads(body)["v"])) // 4
 
 
 def _kept_shard(outdir: Path, shard: int, digest: str) -> dict[str, Any] | None:

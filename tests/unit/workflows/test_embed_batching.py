@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import nerschat
-from nerschat.workflows.core import ResultIndex, item_hash, plan, result_line
+from nerschat.workflows.core import item_hash, plan, result_line
 from nerschat.workflows.corpus import Document
 from nerschat.workflows.embed import (
     BODY_LIMIT,
@@ -192,11 +192,10 @@ def test_plan_reports_duplicate_ids_with_file_and_line(tmp_path: Path) -> None:
     corpus.write_text("".join(json.dumps({"id": f"d{i % 5}" if i == 7 else f"d{i}",
                                           "text": f"text {i}"}) + "\n" for i in range(10)))
     out = tmp_path / "out"
-    empty = ResultIndex.build(tmp_path / "none")
     with pytest.raises(InputError, match="c.jsonl:8: field 'id': duplicate id 'd2' "
                                          "\\(first on line 3\\)"):
-        plan(EmbedTask(), corpus, out, shards=3, skip_invalid=False, index=empty, run=0)
-    planned = plan(EmbedTask(), corpus, out, shards=3, skip_invalid=True, index=empty, run=0)
+        plan(EmbedTask(), corpus, out, shards=3, skip_invalid=False, run=0)
+    planned = plan(EmbedTask(), corpus, out, shards=3, skip_invalid=True, run=0)
     assert planned.todo == 9 and planned.invalid == 1 and len(planned.shards) == 3
     shard_ids = [json.loads(x)["id"] for x in planned.shards[2][0].read_text().splitlines()]
     assert shard_ids == ["d6", "d8", "d9"]
@@ -269,11 +268,10 @@ def test_changing_the_shard_count_recomputes_no_vector(tmp_path: Path) -> None:
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": "t"}) + "\n" for i in range(6)))
     NpySink(shards=2).merge(tmp_path / "out" / ".work", order, tmp_path / "out", {"model": "m"})
-    index = ResultIndex.build(tmp_path / "out" / ".work")
     for shards in (1, 3, 6):
         task = EmbedTask(shards=shards)
         planned = plan(task, corpus, tmp_path / "out", shards=shards, skip_invalid=False,
-                       index=index, run=1)
+                       run=1)
         assert planned.todo == 0  # every vector is reused
         task.sink.merge(tmp_path / "out" / ".work", planned.order, tmp_path / "out",
                         {"model": "m"})

@@ -11,9 +11,9 @@ import pytest
 from nerschat.workflows.core import (
     ConfigChanged,
     ItemOrder,
-    ResultIndex,
     check_config,
     item_hash,
+    merge_results,
     parts_dir,
     plan,
     result_line,
@@ -42,13 +42,12 @@ def test_edited_line_is_redone_and_the_rest_reused(tmp_path: Path) -> None:
     finish(parts_dir(output), "results-000-0000.jsonl",
            [(raw, True, {"id": f"q{i}", "answer": "old"}) for i, raw in enumerate(raws)])
     raws2 = write_items(source, ["a", "B (edited)", "c"])
-    index = ResultIndex.build(parts_dir(output))
-    planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, index=index, run=1)
+    planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, run=1)
     assert planned.todo == 1
     assert json.loads(planned.shards[0][0].read_text())["question"] == "B (edited)"
     finish(parts_dir(output), "results-001-0000.jsonl",
            [(raws2[1], True, {"id": "q1", "answer": "new"})])
-    counts = ResultIndex.build(parts_dir(output)).merge(planned.order, output)
+    counts = merge_results(parts_dir(output), planned.order, output)
     lines = [json.loads(x) for x in output.read_text().splitlines()]
     assert [r["answer"] for r in lines] == ["old", "new", "old"]
     assert counts == {"written": 3, "errors": 0, "missing": 0}
@@ -64,10 +63,9 @@ def test_merge_prefers_success_then_latest_and_skips_torn_lines(tmp_path: Path) 
                                                (raws[1], False, {"id": "q1", "error": "e2"})])
     with open(workdir / "results-001-0000.jsonl", "ab") as handle:
         handle.write(result_line(item_hash(raws[1]), True, {"id": "q1"})[:-5])  # killed writer
-    index = ResultIndex.build(workdir)
-    planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, index=index, run=2)
+    planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, run=2)
     assert planned.todo == 1  # q1 failed: redone
-    counts = index.merge(planned.order, output)
+    counts = merge_results(workdir, planned.order, output)
     lines = [json.loads(x) for x in output.read_text().splitlines()]
     assert lines == [{"id": "q0", "v": 1}, {"id": "q1", "error": "e2"}]
     assert counts == {"written": 2, "errors": 1, "missing": 0}
@@ -149,3 +147,35 @@ def test_plan_reads_what_is_done_from_every_results_file(tmp_path: Path) -> None
     planned = plan(JudgeTask(), source, output, shards=1, skip_invalid=False, run=3)
     assert planned.todo == 1  # q1's only result is an error
     assert json.loads(planned.shards[0][0].read_text())["id"] == "q1"
+
+
+@pytest.mark.parametrize("bucket", [1 << 16, 7, 1])
+def test_placement_finds_each_best_result_in_any_number_of_passes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bucket: int) -> None:
+    from nerschat.workflows import core
+
+    monkeypatch.setattr(core, "BUCKET_RECORDS", bucket)  # 7, 1: many hash ranges, one each
+    monkeypatch.setattr(core, "CHUNK", 5)  # slices that split the order and the spill
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(1, 2**63, size=60, dtype=np.uint64) * np.uint64(2)
+    order = ItemOrder.write(tmp_path, hashes)
+    expected: dict[int, tuple[dict[str, object], bool]] = {}
+    for number in range(3):  # later files win ties; a success beats any error
+        lines = []
+        for i in rng.choice(60, size=40, replace=True).tolist():
+            ok = bool(rng.integers(2))
+            result = {"id": f"q{i}", "file": number, "ok": ok}
+            lines.append(result_line(int(hashes[i]), ok, result))
+            best = expected.get(i)
+            if best is None or ok or not best[1]:
+                expected[i] = (result, ok)
+        (tmp_path / f"results-00{number}-0000.jsonl").write_bytes(b"".join(lines))
+    with core.Placement(core.result_files(tmp_path), order, tmp_path) as placement:
+        found = [None if b is None else (json.loads(b[0]), b[1]) for b in placement.bodies()]
+        assert found == [expected.get(i) for i in range(60)]
+        assert found[10:20] == [None if b is None else (json.loads(b[0]), b[1])
+                                for b in placement.bodies(10, 20)]
+        assert placement.all_ok() == all(e is not None and e[1] for e in found)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no scratch file left behind
+        "order.u64", "results-000-0000.jsonl", "results-001-0000.jsonl",
+        "results-002-0000.jsonl"]

@@ -13,7 +13,6 @@ from nerschat.workflows.batch import parse_batch_request
 from nerschat.workflows.core import (
     ItemOrder,
     Plan,
-    ResultIndex,
     errors_path,
     plan,
     task_records,
@@ -30,14 +29,9 @@ def write(path: Path, *lines: str) -> Path:
     return path
 
 
-def empty_index() -> ResultIndex:
-    return ResultIndex.build(Path("/nonexistent"))
-
-
 def plan_judge(path: Path, skip: bool = False, template: str | None = None) -> Plan:
     task = JudgeTask(JudgeOptions(template=template) if template else None)
-    return plan(task, path, path.with_name("out.jsonl"), shards=1, skip_invalid=skip,
-                index=empty_index(), run=0)
+    return plan(task, path, path.with_name("out.jsonl"), shards=1, skip_invalid=skip, run=0)
 
 
 GOOD = json.dumps({"id": "a", "question": "q?", "answers": ["x", "y"]})
@@ -99,8 +93,7 @@ def test_batch_ids_are_never_rewritten(tmp_path: Path) -> None:
                  json.dumps({"custom_id": 2.50, "method": "POST", "url": "/v1/completions",
                              "body": body}))
     with pytest.raises(InputError, match="field 'custom_id': must be a string, got float"):
-        plan(BatchTask(), path, tmp_path / "out.jsonl", shards=1, skip_invalid=False,
-             index=empty_index(), run=0)
+        plan(BatchTask(), path, tmp_path / "out.jsonl", shards=1, skip_invalid=False, run=0)
 
 
 def test_shuffle_is_seeded_per_item() -> None:
