@@ -65,13 +65,17 @@ has stalled, even when no peer is busy."""
 LATENCY_WEIGHT = 0.2
 INITIAL_IN_FLIGHT = 16
 """Where an endpoint's adaptive in-flight limit starts when it advertises no capacity in
-requests; else at twice that (at most MAX_INITIAL_IN_FLIGHT). Only a start: the limit then
-follows the latency measured on that endpoint (it doubles while latency stays flat), but never
-below the requests a generation server runs at once (vLLM's `max_num_seqs`): fewer in flight
-only leaves its slots idle, whatever slows the latency down (a busy client, a loaded machine).
-An embedding server's `capacity` is no count of requests (vLLM: sequences, one per text of a
-request; TEI: an admission cap on queued requests), so its limit is the measured one alone."""
-MAX_INITIAL_IN_FLIGHT = 256
+requests; else at that capacity (at most MAX_FLOOR). Only a start: the limit then follows the
+latency measured on that endpoint (it doubles while latency stays flat), but never below the
+requests a generation server runs at once (vLLM's `max_num_seqs`): fewer in flight only leaves
+its slots idle, whatever slows the latency down (a busy client, a loaded machine). Starting at
+the capacity, not above it, lets the first window measure the service time without a queue:
+a baseline measured with C requests waiting would be twice too long, and would let the limit
+hold about 4C in flight until a probe corrects it. An embedding server's `capacity` is no
+count of requests (vLLM: sequences, one per text of a request; TEI: an admission cap on
+queued requests), so its limit is the measured one alone."""
+MAX_FLOOR = 128
+"""The highest floor (and start) an advertised capacity gives a limit."""
 
 _PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("nerschat_pinned",
                                                                     default=None)
@@ -186,10 +190,9 @@ class EndpointLoad:
         root = httpx2.URL(endpoint.url.rstrip("/"))
         authorization = f"Bearer {endpoint.api_key}" if endpoint.api_key else None
         requests = (endpoint.capacity or 0) if endpoint.kind != "embedding" else 0
-        floor = min(MAX_INITIAL_IN_FLIGHT // 2, max(4, requests))
-        start = min(MAX_INITIAL_IN_FLIGHT, max(INITIAL_IN_FLIGHT, 2 * requests))
+        floor = min(MAX_FLOOR, max(4, requests))
         return cls(endpoint, root, authorization,
-                   limit=AdaptiveLimit(initial=start, minimum=floor))
+                   limit=AdaptiveLimit(initial=max(INITIAL_IN_FLIGHT, floor), minimum=floor))
 
     def __repr__(self) -> str:  # never the key
         return (f"EndpointLoad(id={self.id!r}, url={self.endpoint.url!r}, "

@@ -81,13 +81,34 @@ def test_only_a_generation_servers_capacity_bounds_its_limit_from_below() -> Non
     from tests.conftest import make_endpoint
 
     llm = EndpointLoad.of(make_endpoint(kind="llm", capacity=32)).limit
-    assert (llm.minimum, llm.current) == (32, 64)  # vLLM's max_num_seqs: requests at once
+    assert (llm.minimum, llm.current) == (32, 32)  # vLLM's max_num_seqs: requests at once
+    large = EndpointLoad.of(make_endpoint(kind="llm", capacity=100_000)).limit
+    assert (large.minimum, large.current) == (128, 128)
     # TEI's max_concurrent_requests (an admission cap) and vLLM's sequences of an embedding
     # request (one per text) count no requests: the measured limit alone decides.
     for capacity in (512, 32):
         emb = EndpointLoad.of(make_endpoint(kind="embedding", capacity=capacity)).limit
         assert (emb.minimum, emb.current) == (4, INITIAL_IN_FLIGHT)
 
+
+
+def test_the_start_measures_the_service_time_without_a_queue() -> None:
+    """32 slots of 0.5 s, advertised: the limit starts at the 32 requests the server runs at
+    once, so the first window's latency is the service time; started at twice that, the
+    first window waited behind a full server, and that baseline let the limit climb to about
+    4C before the first probe."""
+    from nerschat.client.routing import EndpointLoad
+    from tests.conftest import make_endpoint
+
+    def slots(level: float) -> float:
+        return 0.5 * max(1.0, level / 32)
+
+    start = EndpointLoad.of(make_endpoint(kind="llm", capacity=32)).limit.current
+    levels = steady(slots, start, 32, 20_000)
+    assert max(levels) <= 2.5 * 32, max(levels)
+    held = levels[-5000:]  # twice what the server runs at once, but during a probe
+    assert sum(level >= 64 for level in held) >= 0.9 * len(held)
+    assert max(steady(slots, 64, 32, 20_000)) > 3 * 32  # the old start, for comparison
 
 
 def steady(latency_at: Callable[[float], float], initial: int, minimum: int, units: int,
