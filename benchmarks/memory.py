@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,12 @@ def peak_mb(argv: list[str]) -> tuple[float, float]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     assert proc.stderr is not None
-    errors = proc.stderr.read()  # until the command closes it (it ends)
+    try:
+        errors = proc.stderr.read()  # until the command closes it (it ends)
+    except BaseException:  # interrupted (SIGTERM, Ctrl-C): stop the command too
+        proc.kill()
+        proc.wait()
+        raise
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     done.set()
@@ -122,6 +128,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep inputs and outputs here (default: a temporary directory)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the stub fleet's servers are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[tuple[str, str], tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.workdir or Path(scratch)
