@@ -290,8 +290,7 @@ def done_hashes(*paths: Path) -> np.ndarray:
                 parsed = _parse_prefix(line)
                 if parsed is not None and parsed[1]:
                     done.append(parsed[0])
-    hashes = np.frombuffer(done, dtype=np.uint64).copy()
-    del done
+    hashes = np.frombuffer(done, dtype=np.uint64)  # shares the array's memory
     hashes.sort()
     return hashes
 
@@ -563,16 +562,16 @@ class Plan:
     shards: list[tuple[Path, Path]] = field(default_factory=list)
 
 
-def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | None
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Pass 1: validate every line; (line numbers, item hashes, id hashes, invalid count).
+def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | None,
+          order_out: IO[bytes]) -> tuple[np.ndarray, array.array[int], int]:
+    """Pass 1: validate every line; each valid item's hash goes to `order_out` (uint64).
 
-    Kept compact (20 bytes per valid item), so memory hardly follows the input size.
+    Returns (id hashes of the valid items, line numbers of the invalid ones, valid count):
+    8 bytes per valid item and 4 per invalid one in memory, so it hardly follows the input.
     """
-    lines = array.array("I")
-    hashes = array.array("Q")
     ids = array.array("Q")
-    invalid = 0
+    invalid = array.array("I")
+    block = array.array("Q")
     for number, raw, error in task_records(task, path):
         try:
             if error is not None:
@@ -581,15 +580,17 @@ def _scan(task: ItemTask, path: Path, skip_invalid: bool, errors_out: IO[str] | 
         except InputError as exc:
             if not skip_invalid:
                 raise
-            invalid += 1
+            invalid.append(number)
             if errors_out is not None:
                 errors_out.write(invalid_line(number, str(exc), raw))
             continue
-        lines.append(number)
-        hashes.append(item_hash(raw))
+        block.append(item_hash(raw))
         ids.append(_id_hash(task.item_id(item)))
-    return (np.frombuffer(lines, dtype=np.uint32), np.frombuffer(hashes, dtype=np.uint64),
-            np.frombuffer(ids, dtype=np.uint64), invalid)
+        if len(block) >= CHUNK:
+            order_out.write(block)
+            del block[:]
+    order_out.write(block)
+    return np.frombuffer(ids, dtype=np.uint64), invalid, len(ids)
 
 
 def repeated(values: np.ndarray) -> set[int]:
@@ -599,17 +600,32 @@ def repeated(values: np.ndarray) -> set[int]:
     return set(values[1:][same].tolist())
 
 
-def _raw_lines(task: ItemTask, path: Path, wanted: np.ndarray) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw) of the records whose numbers are in the sorted array `wanted`."""
-    if not len(wanted):
-        return
+def _valid_lines(task: ItemTask, path: Path, skipped: np.ndarray
+                 ) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw) of the records whose numbers are not in the sorted `skipped`."""
     i = 0
     for number, raw, _ in task_records(task, path):
-        if number == wanted[i]:
-            yield number, raw
+        while i < len(skipped) and skipped[i] < number:
             i += 1
-            if i == len(wanted):
-                return
+        if i < len(skipped) and skipped[i] == number:
+            continue
+        yield number, raw
+
+
+def _drop(order: ItemOrder, positions: np.ndarray) -> ItemOrder:
+    """`order` rewritten without the items at the sorted `positions`."""
+    with atomic_write(order.path, "wb") as out:
+        for start in range(0, len(order), CHUNK):
+            part = order[start:start + CHUNK]
+            mine = positions[(positions >= start) & (positions < start + len(part))]
+            out.write(np.delete(part, mine - start).data)
+    return ItemOrder(order.path, len(order) - len(positions))
+
+
+def _done_in(order: Order, done: np.ndarray) -> int:
+    """How many items of `order` are among the sorted hashes `done` (one slice at a time)."""
+    return sum(int(among(done, order[start:start + CHUNK]).sum())
+               for start in range(0, len(order), CHUNK)) if len(done) else 0
 
 
 def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
@@ -617,21 +633,26 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
     """Validate the whole input, then write the items not yet done into shard files.
 
     `shards` is how many shard files (None: the sink's default for the number of items).
-    Done items are those with a successful result in the work directory's results files,
-    read after the input so the two are not in memory together.
+    Item hashes go to the order file as the input is read; done items (those with a
+    successful result in the work directory's results files) are read after the input.
+    In memory: 8 bytes per valid item while validating (id hashes, to find duplicate ids),
+    then 8 bytes per done item while writing shard files.
     """
     sink = task_sink(task)
     workdir = sink.workdir(output)
     errors_file = sink.errors_path(output)
     with contextlib.ExitStack() as stack:
         errors_out = stack.enter_context(atomic_write(errors_file)) if skip_invalid else None
-        lines, hashes, id_hashes, invalid = _scan(task, input_path, skip_invalid, errors_out)
+        order_out = stack.enter_context(atomic_write(workdir / ItemOrder.NAME, "wb"))
+        id_hashes, invalid_lines, valid = _scan(task, input_path, skip_invalid, errors_out,
+                                                order_out)
         repeats = repeated(id_hashes)  # candidates; the ids themselves decide below
         del id_hashes
+        skipped = np.frombuffer(invalid_lines, dtype=np.uint32)
+        bad: list[tuple[int, int]] = []  # (position in the order, line number)
         if repeats:
             first_seen: dict[str, int] = {}
-            bad: list[int] = []
-            for number, raw in _raw_lines(task, input_path, lines):
+            for position, (number, raw) in enumerate(_valid_lines(task, input_path, skipped)):
                 item_id = task.item_id(task.parse(decode_line(input_path, number, raw)))
                 if _id_hash(item_id) not in repeats:
                     continue
@@ -642,37 +663,42 @@ def plan(task: ItemTask, input_path: Path, output: Path, *, shards: int | None,
                                    f"(first on line {first_seen[item_id]})")
                 if not skip_invalid:
                     raise error
-                invalid += 1
-                bad.append(number)
+                bad.append((position, number))
                 assert errors_out is not None
                 errors_out.write(invalid_line(number, str(error), raw))
-            if bad:
-                keep = ~np.isin(lines, np.array(bad, dtype=np.uint32))
-                lines, hashes = lines[keep], hashes[keep]
+    invalid = len(skipped) + len(bad)
     if not invalid and errors_file.exists():
         errors_file.unlink()
-    todo_mask = ~among(done_hashes(*result_files(workdir)), hashes)
-    todo_lines = lines[todo_mask]
-    del lines
-    order: Order = hashes
-    if len(hashes) and (workdir.is_dir() or todo_mask.any()):
-        order = ItemOrder.write(workdir, hashes)
-    del hashes
-    result = Plan(order=order, todo=int(todo_mask.sum()), invalid=invalid)
-    del todo_mask
+    written = ItemOrder(workdir / ItemOrder.NAME, valid)
+    if bad:
+        written = _drop(written, np.array([p for p, _ in bad], dtype=np.int64))
+        skipped = np.union1d(skipped, np.array([n for _, n in bad], dtype=np.uint32))
+    order: Order = written
+    if not len(written):
+        written.path.unlink(missing_ok=True)
+        order = np.empty(0, dtype=np.uint64)
+    done = done_hashes(*result_files(workdir))
+    result = Plan(order=order, todo=len(order) - _done_in(order, done), invalid=invalid)
     if not result.todo:
         return result
     count = max(1, min(sink.work_shards(len(order), shards), result.todo))
     bounds = np.linspace(0, result.todo, count + 1).astype(np.int64)
-    source = _raw_lines(task, input_path, todo_lines)
+    source = (raw for _, raw in _valid_lines(task, input_path, skipped)
+              if not len(done) or not _contains(done, item_hash(raw)))
     for number in range(count):
         stem = f"{run:03d}-{number:04d}"
         shard_in = workdir / f"input-{stem}.jsonl"
         with atomic_write(shard_in, "wb") as handle:
             for _ in range(int(bounds[number + 1] - bounds[number])):
-                handle.write(next(source)[1] + b"\n")
+                handle.write(next(source) + b"\n")
         result.shards.append((shard_in, workdir / f"{RESULT_PREFIX}{stem}.jsonl"))
     return result
+
+
+def _contains(sorted_hashes: np.ndarray, h: int) -> bool:
+    """Whether the hash `h` is in the sorted uint64 array `sorted_hashes`."""
+    pos = int(np.searchsorted(sorted_hashes, np.uint64(h)))
+    return pos < len(sorted_hashes) and int(sorted_hashes[pos]) == h
 
 
 def next_run(workdir: Path) -> int:
@@ -688,10 +714,8 @@ def _shard_items(task: ItemTask, shard_in: Path, done: np.ndarray
                  ) -> Iterator[tuple[int, int, Any]]:
     for number, raw in iter_lines(shard_in):
         h = item_hash(raw)
-        if len(done):
-            pos = int(np.searchsorted(done, np.uint64(h)))
-            if pos < len(done) and int(done[pos]) == h:
-                continue  # a retried shard does not redo what it finished
+        if len(done) and _contains(done, h):
+            continue  # a retried shard does not redo what it finished
         yield h, len(raw), task.parse(decode_line(shard_in, number, raw))
 
 

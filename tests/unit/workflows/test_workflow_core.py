@@ -12,6 +12,7 @@ from nerschat.workflows.core import (
     ConfigChanged,
     ItemOrder,
     check_config,
+    errors_path,
     item_hash,
     merge_results,
     parts_dir,
@@ -179,3 +180,32 @@ def test_placement_finds_each_best_result_in_any_number_of_passes(
     assert sorted(p.name for p in tmp_path.iterdir()) == [  # no scratch file left behind
         "order.u64", "results-000-0000.jsonl", "results-001-0000.jsonl",
         "results-002-0000.jsonl"]
+
+
+def test_plan_streams_the_order_and_leaves_out_invalid_repeated_and_done_items(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nerschat.workflows import core
+
+    monkeypatch.setattr(core, "CHUNK", 3)  # the order file is written in several blocks
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    good = [json.dumps({"id": f"q{i}", "question": f"{i}?", "answers": ["x", "y"]})
+            for i in range(10)]
+    lines = [*good[:4], "{not json", *good[4:7], good[2].replace('"2?"', '"again?"'),
+             *good[7:]]  # line 5 is invalid, line 9 repeats id q2
+    source.write_text("".join(line + "\n" for line in lines))
+    finish(parts_dir(output), "results-000-0000.jsonl",
+           [(good[1].encode(), True, {"id": "q1"}), (good[8].encode(), True, {"id": "q8"})])
+    planned = plan(JudgeTask(), source, output, shards=3, skip_invalid=True, run=1)
+    assert planned.invalid == 2 and planned.todo == 8
+    assert isinstance(planned.order, ItemOrder)
+    assert planned.order.read().tolist() == [item_hash(g.encode()) for g in good]
+    sent = [json.loads(line)["id"] for shard_in, _ in planned.shards
+            for line in shard_in.read_text().splitlines()]
+    assert sent == [f"q{i}" for i in range(10) if i not in (1, 8)]
+    errors = [json.loads(line) for line in errors_path(output).read_text().splitlines()]
+    assert [e["line"] for e in errors] == [5, 9]
+
+    source.write_text("{not json\n")  # nothing valid: no order file is left behind
+    empty = plan(JudgeTask(), source, output, shards=1, skip_invalid=True, run=2)
+    assert len(empty.order) == 0 and empty.invalid == 1
+    assert not (parts_dir(output) / "order.u64").exists()
