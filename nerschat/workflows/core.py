@@ -18,9 +18,10 @@ items in batches sized to each endpoint's limits (`packer` + `process_batch`); s
 `nerschat.workflows.dispatch` for how units go out.
 
 Memory stays bounded by the work in flight: the input is read as a stream (twice: once to
-validate and hash each line, once to copy the lines still to do into shard files); while the
-shards run, the input order is a file of 8-byte item hashes (`ItemOrder`), read back in
-slices. The merge finds each item's result again by an external hash join (`Placement`):
+validate and hash each line, once to copy the lines still to do into shard files), and each
+item's hash goes straight to a file of 8-byte hashes in input order (`ItemOrder`), read back
+in slices; what planning holds is 8 bytes per item (the id hashes that find duplicate ids),
+then 8 bytes per item already done. The merge finds each item's result again by an external hash join (`Placement`):
 scratch files on disk, a few MB in memory at any input size.
 
 Resume cannot return stale answers: each item is known by a hash of its input line, so an
