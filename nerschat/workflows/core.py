@@ -20,9 +20,9 @@ items in batches sized to each endpoint's limits (`packer` + `process_batch`); s
 Memory stays bounded by the work in flight: the input is read as a stream (twice: once to
 validate and hash each line, once to copy the lines still to do into shard files), and each
 item's hash goes straight to a file of 8-byte hashes in input order (`ItemOrder`), read back
-in slices; what planning holds is 8 bytes per item (the id hashes that find duplicate ids),
-then 8 bytes per item already done. The merge finds each item's result again by an external hash join (`Placement`):
-scratch files on disk, a few MB in memory at any input size.
+in slices; what planning holds is 8 bytes per item (the id hashes that find duplicate
+ids), then 8 bytes per item already done. The merge finds each item's result again by an
+external hash join (`Placement`): scratch files on disk, a few MB in memory at any size.
 
 Resume cannot return stale answers: each item is known by a hash of its input line, so an
 edited line is redone, and the run's configuration (model, template, prompt, sampling) is
@@ -363,8 +363,9 @@ def _best(hashes: np.ndarray, places: np.ndarray) -> tuple[np.ndarray, np.ndarra
 class Placement:
     """Where each item's best result is, in input order, in memory that does not grow.
 
-    The best result is a success over an error, else the latest. Built as an external hash join: every result's (hash, place) is spilled to a scratch
-    file (16 bytes per result line), then joined to the order one range of hashes at a time
+    The best result is a success over an error, else the latest. Built as an external hash
+    join: every result's (hash, place) is spilled to a scratch file (16 bytes per result
+    line), then joined to the order one range of hashes at a time
     (`BUCKET_RECORDS` records in memory per pass) into a scratch file of places in input
     order (8 bytes per item), read back by slices. Both scratch files are unnamed files in
     `scratch` (the work directory; the system's temporary directory if it does not exist),
@@ -401,6 +402,8 @@ class Placement:
         for start in range(0, self.count, CHUNK):
             n = min(CHUNK, self.count - start)
             os.pwrite(fd, np.full(n, MISSING, dtype=np.uint64).data, 8 * start)
+        if not records:
+            return
         bits = max(0, math.ceil(math.log2(max(1, records) / BUCKET_RECORDS)))
         shift = np.uint64(64 - bits) if bits else None
 
@@ -417,8 +420,6 @@ class Placement:
                 mine = bucket(pairs[:, 0]) == b
                 hs.append(pairs[mine, 0])
                 ps.append(pairs[mine, 1])
-            if not hs:
-                return
             hashes, places = _best(np.concatenate(hs), np.concatenate(ps))
             del hs, ps
             if not len(hashes):
@@ -517,21 +518,14 @@ class ItemOrder:
     """A run's item hashes (uint64) in input order, kept in a file rather than in memory.
 
     8 bytes per item on disk; `order[a:b]` reads that slice back (a uint64 array), so a merge
-    holds one slice at a time. Written once by `plan`, atomically; read-only after.
+    holds one slice at a time. Written by `plan` while it validates the input, atomically
+    (rewritten once if it drops repeated ids); read-only after.
     """
 
     NAME = "order.u64"
 
     def __init__(self, path: Path, count: int):
         self.path, self.count = path, count
-
-    @classmethod
-    def write(cls, workdir: Path, hashes: np.ndarray) -> ItemOrder:
-        """Store `hashes` (uint64, input order) as `workdir/order.u64`."""
-        path = workdir / cls.NAME
-        with atomic_write(path, "wb") as handle:
-            handle.write(np.ascontiguousarray(hashes, dtype=np.uint64).data)  # no copy
-        return cls(path, len(hashes))
 
     def __len__(self) -> int:
         return self.count

@@ -125,7 +125,8 @@ def test_a_torn_last_result_line_is_cut_before_appending(tmp_path: Path) -> None
 
 def test_item_order_reads_back_slices_of_what_was_written(tmp_path: Path) -> None:
     hashes = np.arange(1, 1001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    order = ItemOrder.write(tmp_path, hashes)
+    hashes.tofile(tmp_path / "order.u64")  # as plan writes it: uint64, input order
+    order = ItemOrder(tmp_path / "order.u64", len(hashes))
     assert len(order) == 1000 and order.path == tmp_path / "order.u64"
     assert np.array_equal(order.read(), hashes)
     assert np.array_equal(order[10:20], hashes[10:20])
@@ -159,7 +160,8 @@ def test_placement_finds_each_best_result_in_any_number_of_passes(
     monkeypatch.setattr(core, "CHUNK", 5)  # slices that split the order and the spill
     rng = np.random.default_rng(7)
     hashes = rng.integers(1, 2**63, size=60, dtype=np.uint64) * np.uint64(2)
-    order = ItemOrder.write(tmp_path, hashes)
+    hashes.tofile(tmp_path / "order.u64")
+    order = ItemOrder(tmp_path / "order.u64", len(hashes))
     expected: dict[int, tuple[dict[str, object], bool]] = {}
     for number in range(3):  # later files win ties; a success beats any error
         lines = []
